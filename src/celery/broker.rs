@@ -1,0 +1,291 @@
+//! Connection to the Redis broker and the names of kombu's keys and channels on it.
+use std::{sync::Arc, time::Duration};
+
+use redis::{AsyncConnectionConfig, Client, aio::ConnectionManager, aio::ConnectionManagerConfig};
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+
+/// Why a broker call failed, in words that are safe to show (no URL, no password).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BrokerError {
+    #[error("broker unreachable: {0}")]
+    Unreachable(String),
+    #[error("broker did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("broker refused authentication ({0})")]
+    Auth(String),
+    #[error("broker is loading its dataset")]
+    Loading,
+    #[error("broker error: {0}")]
+    Other(String),
+}
+
+impl BrokerError {
+    pub fn from_redis(err: &redis::RedisError, timeout: Duration) -> Self {
+        match err.code() {
+            Some("LOADING") => return BrokerError::Loading,
+            Some(code @ ("NOAUTH" | "WRONGPASS")) => return BrokerError::Auth(code.to_string()),
+            _ => {}
+        }
+        if err.kind() == redis::ErrorKind::AuthenticationFailed {
+            return BrokerError::Auth("authentication failed".into());
+        }
+        if err.is_timeout() {
+            return BrokerError::Timeout(timeout);
+        }
+        if err.is_io_error() || err.is_connection_refusal() || err.is_connection_dropped() {
+            return BrokerError::Unreachable(err.to_string());
+        }
+        BrokerError::Other(err.to_string())
+    }
+}
+
+/// Hides the password of a broker URL so that it can be logged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The separator kombu puts between a queue name and its priority, and between the fields
+/// of a binding.
+pub const KOMBU_SEP: &str = "\x06\x16";
+/// kombu's default priority steps: 0 is the queue's own list, the others are siblings.
+pub const PRIORITY_STEPS: [u32; 4] = [0, 3, 6, 9];
+
+/// Names of kombu's keys and channels for one virtual host (db index) and key prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyNames {
+    db: i64,
+    prefix: String,
+}
+
+impl KeyNames {
+    pub fn new(db: i64, prefix: impl Into<String>) -> Self {
+        Self {
+            db,
+            prefix: prefix.into(),
+        }
+    }
+
+    /// A key as kombu names it under `global_keyprefix`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The channel of a fanout exchange (`/{db}.{exchange}`), prefixed like a key.
+    fn fanout_channel(&self, exchange: &str) -> String {
+        self.key(&format!("/{}.{exchange}", self.db))
+    }
+
+    /// Where remote-control broadcasts are published.
+    pub fn pidbox_channel(&self) -> String {
+        self.fanout_channel("celery.pidbox")
+    }
+
+    /// Pattern that matches every Celery event channel.
+    pub fn event_pattern(&self) -> String {
+        format!("{}/*", self.fanout_channel("celeryev"))
+    }
+
+    /// The queue (Redis list) where workers push replies for one reply id.
+    pub fn reply_queue_name(reply_id: &str) -> String {
+        format!("{reply_id}.reply.celery.pidbox")
+    }
+
+    /// The binding set of the reply exchange; workers route replies through it.
+    pub fn reply_binding_set(&self) -> String {
+        self.key("_kombu.binding.reply.celery.pidbox")
+    }
+
+    /// A binding member: routing key, pattern (empty), queue name.
+    pub fn binding_member(routing_key: &str, queue: &str) -> String {
+        format!("{routing_key}{KOMBU_SEP}{KOMBU_SEP}{queue}")
+    }
+
+    /// The Redis list of a queue at one priority step (0 is the queue's own list).
+    pub fn queue_list(&self, queue: &str, priority: u32) -> String {
+        if priority == 0 {
+            self.key(queue)
+        } else {
+            self.key(&format!("{queue}{KOMBU_SEP}{priority}"))
+        }
+    }
+}
+
+/// Everything needed to talk to the broker, validated from the config.
+#[derive(Clone)]
+pub struct BrokerSettings {
+    pub client: Client,
+    pub keys: KeyNames,
+    pub timeout: Duration,
+    /// The URL with its password hidden, for logs.
+    pub display_url: String,
+}
+
+impl BrokerSettings {
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let url = config.broker_url.expose();
+        let client = Client::open(url).map_err(|e| e.to_string())?;
+        let db = client.get_connection_info().redis_settings().db();
+        Ok(Self {
+            client,
+            keys: KeyNames::new(db, config.global_keyprefix.clone()),
+            timeout: config.broker_timeout,
+            display_url: redact_url(url),
+        })
+    }
+}
+
+/// A shared, lazily connected, self-reconnecting connection to the broker.
+///
+/// warden must start while the broker is down, so the connection is made on first use and
+/// retried on every later call until it succeeds.
+#[derive(Clone)]
+pub struct Broker {
+    settings: BrokerSettings,
+    manager: Arc<Mutex<Option<ConnectionManager>>>,
+}
+
+impl Broker {
+    pub fn new(settings: BrokerSettings) -> Self {
+        Self {
+            settings,
+            manager: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn keys(&self) -> &KeyNames {
+        &self.settings.keys
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    pub fn display_url(&self) -> &str {
+        &self.settings.display_url
+    }
+
+    /// The shared multiplexed connection (for short commands; never for blocking ones).
+    pub async fn connection(&self) -> Result<ConnectionManager, BrokerError> {
+        let mut slot = self.manager.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let timeout = self.settings.timeout;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            timeout,
+            ConnectionManager::new_with_config(self.settings.client.clone(), config),
+        )
+        .await
+        .map_err(|_| BrokerError::Timeout(timeout))?
+        .map_err(|e| BrokerError::from_redis(&e, timeout))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// A fresh connection of its own, for blocking commands (BRPOP) and pub/sub, whose
+    /// responses may legitimately take longer than the command timeout.
+    pub async fn dedicated_connection(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<redis::aio::MultiplexedConnection, BrokerError> {
+        let timeout = self.settings.timeout;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(response_timeout);
+        tokio::time::timeout(
+            timeout,
+            self.settings
+                .client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| BrokerError::Timeout(timeout))?
+        .map_err(|e| BrokerError::from_redis(&e, timeout))
+    }
+
+    /// Runs one command on the shared connection, bounded by the broker timeout.
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, BrokerError> {
+        let mut conn = self.connection().await?;
+        let timeout = self.settings.timeout;
+        let result = tokio::time::timeout(timeout, cmd.query_async::<T>(&mut conn))
+            .await
+            .map_err(|_| BrokerError::Timeout(timeout))?;
+        result.map_err(|e| BrokerError::from_redis(&e, timeout))
+    }
+
+    /// Runs a pipeline on the shared connection, bounded by the broker timeout.
+    pub async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, BrokerError> {
+        let mut conn = self.connection().await?;
+        let timeout = self.settings.timeout;
+        let result = tokio::time::timeout(timeout, pipe.query_async::<T>(&mut conn))
+            .await
+            .map_err(|_| BrokerError::Timeout(timeout))?;
+        result.map_err(|e| BrokerError::from_redis(&e, timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password_only() {
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/2"),
+            "redis://:***@host:6379/2"
+        );
+        assert_eq!(redact_url("rediss://user:pw@h/0"), "rediss://user:***@h/0");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+    }
+
+    #[test]
+    fn key_names_follow_kombu() {
+        let keys = KeyNames::new(3, "");
+        assert_eq!(keys.pidbox_channel(), "/3.celery.pidbox");
+        assert_eq!(keys.event_pattern(), "/3.celeryev/*");
+        assert_eq!(keys.queue_list("celery", 0), "celery");
+        assert_eq!(keys.queue_list("celery", 6), "celery\x06\x166");
+        assert_eq!(
+            KeyNames::binding_member("abc", "abc.reply.celery.pidbox"),
+            "abc\x06\x16\x06\x16abc.reply.celery.pidbox"
+        );
+        let prefixed = KeyNames::new(0, "app:");
+        assert_eq!(prefixed.queue_list("q", 3), "app:q\x06\x163");
+        assert_eq!(
+            prefixed.reply_binding_set(),
+            "app:_kombu.binding.reply.celery.pidbox"
+        );
+    }
+
+    #[test]
+    fn db_index_is_read_from_the_url() {
+        let config = Config {
+            broker_url: crate::config::Secret::new("redis://:pw@127.0.0.1:1/5"),
+            ..Config::default()
+        };
+        let settings = BrokerSettings::from_config(&config).unwrap();
+        assert_eq!(settings.keys.pidbox_channel(), "/5.celery.pidbox");
+        assert_eq!(settings.display_url, "redis://:***@127.0.0.1:1/5");
+    }
+}

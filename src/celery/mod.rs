@@ -1,0 +1,14 @@
+//! The Celery adapter: speaks kombu's protocol on a Redis broker, with no Python in warden.
+//!
+//! - `broker`: connection settings, key names (db index, `global_keyprefix`), error kinds;
+//! - `envelope`: the kombu message envelope (decode and encode);
+//! - `pidbox`: remote-control broadcasts and their replies;
+//! - `inspect`: the typed replies of ping/stats/active/active_queues/registered;
+//! - `poller`: the periodic and on-demand inspect rounds that feed the fleet;
+//! - `probe`: broker connectivity, for readiness and staleness.
+pub mod broker;
+pub mod envelope;
+pub mod inspect;
+pub mod pidbox;
+pub mod poller;
+pub mod probe;

@@ -1,0 +1,181 @@
+//! Inspect rounds: periodic, on broker recovery, and on demand (`refresh`).
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{
+    broker::BrokerError,
+    inspect,
+    pidbox::{Command, Pidbox},
+};
+use crate::{
+    fleet::{
+        Backend, BrokerStatus, Clock, FleetHandle, InspectReport, InspectRound, Refresher,
+        owner::FleetMessage,
+    },
+    metrics::Metrics,
+};
+
+/// Runs inspect rounds against Celery workers and hands the results to the fleet.
+#[derive(Clone)]
+pub struct Inspector {
+    pidbox: Pidbox,
+    fleet: FleetHandle,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    timeout: Duration,
+    enable_events: bool,
+}
+
+impl Inspector {
+    pub fn new(
+        pidbox: Pidbox,
+        fleet: FleetHandle,
+        metrics: Metrics,
+        timeout: Duration,
+        enable_events: bool,
+    ) -> Self {
+        Self {
+            clock: fleet.clock().clone(),
+            pidbox,
+            fleet,
+            metrics,
+            timeout,
+            enable_events,
+        }
+    }
+
+    /// One round: broadcast, gather for the inspect timeout (or until every addressed worker
+    /// answered everything), apply. Returns once the fleet shows the result.
+    pub async fn round(&self, targets: Option<Vec<String>>) -> Result<(), BrokerError> {
+        let started_at = self.clock.now();
+        let commands = inspect::round_commands();
+        let limit = targets.as_ref().map(|t| t.len() * commands.len());
+        let result = self
+            .pidbox
+            .broadcast(&commands, targets.as_deref(), self.timeout, limit)
+            .await;
+        let replies = match result {
+            Ok(replies) => replies,
+            Err(err) => {
+                self.metrics.inspect_round("error");
+                return Err(err);
+            }
+        };
+        self.metrics.inspect_round("ok");
+        let mut reports: BTreeMap<String, InspectReport> = BTreeMap::new();
+        for reply in replies {
+            let report = reports
+                .entry(reply.node.clone())
+                .or_insert_with(|| InspectReport {
+                    name: reply.node.clone(),
+                    ..InspectReport::default()
+                });
+            let parsed = match reply.command {
+                inspect::PING => {
+                    report.ping = inspect::parse_ping(&reply.value);
+                    report.ping
+                }
+                inspect::STATS => {
+                    report.stats = inspect::parse_stats(&reply.value);
+                    report.stats.is_some()
+                }
+                inspect::ACTIVE => {
+                    report.active = inspect::parse_active(&reply.value);
+                    report.active.is_some()
+                }
+                inspect::ACTIVE_QUEUES => {
+                    report.queues = inspect::parse_active_queues(&reply.value);
+                    report.queues.is_some()
+                }
+                inspect::REGISTERED => {
+                    report.registered = inspect::parse_registered(&reply.value);
+                    report.registered.is_some()
+                }
+                _ => false,
+            };
+            if !parsed {
+                debug!(node = %reply.node, command = reply.command, "malformed inspect reply skipped");
+                self.metrics.message_rejected("inspect_reply", "malformed");
+            }
+        }
+        // A node that answered something but not the ping is still answering.
+        for report in reports.values_mut() {
+            report.ping |= report.stats.is_some() || report.active.is_some();
+        }
+        let round = InspectRound {
+            backend: Backend::Celery,
+            started_at,
+            targets,
+            reports: reports.into_values().collect(),
+        };
+        if self
+            .fleet
+            .observe(FleetMessage::Inspect(round))
+            .await
+            .is_ok()
+        {
+            let _ = self.fleet.barrier().await;
+        }
+        if self.enable_events {
+            // Workers started without -E begin sending task events (what Flower does).
+            self.pidbox
+                .cast(&Command::new("enable_events"), None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Polls every `interval`, and at once whenever the broker (re)connects.
+    pub async fn run(
+        self,
+        interval: Duration,
+        mut broker: watch::Receiver<BrokerStatus>,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+                changed = broker.changed() => {
+                    if changed.is_err() { return; }
+                    if !broker.borrow_and_update().connected { continue; }
+                    tick.reset();
+                }
+            }
+            if !broker.borrow().connected {
+                continue;
+            }
+            let round = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.round(None) => r,
+            };
+            match round {
+                Ok(()) if failing => {
+                    failing = false;
+                    debug!("inspect rounds succeed again");
+                }
+                Ok(()) => {}
+                Err(err) if !failing => {
+                    failing = true;
+                    warn!(%err, "inspect round failed");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+impl Refresher for Inspector {
+    fn refresh<'a>(
+        &'a self,
+        names: Option<Vec<String>>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move { self.round(names).await.map_err(|e| e.to_string()) })
+    }
+}

@@ -1,0 +1,626 @@
+//! The one typed configuration of `warden serve`.
+//!
+//! Layers, lowest first: built-in defaults (the `DEFAULT_*` constants) < TOML file (`--config`)
+//! < `WARDEN_*` environment variables < command-line flags. Clap merges the last two; this
+//! module merges the file under them and validates the result before anything starts.
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+pub const DEFAULT_BROKER_URL: &str = "redis://127.0.0.1:6379/0";
+pub const DEFAULT_BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:50052";
+pub const DEFAULT_INSPECT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_INSPECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_QUEUE_POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEARTBEAT_WARNING: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEARTBEAT_CRITICAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_ENABLE_EVENTS: bool = true;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Where a configuration value is wrong: the key (as in the TOML file), and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value for `{key}` ({value}): {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+fn invalid(key: &'static str, value: impl fmt::Display, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A string that must never be printed: tokens, passwords.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// A role, in increasing order of power: each role can do what the ones before it can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Read the fleet.
+    Viewer,
+    /// Also read logs and take control actions.
+    Operator,
+    /// Also destructive actions (forget a worker).
+    Admin,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?} (expected viewer, operator or admin)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// A bearer token and who holds it. The name is what logs and the audit show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    pub secret: Secret,
+}
+
+/// Parses token entries `name:role:secret`, separated by newlines or commas; `#` starts a
+/// comment line. The error never contains the secret.
+pub fn parse_tokens(text: &str, key: &'static str) -> Result<Vec<Token>, ConfigError> {
+    let mut tokens = Vec::new();
+    for (index, entry) in text
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.starts_with('#'))
+        .enumerate()
+    {
+        let mut parts = entry.splitn(3, ':');
+        let (Some(name), Some(role), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid(
+                key,
+                format!("entry {}", index + 1),
+                "expected name:role:token",
+            ));
+        };
+        let role = role
+            .parse()
+            .map_err(|e| invalid(key, format!("entry {} ({name})", index + 1), e))?;
+        if name.is_empty() || secret.len() < 16 {
+            return Err(invalid(
+                key,
+                format!("entry {} ({name})", index + 1),
+                "a token needs a name and a secret of at least 16 characters",
+            ));
+        }
+        tokens.push(Token {
+            name: name.to_string(),
+            role,
+            secret: Secret::new(secret),
+        });
+    }
+    Ok(tokens)
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration of a running warden.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Redis broker the Celery workers use (`redis://` or `rediss://`, with password and db).
+    pub broker_url: Secret,
+    /// Connect and command timeout for every broker call.
+    pub broker_timeout: Duration,
+    /// kombu's `global_keyprefix` transport option, if the workers set one.
+    pub global_keyprefix: String,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// How often to broadcast inspect (ping, stats, active, active_queues, registered).
+    pub inspect_interval: Duration,
+    /// How long to gather inspect replies.
+    pub inspect_timeout: Duration,
+    /// How often to measure queue depths.
+    pub queue_poll_interval: Duration,
+    /// Heartbeat lateness that makes a worker UNRESPONSIVE.
+    pub heartbeat_warning: Duration,
+    /// Heartbeat lateness that makes a worker LOST.
+    pub heartbeat_critical: Duration,
+    /// Send `enable_events` to workers so that they publish task events.
+    pub enable_events: bool,
+    pub log_format: LogFormat,
+    /// `RUST_LOG`-style filter.
+    pub log_level: String,
+    /// Allow a non-loopback gRPC address without tokens.
+    pub insecure: bool,
+    /// Bearer tokens; empty means no authentication (loopback only).
+    pub tokens: Vec<Token>,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            broker_url: Secret::new(DEFAULT_BROKER_URL),
+            broker_timeout: DEFAULT_BROKER_TIMEOUT,
+            global_keyprefix: String::new(),
+            grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default"),
+            http_addr: DEFAULT_HTTP_ADDR.parse().expect("valid default"),
+            inspect_interval: DEFAULT_INSPECT_INTERVAL,
+            inspect_timeout: DEFAULT_INSPECT_TIMEOUT,
+            queue_poll_interval: DEFAULT_QUEUE_POLL_INTERVAL,
+            heartbeat_warning: DEFAULT_HEARTBEAT_WARNING,
+            heartbeat_critical: DEFAULT_HEARTBEAT_CRITICAL,
+            enable_events: DEFAULT_ENABLE_EVENTS,
+            log_format: LogFormat::Pretty,
+            log_level: DEFAULT_LOG_LEVEL.to_string(),
+            insecure: false,
+            tokens: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+/// `warden serve` flags. Each flag also reads its `WARDEN_*` variable; unset ones fall back to
+/// the config file, then to the default shown.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file (keys as in warden.example.toml).
+    #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Redis broker URL; db index, password and rediss:// are honoured [default: redis://127.0.0.1:6379/0]
+    #[arg(
+        long = "broker",
+        env = "WARDEN_BROKER_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub broker_url: Option<String>,
+    /// Connect and command timeout for broker calls [default: 5s]
+    #[arg(long, env = "WARDEN_BROKER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub broker_timeout: Option<Duration>,
+    /// kombu global_keyprefix transport option of the workers [default: none]
+    #[arg(long, env = "WARDEN_GLOBAL_KEYPREFIX", value_name = "PREFIX")]
+    pub global_keyprefix: Option<String>,
+    /// gRPC listen address [default: 127.0.0.1:50051]
+    #[arg(long, env = "WARDEN_GRPC_ADDR", value_name = "ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP address for /healthz, /readyz and /metrics [default: 127.0.0.1:50052]
+    #[arg(long, env = "WARDEN_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// How often to inspect the workers [default: 30s]
+    #[arg(long, env = "WARDEN_INSPECT_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub inspect_interval: Option<Duration>,
+    /// How long to gather inspect replies [default: 1s]
+    #[arg(long, env = "WARDEN_INSPECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub inspect_timeout: Option<Duration>,
+    /// How often to measure queue depths [default: 2s]
+    #[arg(long, env = "WARDEN_QUEUE_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub queue_poll_interval: Option<Duration>,
+    /// Heartbeat lateness that makes a worker UNRESPONSIVE [default: 30s]
+    #[arg(long, env = "WARDEN_HEARTBEAT_WARNING", value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_warning: Option<Duration>,
+    /// Heartbeat lateness that makes a worker LOST [default: 60s]
+    #[arg(long, env = "WARDEN_HEARTBEAT_CRITICAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_critical: Option<Duration>,
+    /// Ask workers to send task events (enable_events broadcast) [default: true]
+    #[arg(long, env = "WARDEN_ENABLE_EVENTS", value_name = "BOOL")]
+    pub enable_events: Option<bool>,
+    /// Log format [default: pretty]
+    #[arg(long, env = "WARDEN_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, RUST_LOG syntax (e.g. `info,warden=debug`) [default: info]
+    #[arg(long, env = "WARDEN_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Allow listening on a non-loopback address without tokens [default: false]
+    #[arg(long, env = "WARDEN_INSECURE")]
+    pub insecure: bool,
+    /// File of bearer tokens, one `name:role:token` per line (roles: viewer, operator, admin).
+    /// Tokens may also come from WARDEN_TOKENS (same entries, comma-separated) [default: none]
+    #[arg(long, env = "WARDEN_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// PEM certificate chain; enables TLS on the gRPC port (with --tls-key) [default: none]
+    #[arg(long, env = "WARDEN_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert [default: none]
+    #[arg(long, env = "WARDEN_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m30s)"))
+}
+
+/// The TOML file: the same keys as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    broker_url: Option<String>,
+    broker_timeout: Option<String>,
+    global_keyprefix: Option<String>,
+    grpc_addr: Option<String>,
+    http_addr: Option<String>,
+    inspect_interval: Option<String>,
+    inspect_timeout: Option<String>,
+    queue_poll_interval: Option<String>,
+    heartbeat_warning: Option<String>,
+    heartbeat_critical: Option<String>,
+    enable_events: Option<bool>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    insecure: Option<bool>,
+    tokens_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+fn file_duration(
+    key: &'static str,
+    value: Option<String>,
+) -> Result<Option<Duration>, ConfigError> {
+    value
+        .map(|v| parse_duration(&v).map_err(|e| invalid(key, &v, e)))
+        .transpose()
+}
+
+fn file_addr(key: &'static str, value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    value
+        .map(|v| v.parse().map_err(|e| invalid(key, &v, e)))
+        .transpose()
+}
+
+impl Config {
+    /// Builds the configuration from flags/env (already merged by clap), the file they name,
+    /// and the `WARDEN_TOKENS` variable, then validates it.
+    pub fn load(args: &ServeArgs, tokens_env: Option<&str>) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut config = Config::default();
+        config.apply_file(file)?;
+        config.apply_args(args);
+        let tokens_file = args
+            .tokens_file
+            .clone()
+            .or(config_tokens_file(&args.config)?);
+        if let Some(path) = tokens_file {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            config.tokens.extend(parse_tokens(&text, "tokens_file")?);
+        }
+        if let Some(text) = tokens_env {
+            config.tokens.extend(parse_tokens(text, "WARDEN_TOKENS")?);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document over the defaults (used by `load` and by tests of the example).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::File {
+            path: PathBuf::from("<toml>"),
+            reason: e.to_string(),
+        })?;
+        let mut config = Config::default();
+        config.apply_file(file)?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
+        if let Some(v) = f.broker_url {
+            self.broker_url = Secret::new(v);
+        }
+        set(
+            &mut self.broker_timeout,
+            file_duration("broker_timeout", f.broker_timeout)?,
+        );
+        set(&mut self.global_keyprefix, f.global_keyprefix);
+        set(&mut self.grpc_addr, file_addr("grpc_addr", f.grpc_addr)?);
+        set(&mut self.http_addr, file_addr("http_addr", f.http_addr)?);
+        set(
+            &mut self.inspect_interval,
+            file_duration("inspect_interval", f.inspect_interval)?,
+        );
+        set(
+            &mut self.inspect_timeout,
+            file_duration("inspect_timeout", f.inspect_timeout)?,
+        );
+        set(
+            &mut self.queue_poll_interval,
+            file_duration("queue_poll_interval", f.queue_poll_interval)?,
+        );
+        set(
+            &mut self.heartbeat_warning,
+            file_duration("heartbeat_warning", f.heartbeat_warning)?,
+        );
+        set(
+            &mut self.heartbeat_critical,
+            file_duration("heartbeat_critical", f.heartbeat_critical)?,
+        );
+        set(&mut self.enable_events, f.enable_events);
+        set(&mut self.log_format, f.log_format);
+        set(&mut self.log_level, f.log_level);
+        set(&mut self.insecure, f.insecure);
+        self.tls = tls_files(f.tls_cert, f.tls_key, self.tls.take());
+        Ok(())
+    }
+
+    fn apply_args(&mut self, a: &ServeArgs) {
+        if let Some(v) = &a.broker_url {
+            self.broker_url = Secret::new(v.clone());
+        }
+        set(&mut self.broker_timeout, a.broker_timeout);
+        set(&mut self.global_keyprefix, a.global_keyprefix.clone());
+        set(&mut self.grpc_addr, a.grpc_addr);
+        set(&mut self.http_addr, a.http_addr);
+        set(&mut self.inspect_interval, a.inspect_interval);
+        set(&mut self.inspect_timeout, a.inspect_timeout);
+        set(&mut self.queue_poll_interval, a.queue_poll_interval);
+        set(&mut self.heartbeat_warning, a.heartbeat_warning);
+        set(&mut self.heartbeat_critical, a.heartbeat_critical);
+        set(&mut self.enable_events, a.enable_events);
+        set(&mut self.log_format, a.log_format);
+        set(&mut self.log_level, a.log_level.clone());
+        self.insecure |= a.insecure;
+        self.tls = tls_files(a.tls_cert.clone(), a.tls_key.clone(), self.tls.take());
+    }
+
+    /// Checks what types cannot: relations between values and the security rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.broker_url.expose();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid(
+                "broker_url",
+                crate::celery::broker::redact_url(url),
+                "only redis:// and rediss:// brokers are supported",
+            ));
+        }
+        crate::celery::broker::BrokerSettings::from_config(self)
+            .map_err(|e| invalid("broker_url", crate::celery::broker::redact_url(url), e))?;
+        for (key, value) in [
+            ("broker_timeout", self.broker_timeout),
+            ("inspect_interval", self.inspect_interval),
+            ("inspect_timeout", self.inspect_timeout),
+            ("queue_poll_interval", self.queue_poll_interval),
+            ("heartbeat_warning", self.heartbeat_warning),
+            ("heartbeat_critical", self.heartbeat_critical),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "0s", "must be greater than zero"));
+            }
+        }
+        if self.inspect_timeout >= self.inspect_interval {
+            return Err(invalid(
+                "inspect_timeout",
+                humantime::format_duration(self.inspect_timeout),
+                format!(
+                    "must be shorter than inspect_interval ({})",
+                    humantime::format_duration(self.inspect_interval)
+                ),
+            ));
+        }
+        if self.heartbeat_warning >= self.heartbeat_critical {
+            return Err(invalid(
+                "heartbeat_warning",
+                humantime::format_duration(self.heartbeat_warning),
+                format!(
+                    "must be shorter than heartbeat_critical ({})",
+                    humantime::format_duration(self.heartbeat_critical)
+                ),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| invalid("log_level", &self.log_level, e))?;
+        if self.tokens.is_empty() && !self.grpc_addr.ip().is_loopback() && !self.insecure {
+            return Err(invalid(
+                "grpc_addr",
+                self.grpc_addr,
+                "no tokens are configured, so warden only listens on loopback; \
+                 configure tokens (tokens_file / WARDEN_TOKENS) or pass --insecure",
+            ));
+        }
+        if self.tokens.is_empty() && !self.http_addr.ip().is_loopback() && !self.insecure {
+            return Err(invalid(
+                "http_addr",
+                self.http_addr,
+                "no tokens are configured, so warden only listens on loopback; pass --insecure",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    previous: Option<TlsFiles>,
+) -> Option<TlsFiles> {
+    match (cert, key, previous) {
+        (Some(cert), Some(key), _) => Some(TlsFiles { cert, key }),
+        (Some(cert), None, prev) => Some(TlsFiles {
+            cert,
+            key: prev.map(|p| p.key).unwrap_or_default(),
+        }),
+        (None, Some(key), prev) => Some(TlsFiles {
+            cert: prev.map(|p| p.cert).unwrap_or_default(),
+            key,
+        }),
+        (None, None, prev) => prev,
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn config_tokens_file(config: &Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    match config {
+        Some(path) => Ok(read_file(path)?.tokens_file),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_and_never_print_their_secret() {
+        let tokens = parse_tokens(
+            "# comment\nalice:admin:aaaaaaaaaaaaaaaaaaaa\nbob:viewer:bbbbbbbbbbbbbbbbbbbb",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens[0].role, Role::Admin);
+        let printed = format!("{tokens:?}");
+        assert!(!printed.contains("aaaaaaaa"), "{printed}");
+    }
+
+    #[test]
+    fn bad_token_entry_names_the_key_not_the_secret() {
+        let err = parse_tokens("carol:root:cccccccccccccccccccc", "WARDEN_TOKENS").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("WARDEN_TOKENS") && text.contains("unknown role"),
+            "{text}"
+        );
+        assert!(!text.contains("cccccccc"), "{text}");
+    }
+
+    #[test]
+    fn non_loopback_without_tokens_is_refused_unless_insecure() {
+        let mut config = Config {
+            grpc_addr: "0.0.0.0:50051".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("grpc_addr") && err.contains("0.0.0.0:50051"),
+            "{err}"
+        );
+        config.insecure = true;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn inspect_timeout_must_be_shorter_than_interval() {
+        let config = Config {
+            inspect_timeout: Duration::from_secs(40),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("inspect_timeout") && err.contains("40s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_values_are_overridden_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        std::fs::write(
+            &path,
+            "inspect_interval = \"10s\"\ngrpc_addr = \"127.0.0.1:7000\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            grpc_addr: Some("127.0.0.1:7001".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(&args, None).unwrap();
+        assert_eq!(config.inspect_interval, Duration::from_secs(10));
+        assert_eq!(config.grpc_addr.port(), 7001);
+    }
+
+    #[test]
+    fn bad_file_value_names_key_and_value() {
+        let err = Config::from_toml("inspect_interval = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("inspect_interval") && err.contains("soon"),
+            "{err}"
+        );
+        let err = Config::from_toml("no_such_key = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no_such_key"), "{err}");
+    }
+}

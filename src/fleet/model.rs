@@ -1,0 +1,205 @@
+//! What warden knows about a worker, in backend-neutral terms.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Backend {
+    Celery,
+    RedisStreams,
+}
+
+/// What a worker is doing now (see DESIGN.md's vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Activity {
+    Active,
+    Idle,
+    Unresponsive,
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lifecycle {
+    Alive,
+    Offline,
+    Lost,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pool {
+    /// "prefork", "threads", "solo", ...
+    pub implementation: String,
+    pub max_concurrency: u32,
+    pub processes: Vec<u32>,
+    /// 0 = unlimited.
+    pub max_tasks_per_child: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumedQueue {
+    pub name: String,
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActiveTask {
+    pub id: String,
+    pub name: String,
+    pub started: Option<SystemTime>,
+    pub worker_pid: u32,
+    pub args: String,
+    pub kwargs: String,
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Software {
+    pub ident: String,
+    pub version: String,
+    pub system: String,
+}
+
+/// One worker as last observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Worker {
+    pub name: String,
+    pub backend: Backend,
+    pub hostname: String,
+    pub first_seen: SystemTime,
+    /// Any evidence of life: a heartbeat, an event or an inspect reply.
+    pub last_seen: SystemTime,
+    pub last_heartbeat: Option<SystemTime>,
+    pub heartbeat_interval: Option<Duration>,
+    /// Derived from the reported uptime, so that uptime can be computed at any time.
+    pub started_at: Option<SystemTime>,
+    /// It did not answer the most recent ping addressed to it (and was not heard from since).
+    pub missed_ping: bool,
+    /// It said goodbye (Celery `worker-offline`) at this time.
+    pub offline_at: Option<SystemTime>,
+    pub activity: Activity,
+    pub lifecycle: Lifecycle,
+    pub pid: Option<u32>,
+    pub active_tasks: u32,
+    pub processed_total: u64,
+    pub processed_by_task: BTreeMap<String, u64>,
+    pub pool: Option<Pool>,
+    pub queues: Vec<ConsumedQueue>,
+    pub registered: Vec<String>,
+    pub active: Vec<ActiveTask>,
+    pub load_average: Option<[f64; 3]>,
+    pub software: Option<Software>,
+    pub prefetch_count: Option<u32>,
+}
+
+impl Worker {
+    pub fn new(name: impl Into<String>, backend: Backend, now: SystemTime) -> Self {
+        let name = name.into();
+        let hostname = name
+            .split_once('@')
+            .map_or(name.as_str(), |(_, h)| h)
+            .to_string();
+        Self {
+            name,
+            backend,
+            hostname,
+            first_seen: now,
+            last_seen: now,
+            last_heartbeat: None,
+            heartbeat_interval: None,
+            started_at: None,
+            missed_ping: false,
+            offline_at: None,
+            activity: Activity::Idle,
+            lifecycle: Lifecycle::Alive,
+            pid: None,
+            active_tasks: 0,
+            processed_total: 0,
+            processed_by_task: BTreeMap::new(),
+            pool: None,
+            queues: Vec::new(),
+            registered: Vec::new(),
+            active: Vec::new(),
+            load_average: None,
+            software: None,
+            prefetch_count: None,
+        }
+    }
+
+    /// How long the worker has been up: until now while alive, until last seen otherwise.
+    pub fn uptime(&self, now: SystemTime) -> Option<Duration> {
+        let started = self.started_at?;
+        let until = if self.lifecycle == Lifecycle::Alive {
+            now
+        } else {
+            self.last_seen
+        };
+        until.duration_since(started).ok()
+    }
+
+    /// Age of the freshest evidence of life.
+    pub fn silence(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.last_seen).unwrap_or_default()
+    }
+}
+
+/// What `stats` says about a worker.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerStats {
+    pub pid: Option<u32>,
+    pub uptime: Option<Duration>,
+    pub pool: Option<Pool>,
+    pub processed_by_task: BTreeMap<String, u64>,
+    pub prefetch_count: Option<u32>,
+}
+
+/// One worker's answers in an inspect round; `None` where it did not answer that command.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InspectReport {
+    pub name: String,
+    pub ping: bool,
+    pub stats: Option<WorkerStats>,
+    pub active: Option<Vec<ActiveTask>>,
+    pub queues: Option<Vec<ConsumedQueue>>,
+    pub registered: Option<Vec<String>>,
+}
+
+/// The outcome of one inspect broadcast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InspectRound {
+    pub backend: Backend,
+    pub started_at: SystemTime,
+    /// The nodes the round was addressed to; `None` for a broadcast to all.
+    pub targets: Option<Vec<String>>,
+    pub reports: Vec<InspectReport>,
+}
+
+/// Thresholds that turn evidence into activity and lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Silence after which a worker is UNRESPONSIVE.
+    pub warning: Duration,
+    /// Silence after which a worker that did not say goodbye is LOST.
+    pub critical: Duration,
+}
+
+/// Broker connectivity as last probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerStatus {
+    pub connected: bool,
+    /// Why not, when not connected.
+    pub reason: String,
+    /// Last time the broker answered.
+    pub last_ok: Option<SystemTime>,
+}
+
+impl BrokerStatus {
+    pub fn unknown() -> Self {
+        Self {
+            connected: false,
+            reason: "not connected yet".into(),
+            last_ok: None,
+        }
+    }
+}

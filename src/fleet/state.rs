@@ -1,0 +1,422 @@
+//! The fleet state and the pure rules that change it. No I/O, no clock of its own: the owner
+//! passes `now` in, so every rule here is tested with exact times.
+use std::{sync::Arc, time::SystemTime};
+
+use imbl::{OrdMap, Vector};
+
+use super::model::{Activity, Backend, BrokerStatus, InspectRound, Lifecycle, Thresholds, Worker};
+
+/// How many recent changes are kept for watchers that resume from a revision.
+pub const REPLAY_CAPACITY: usize = 8192;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeKind {
+    WorkerAdded(Arc<Worker>),
+    WorkerUpdated(Arc<Worker>),
+    WorkerRemoved { name: String, backend: Backend },
+}
+
+/// One change, with the fleet revision it produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetChange {
+    pub revision: u64,
+    pub at: SystemTime,
+    pub kind: ChangeKind,
+}
+
+/// An immutable view of the fleet at one revision. Cloning is O(1).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub at: SystemTime,
+    pub workers: OrdMap<String, Arc<Worker>>,
+    /// The last changes (at most [`REPLAY_CAPACITY`]), oldest first, for resuming watchers.
+    pub recent: Vector<Arc<FleetChange>>,
+    pub broker: BrokerStatus,
+}
+
+impl Snapshot {
+    /// The changes after `revision`, if all of them are still kept.
+    pub fn changes_since(&self, revision: u64) -> Option<Vec<Arc<FleetChange>>> {
+        if revision > self.revision {
+            return None;
+        }
+        if revision == self.revision {
+            return Some(Vec::new());
+        }
+        let oldest = self.recent.front()?.revision;
+        if oldest > revision + 1 {
+            return None;
+        }
+        Some(
+            self.recent
+                .iter()
+                .filter(|c| c.revision > revision)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// The mutable state, owned by one task.
+#[derive(Debug, Clone)]
+pub struct FleetState {
+    snapshot: Snapshot,
+    pending: Vec<ChangeKind>,
+}
+
+impl FleetState {
+    pub fn new(now: SystemTime) -> Self {
+        Self {
+            snapshot: Snapshot {
+                revision: 0,
+                at: now,
+                workers: OrdMap::new(),
+                recent: Vector::new(),
+                broker: BrokerStatus::unknown(),
+            },
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn set_broker(&mut self, status: BrokerStatus) {
+        self.snapshot.broker = status;
+    }
+
+    fn put(&mut self, worker: Worker, existed: bool) {
+        let worker = Arc::new(worker);
+        self.snapshot
+            .workers
+            .insert(worker.name.clone(), worker.clone());
+        self.pending.push(if existed {
+            ChangeKind::WorkerUpdated(worker)
+        } else {
+            ChangeKind::WorkerAdded(worker)
+        });
+    }
+
+    /// Applies the replies of an inspect round. Workers that were addressed but did not
+    /// answer the ping are marked as having missed it.
+    pub fn apply_inspect(&mut self, round: &InspectRound, now: SystemTime, thresholds: Thresholds) {
+        for report in &round.reports {
+            let existing = self.snapshot.workers.get(&report.name).cloned();
+            let mut worker = existing
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(|| Worker::new(&report.name, round.backend, now));
+            let mut changed = existing.is_none();
+            worker.last_seen = worker.last_seen.max(now);
+            if worker.offline_at.take().is_some() {
+                changed = true;
+            }
+            changed |= replace(&mut worker.missed_ping, false);
+            if let Some(stats) = &report.stats {
+                let pid = stats.pid.or(worker.pid);
+                changed |= replace(&mut worker.pid, pid);
+                if let Some(uptime) = stats.uptime {
+                    let started = now.checked_sub(uptime);
+                    // Uptime is reported in whole seconds: only a real restart moves it by more.
+                    let moved = match (worker.started_at, started) {
+                        (Some(a), Some(b)) => {
+                            a.max(b)
+                                .duration_since(a.min(b))
+                                .unwrap_or_default()
+                                .as_secs()
+                                > 2
+                        }
+                        _ => true,
+                    };
+                    if moved {
+                        worker.started_at = started;
+                        changed = true;
+                    }
+                }
+                if stats.pool.is_some() {
+                    changed |= replace(&mut worker.pool, stats.pool.clone());
+                }
+                let processed: u64 = stats.processed_by_task.values().sum();
+                changed |= replace(&mut worker.processed_total, processed);
+                changed |= replace(
+                    &mut worker.processed_by_task,
+                    stats.processed_by_task.clone(),
+                );
+                changed |= replace(&mut worker.prefetch_count, stats.prefetch_count);
+            }
+            if let Some(active) = &report.active {
+                changed |= replace(&mut worker.active_tasks, active.len() as u32);
+                changed |= replace(&mut worker.active, active.clone());
+            }
+            if let Some(queues) = &report.queues {
+                changed |= replace(&mut worker.queues, queues.clone());
+            }
+            if let Some(registered) = &report.registered {
+                changed |= replace(&mut worker.registered, registered.clone());
+            }
+            changed |= evaluate(&mut worker, now, thresholds);
+            if changed {
+                self.put(worker, existing.is_some());
+            }
+        }
+        let answered = |name: &str| round.reports.iter().any(|r| r.name == name && r.ping);
+        let addressed: Vec<String> = match &round.targets {
+            Some(targets) => targets.clone(),
+            None => self
+                .snapshot
+                .workers
+                .values()
+                .filter(|w| w.backend == round.backend && w.lifecycle == Lifecycle::Alive)
+                .map(|w| w.name.clone())
+                .collect(),
+        };
+        for name in addressed {
+            if answered(&name) {
+                continue;
+            }
+            let Some(existing) = self.snapshot.workers.get(&name).cloned() else {
+                continue;
+            };
+            // Heard from since the round began (e.g. a heartbeat): not evidence of silence.
+            if existing.last_seen > round.started_at || existing.missed_ping {
+                continue;
+            }
+            let mut worker = (*existing).clone();
+            worker.missed_ping = true;
+            evaluate(&mut worker, now, thresholds);
+            self.put(worker, true);
+        }
+    }
+
+    /// Re-derives activity and lifecycle of every worker at `now`. While the broker is down
+    /// nothing can be heard, so silence is not held against the workers.
+    pub fn evaluate_all(&mut self, now: SystemTime, thresholds: Thresholds) {
+        if !self.snapshot.broker.connected {
+            return;
+        }
+        let changed: Vec<Worker> = self
+            .snapshot
+            .workers
+            .values()
+            .filter_map(|w| {
+                let mut worker = (**w).clone();
+                evaluate(&mut worker, now, thresholds).then_some(worker)
+            })
+            .collect();
+        for worker in changed {
+            self.put(worker, true);
+        }
+    }
+
+    /// Removes a worker that is no longer alive. Returns what it was, or why not.
+    pub fn forget(&mut self, name: &str) -> Result<Arc<Worker>, ForgetError> {
+        let worker = self
+            .snapshot
+            .workers
+            .get(name)
+            .cloned()
+            .ok_or(ForgetError::NotFound)?;
+        if worker.lifecycle == Lifecycle::Alive {
+            return Err(ForgetError::Alive);
+        }
+        self.snapshot.workers.remove(name);
+        self.pending.push(ChangeKind::WorkerRemoved {
+            name: worker.name.clone(),
+            backend: worker.backend,
+        });
+        Ok(worker)
+    }
+
+    /// Gives the pending changes their revisions and publishes them into the snapshot.
+    pub fn commit(&mut self, now: SystemTime) -> Vec<Arc<FleetChange>> {
+        self.snapshot.at = now;
+        let changes: Vec<Arc<FleetChange>> = self
+            .pending
+            .drain(..)
+            .map(|kind| {
+                self.snapshot.revision += 1;
+                Arc::new(FleetChange {
+                    revision: self.snapshot.revision,
+                    at: now,
+                    kind,
+                })
+            })
+            .collect();
+        for change in &changes {
+            if self.snapshot.recent.len() >= REPLAY_CAPACITY {
+                self.snapshot.recent.pop_front();
+            }
+            self.snapshot.recent.push_back(change.clone());
+        }
+        changes
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForgetError {
+    #[error("no such worker")]
+    NotFound,
+    #[error("the worker is alive; only OFFLINE or LOST workers can be forgotten")]
+    Alive,
+}
+
+fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    if *slot == value {
+        false
+    } else {
+        *slot = value;
+        true
+    }
+}
+
+/// Derives activity and lifecycle from the evidence. Returns whether either changed.
+pub fn evaluate(worker: &mut Worker, now: SystemTime, thresholds: Thresholds) -> bool {
+    let silence = worker.silence(now);
+    let (lifecycle, activity) = if worker.offline_at.is_some() {
+        (Lifecycle::Offline, Activity::Unresponsive)
+    } else if silence > thresholds.critical {
+        (Lifecycle::Lost, Activity::Unresponsive)
+    } else if worker.missed_ping || silence > thresholds.warning {
+        (Lifecycle::Alive, Activity::Unresponsive)
+    } else if worker.active_tasks > 0 {
+        (Lifecycle::Alive, Activity::Active)
+    } else {
+        (Lifecycle::Alive, Activity::Idle)
+    };
+    replace(&mut worker.lifecycle, lifecycle) | replace(&mut worker.activity, activity)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fleet::model::{InspectReport, WorkerStats};
+
+    const T: Thresholds = Thresholds {
+        warning: Duration::from_secs(30),
+        critical: Duration::from_secs(60),
+    };
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn round(at: SystemTime, names: &[&str]) -> InspectRound {
+        InspectRound {
+            backend: Backend::Celery,
+            started_at: at,
+            targets: None,
+            reports: names
+                .iter()
+                .map(|n| InspectReport {
+                    name: n.to_string(),
+                    ping: true,
+                    stats: Some(WorkerStats {
+                        uptime: Some(Duration::from_secs(10)),
+                        processed_by_task: [("a".to_string(), 2), ("b".to_string(), 3)].into(),
+                        ..WorkerStats::default()
+                    }),
+                    ..InspectReport::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn state() -> FleetState {
+        let mut s = FleetState::new(t0());
+        s.set_broker(BrokerStatus {
+            connected: true,
+            reason: String::new(),
+            last_ok: Some(t0()),
+        });
+        s
+    }
+
+    #[test]
+    fn a_worker_that_misses_a_ping_is_unresponsive_then_lost() {
+        let mut s = state();
+        s.apply_inspect(&round(t0(), &["a@h", "b@h"]), t0(), T);
+        let changes = s.commit(t0());
+        assert_eq!(changes.len(), 2);
+        assert_eq!(s.snapshot().workers["a@h"].processed_total, 5);
+        assert_eq!(s.snapshot().workers["a@h"].activity, Activity::Idle);
+
+        let t1 = t0() + Duration::from_secs(5);
+        s.apply_inspect(&round(t1, &["b@h"]), t1, T);
+        s.commit(t1);
+        let a = &s.snapshot().workers["a@h"];
+        assert_eq!(
+            (a.activity, a.lifecycle),
+            (Activity::Unresponsive, Lifecycle::Alive)
+        );
+        assert_eq!(s.snapshot().workers["b@h"].activity, Activity::Idle);
+
+        let t2 = t0() + Duration::from_secs(61);
+        s.evaluate_all(t2, T);
+        s.commit(t2);
+        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Lost);
+        // Still listed, with its last figures.
+        assert_eq!(s.snapshot().workers["a@h"].processed_total, 5);
+        assert_eq!(
+            s.snapshot().workers["a@h"].uptime(t2),
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn silence_while_the_broker_is_down_is_not_held_against_workers() {
+        let mut s = state();
+        s.apply_inspect(&round(t0(), &["a@h"]), t0(), T);
+        s.commit(t0());
+        s.set_broker(BrokerStatus::unknown());
+        s.evaluate_all(t0() + Duration::from_secs(120), T);
+        assert!(s.commit(t0()).is_empty());
+        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Alive);
+    }
+
+    #[test]
+    fn revisions_increase_and_resume_replays_only_what_is_kept() {
+        let mut s = state();
+        s.apply_inspect(&round(t0(), &["a@h", "b@h"]), t0(), T);
+        s.commit(t0());
+        let snap = s.snapshot().clone();
+        assert_eq!(snap.revision, 2);
+        assert_eq!(snap.changes_since(0).unwrap().len(), 2);
+        assert_eq!(snap.changes_since(1).unwrap()[0].revision, 2);
+        assert!(snap.changes_since(2).unwrap().is_empty());
+        assert!(
+            snap.changes_since(3).is_none(),
+            "a future revision cannot be resumed"
+        );
+    }
+
+    #[test]
+    fn forget_refuses_alive_workers() {
+        let mut s = state();
+        s.apply_inspect(&round(t0(), &["a@h"]), t0(), T);
+        s.commit(t0());
+        assert_eq!(s.forget("a@h"), Err(ForgetError::Alive));
+        assert_eq!(s.forget("zz@h"), Err(ForgetError::NotFound));
+        s.evaluate_all(t0() + Duration::from_secs(61), T);
+        s.commit(t0());
+        assert!(s.forget("a@h").is_ok());
+        let changes = s.commit(t0());
+        assert!(matches!(changes[0].kind, ChangeKind::WorkerRemoved { .. }));
+        assert!(s.snapshot().workers.is_empty());
+    }
+
+    #[test]
+    fn unchanged_reports_produce_no_change() {
+        let mut s = state();
+        s.apply_inspect(&round(t0(), &["a@h"]), t0(), T);
+        s.commit(t0());
+        let t1 = t0() + Duration::from_secs(1);
+        let mut again = round(t1, &["a@h"]);
+        again.reports[0].stats.as_mut().unwrap().uptime = Some(Duration::from_secs(11));
+        s.apply_inspect(&again, t1, T);
+        assert!(s.commit(t1).is_empty());
+    }
+}

@@ -1,0 +1,71 @@
+//! The `warden` binary: `serve`, and client verbs.
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use warden::{
+    cli::{self, Cli, Command},
+    config::Config,
+    server::Warden,
+    telemetry,
+};
+
+fn main() -> ExitCode {
+    // One crypto provider for every TLS user (tonic, redis, OTLP).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("warden: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(*args).await,
+            other => cli::run(other).await.map_err(anyhow::Error::from),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("warden: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: warden::config::ServeArgs) -> anyhow::Result<()> {
+    let tokens = std::env::var("WARDEN_TOKENS").ok();
+    let config = Config::load(&args, tokens.as_deref())?;
+    let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
+    let warden = Warden::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received");
+    warden.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

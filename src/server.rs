@@ -1,0 +1,302 @@
+//! Assembles a running warden: the broker probe, the fleet owner, the inspect poller, the gRPC
+//! server (services, health, reflection, auth, tracing) and the HTTP side port. Everything it
+//! starts stops on one cancellation token, in order.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::{
+    api::{
+        auth::Authenticator, control::ControlService, logs::LogsService,
+        worker_health::WorkerHealthService,
+    },
+    celery::{
+        broker::{Broker, BrokerSettings},
+        pidbox::Pidbox,
+        poller::Inspector,
+        probe,
+    },
+    config::{Config, Role},
+    fleet::{self, BrokerStatus, Clock, FleetHandle, FleetSettings, SystemClock, Thresholds},
+    metrics::Metrics,
+    proto::{
+        FILE_DESCRIPTOR_SET,
+        v1::{
+            control_server::ControlServer, logs_server::LogsServer,
+            worker_health_server::WorkerHealthServer,
+        },
+    },
+    telemetry,
+};
+
+/// Longest any unary RPC may run (clients may ask for less with `grpc-timeout`).
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for background tasks before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("broker: {0}")]
+    Broker(String),
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// A running warden.
+pub struct Warden {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub fleet: FleetHandle,
+    pub metrics: Metrics,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+const SERVICE_NAMES: [&str; 4] = [
+    "",
+    "warden.v1.WorkerHealth",
+    "warden.v1.Logs",
+    "warden.v1.Control",
+];
+
+impl Warden {
+    /// Binds both ports and starts everything with the real clock.
+    pub async fn start(config: Config) -> Result<Warden, ServerError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Warden, ServerError> {
+        let cancel = CancellationToken::new();
+        let metrics = Metrics::new();
+        let settings = BrokerSettings::from_config(&config).map_err(ServerError::Broker)?;
+        let broker = Broker::new(settings);
+        let mut tasks = JoinSet::new();
+
+        let (status_tx, status_rx) = watch::channel(BrokerStatus::unknown());
+        tasks.spawn(probe::run(
+            broker.clone(),
+            clock.clone(),
+            status_tx,
+            cancel.clone(),
+        ));
+
+        let thresholds = Thresholds {
+            warning: config.heartbeat_warning,
+            critical: config.heartbeat_critical,
+        };
+        let (fleet, owner) = fleet::spawn(
+            FleetSettings {
+                thresholds,
+                evaluate_every: Duration::from_secs(1),
+            },
+            clock.clone(),
+            status_rx.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        );
+        tasks.spawn(async move {
+            let _ = owner.await;
+        });
+
+        let inspector = Inspector::new(
+            Pidbox::new(broker.clone(), metrics.clone()),
+            fleet.clone(),
+            metrics.clone(),
+            config.inspect_timeout,
+            config.enable_events,
+        );
+        tasks.spawn(inspector.clone().run(
+            config.inspect_interval,
+            status_rx.clone(),
+            cancel.clone(),
+        ));
+
+        let grpc_listener = bind("gRPC", config.grpc_addr).await?;
+        let http_listener = bind("HTTP", config.http_addr).await?;
+        let grpc_addr = local_addr("gRPC", &grpc_listener, config.grpc_addr)?;
+        let http_addr = local_addr("HTTP", &http_listener, config.http_addr)?;
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        for name in SERVICE_NAMES {
+            health_reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        tasks.spawn(report_health(
+            health_reporter,
+            status_rx.clone(),
+            cancel.clone(),
+        ));
+
+        let auth = Authenticator::new(config.tokens.clone());
+        let refresh_budget = config.inspect_timeout + 3 * config.broker_timeout;
+        let worker_health = WorkerHealthService::new(
+            fleet.clone(),
+            Some(Arc::new(inspector)),
+            thresholds,
+            refresh_budget,
+            cancel.clone(),
+        );
+        let control = ControlService::new(fleet.clone(), thresholds);
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+
+        let mut builder = Server::builder()
+            .trace_fn(telemetry::grpc_span)
+            .timeout(RPC_TIMEOUT)
+            .concurrency_limit_per_connection(256);
+        if let Some(tls) = &config.tls {
+            let cert = tokio::fs::read(&tls.cert)
+                .await
+                .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert.display())))?;
+            let key = tokio::fs::read(&tls.key)
+                .await
+                .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key.display())))?;
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
+        }
+        let router = builder
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(WorkerHealthServer::with_interceptor(
+                worker_health,
+                auth.interceptor(Some(Role::Viewer), false),
+            ))
+            .add_service(LogsServer::with_interceptor(
+                LogsService,
+                auth.interceptor(Some(Role::Operator), false),
+            ))
+            // Control checks roles itself, so that refusals are audited with the request.
+            .add_service(ControlServer::with_interceptor(
+                control,
+                auth.interceptor(None, true),
+            ));
+        let grpc_cancel = cancel.clone();
+        tasks.spawn(async move {
+            let incoming = TcpListenerStream::new(grpc_listener);
+            if let Err(err) = router
+                .serve_with_incoming_shutdown(incoming, grpc_cancel.cancelled_owned())
+                .await
+            {
+                warn!(%err, "gRPC server stopped with an error");
+            }
+        });
+
+        let http_cancel = cancel.clone();
+        let http_router = crate::http::router(status_rx, metrics.clone());
+        tasks.spawn(async move {
+            if let Err(err) = axum::serve(http_listener, http_router)
+                .with_graceful_shutdown(http_cancel.cancelled_owned())
+                .await
+            {
+                warn!(%err, "HTTP server stopped with an error");
+            }
+        });
+
+        info!(
+            grpc = %grpc_addr,
+            http = %http_addr,
+            broker = broker.display_url(),
+            tls = config.tls.is_some(),
+            auth = !config.tokens.is_empty(),
+            "warden serving"
+        );
+        Ok(Warden {
+            grpc_addr,
+            http_addr,
+            fleet,
+            metrics,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// A token that stops this warden when cancelled.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops accepting, ends streams, stops background tasks; waits at most a grace period.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; aborting them");
+            self.tasks.abort_all();
+        }
+        info!("warden stopped");
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+fn local_addr(
+    what: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// Mirrors broker connectivity into `grpc.health.v1`: NOT_SERVING while the broker is down,
+/// and on shutdown.
+async fn report_health(
+    reporter: tonic_health::server::HealthReporter,
+    mut broker: watch::Receiver<BrokerStatus>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let status = if broker.borrow_and_update().connected {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in SERVICE_NAMES {
+            reporter.set_service_status(name, status).await;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            changed = broker.changed() => if changed.is_err() { break },
+        }
+    }
+    for name in SERVICE_NAMES {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+}
