@@ -610,6 +610,24 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_lists_exactly_the_defaults() {
+        let text = include_str!("../warden.example.toml");
+        assert_eq!(Config::from_toml(text).unwrap(), Config::default());
+        // Every key of the file type appears in the example, commented or not.
+        for key in [
+            "broker_url", "broker_timeout", "global_keyprefix", "grpc_addr", "http_addr",
+            "inspect_interval", "inspect_timeout", "queue_poll_interval", "heartbeat_warning",
+            "heartbeat_critical", "enable_events", "log_format", "log_level", "insecure",
+            "tokens_file", "tls_cert", "tls_key",
+        ] {
+            assert!(text.contains(&format!("{key} = ")), "example lacks {key}");
+            let env = format!("WARDEN_{}", key.to_uppercase());
+            let env = if key == "broker_url" { "WARDEN_BROKER_URL".to_string() } else { env };
+            assert!(text.contains(&env), "example lacks {env}");
+        }
+    }
+
+    #[test]
     fn bad_file_value_names_key_and_value() {
         let err = Config::from_toml("inspect_interval = \"soon\"")
             .unwrap_err()

@@ -180,7 +180,6 @@ impl Owner {
                     }
                     let status = self.broker.borrow_and_update().clone();
                     self.state.set_broker(status);
-                    self.force_publish();
                 }
                 _ = tick.tick() => {
                     let now = self.clock.now();
@@ -208,23 +207,21 @@ impl Owner {
         }
     }
 
-    /// Publishes a snapshot even without changes (broker status is part of it).
     fn force_publish(&mut self) {
         self.snapshot_tx
             .send_replace(Arc::new(self.state.snapshot().clone()));
     }
 
-    /// Commits pending changes; publishes the snapshot and the changes if there were any.
+    /// Commits pending changes; publishes the snapshot if anything changed, then the changes.
     fn publish(&mut self) -> u64 {
         let changes = self.state.commit(self.clock.now());
-        if !changes.is_empty() {
-            self.metrics
-                .set_workers(self.state.snapshot().workers.len());
+        if self.state.take_dirty() {
+            self.metrics.set_workers(self.state.snapshot().workers.len());
             self.force_publish();
-            for change in changes {
-                // No receivers is fine: nobody is watching.
-                let _ = self.changes.send(change);
-            }
+        }
+        for change in changes {
+            // No receivers is fine: nobody is watching.
+            let _ = self.changes.send(change);
         }
         self.state.snapshot().revision
     }

@@ -63,6 +63,9 @@ impl Snapshot {
 pub struct FleetState {
     snapshot: Snapshot,
     pending: Vec<ChangeKind>,
+    /// The snapshot changed since the last commit (possibly only in fields that are not
+    /// reported as changes, such as `last_seen`).
+    dirty: bool,
 }
 
 impl FleetState {
@@ -76,6 +79,7 @@ impl FleetState {
                 broker: BrokerStatus::unknown(),
             },
             pending: Vec::new(),
+            dirty: false,
         }
     }
 
@@ -85,6 +89,7 @@ impl FleetState {
 
     pub fn set_broker(&mut self, status: BrokerStatus) {
         self.snapshot.broker = status;
+        self.dirty = true;
     }
 
     fn put(&mut self, worker: Worker, existed: bool) {
@@ -92,11 +97,21 @@ impl FleetState {
         self.snapshot
             .workers
             .insert(worker.name.clone(), worker.clone());
+        self.dirty = true;
         self.pending.push(if existed {
             ChangeKind::WorkerUpdated(worker)
         } else {
             ChangeKind::WorkerAdded(worker)
         });
+    }
+
+    /// Stores a worker whose reported fields did not change (only its evidence times did):
+    /// readers see it, watchers are not woken.
+    fn touch(&mut self, worker: Worker) {
+        self.snapshot
+            .workers
+            .insert(worker.name.clone(), Arc::new(worker));
+        self.dirty = true;
     }
 
     /// Applies the replies of an inspect round. Workers that were addressed but did not
@@ -159,6 +174,8 @@ impl FleetState {
             changed |= evaluate(&mut worker, now, thresholds);
             if changed {
                 self.put(worker, existing.is_some());
+            } else {
+                self.touch(worker);
             }
         }
         let answered = |name: &str| round.reports.iter().any(|r| r.name == name && r.ping);
@@ -200,9 +217,11 @@ impl FleetState {
             .snapshot
             .workers
             .values()
-            .filter_map(|w| {
+            .filter(|w| derive(w, now, thresholds) != (w.lifecycle, w.activity))
+            .map(|w| {
                 let mut worker = (**w).clone();
-                evaluate(&mut worker, now, thresholds).then_some(worker)
+                evaluate(&mut worker, now, thresholds);
+                worker
             })
             .collect();
         for worker in changed {
@@ -222,6 +241,7 @@ impl FleetState {
             return Err(ForgetError::Alive);
         }
         self.snapshot.workers.remove(name);
+        self.dirty = true;
         self.pending.push(ChangeKind::WorkerRemoved {
             name: worker.name.clone(),
             backend: worker.backend,
@@ -229,7 +249,12 @@ impl FleetState {
         Ok(worker)
     }
 
-    /// Gives the pending changes their revisions and publishes them into the snapshot.
+    /// Whether the snapshot changed since the last commit; clears the mark.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Gives the pending changes their revisions and records them in the snapshot.
     pub fn commit(&mut self, now: SystemTime) -> Vec<Arc<FleetChange>> {
         self.snapshot.at = now;
         let changes: Vec<Arc<FleetChange>> = self
@@ -271,10 +296,10 @@ fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
     }
 }
 
-/// Derives activity and lifecycle from the evidence. Returns whether either changed.
-pub fn evaluate(worker: &mut Worker, now: SystemTime, thresholds: Thresholds) -> bool {
+/// Activity and lifecycle as the evidence says they are at `now`.
+pub fn derive(worker: &Worker, now: SystemTime, thresholds: Thresholds) -> (Lifecycle, Activity) {
     let silence = worker.silence(now);
-    let (lifecycle, activity) = if worker.offline_at.is_some() {
+    if worker.offline_at.is_some() {
         (Lifecycle::Offline, Activity::Unresponsive)
     } else if silence > thresholds.critical {
         (Lifecycle::Lost, Activity::Unresponsive)
@@ -284,7 +309,12 @@ pub fn evaluate(worker: &mut Worker, now: SystemTime, thresholds: Thresholds) ->
         (Lifecycle::Alive, Activity::Active)
     } else {
         (Lifecycle::Alive, Activity::Idle)
-    };
+    }
+}
+
+/// Applies [`derive`] to the worker. Returns whether either changed.
+pub fn evaluate(worker: &mut Worker, now: SystemTime, thresholds: Thresholds) -> bool {
+    let (lifecycle, activity) = derive(worker, now, thresholds);
     replace(&mut worker.lifecycle, lifecycle) | replace(&mut worker.activity, activity)
 }
 

@@ -1,0 +1,342 @@
+//! Real parts for integration tests: a private redis-server on a free port, real Celery
+//! workers from the test venv, and warden itself, in-process on ephemeral ports.
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    net::TcpListener,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tonic::transport::Channel;
+use warden::{
+    config::{Config, Secret},
+    proto::v1::{self as pb, worker_health_client::WorkerHealthClient},
+    server::Warden,
+};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python venv with celery, grpcio-tools and grpcurl (made by scripts/test).
+pub fn venv() -> PathBuf {
+    let venv = std::env::var_os("WARDEN_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"));
+    assert!(
+        venv.join("bin/celery").exists(),
+        "no test venv at {} (scripts/test creates it)",
+        venv.display()
+    );
+    venv
+}
+
+pub fn python_dir() -> PathBuf {
+    repo().join("tests/python")
+}
+
+/// A port nobody listens on right now (the OS picks it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until `check` returns `Some`, polling every 100 ms; panics with `what` at the deadline.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn signal_group(pgid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A redis-server of the test's own, on a free port, keeping nothing on disk.
+pub struct RedisServer {
+    pub port: u16,
+    password: Option<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port(), None)
+    }
+
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_on(free_port(), Some(password.to_string()))
+    }
+
+    /// A server that is not running yet, on a reserved port (for "broker down at start").
+    pub fn not_started() -> Self {
+        Self {
+            port: free_port(),
+            password: None,
+            child: None,
+        }
+    }
+
+    pub fn start_on(port: u16, password: Option<String>) -> Self {
+        let mut server = Self {
+            port,
+            password,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self, db: u8) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/{db}", self.port),
+            None => format!("redis://127.0.0.1:{}/{db}", self.port),
+        }
+    }
+
+    /// Starts (again) on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(pw) = &self.password {
+            cmd.args(["--requirepass", pw]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server is installed (scripts/test installs it)"));
+        let start = Instant::now();
+        while !self.ping() {
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if let Some(pw) = &self.password {
+            cmd.args(["--no-auth-warning", "-a", pw]);
+        }
+        let out = cmd.args(args).output().expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn ping(&self) -> bool {
+        self.cli(&["PING"]) == "PONG"
+    }
+
+    /// SIGKILL: the broker vanishes mid-run.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real Celery worker (prefork) running the test app.
+pub struct CeleryWorker {
+    pub name: String,
+    child: Child,
+}
+
+pub struct WorkerOptions<'a> {
+    pub queues: &'a [&'a str],
+    pub concurrency: u32,
+    pub events: bool,
+    pub env: Vec<(&'a str, String)>,
+}
+
+impl Default for WorkerOptions<'_> {
+    fn default() -> Self {
+        Self {
+            queues: &["celery"],
+            concurrency: 2,
+            events: false,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl CeleryWorker {
+    pub fn start(broker_url: &str, name: &str, options: WorkerOptions<'_>) -> Self {
+        let venv = venv();
+        let log = std::env::temp_dir().join(format!("warden-test-{name}.log"));
+        let mut cmd = Command::new(venv.join("bin/celery"));
+        cmd.current_dir(python_dir())
+            .env("PYTHONPATH", python_dir())
+            .env("WARDEN_TEST_BROKER", broker_url)
+            .args(["-A", "warden_test_app", "worker", "-n", name, "-P", "prefork"])
+            .args(["-c", &options.concurrency.to_string()])
+            .args(["-Q", &options.queues.join(",")])
+            .args(["--without-mingle", "--without-gossip", "-l", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).map(Stdio::from).unwrap_or(Stdio::null()))
+            .process_group(0);
+        if options.events {
+            cmd.arg("-E");
+        }
+        for (k, v) in options.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("celery from the test venv");
+        Self {
+            name: name.to_string(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL of the main process only: a crash, no goodbye.
+    pub fn kill9(&mut self) {
+        signal(self.pid(), "-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: Celery's warm shutdown, which says goodbye (`worker-offline`).
+    pub fn terminate(&mut self) {
+        signal(self.pid(), "-TERM");
+    }
+}
+
+impl Drop for CeleryWorker {
+    fn drop(&mut self) {
+        signal_group(self.pid(), "-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `count` tasks of the test app (runs tests/python/submit.py).
+pub fn submit(broker_url: &str, task: &str, count: u32, args: &[&str], extra: &[&str]) {
+    let out = Command::new(venv().join("bin/python"))
+        .arg(python_dir().join("submit.py"))
+        .args([task, &count.to_string()])
+        .args(args)
+        .args(extra)
+        .env("WARDEN_TEST_BROKER", broker_url)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A config for tests: ephemeral ports, fast rounds.
+pub fn test_config(broker_url: &str) -> Config {
+    Config {
+        broker_url: Secret::new(broker_url),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        inspect_interval: Duration::from_secs(2),
+        inspect_timeout: Duration::from_millis(800),
+        broker_timeout: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+/// warden, in-process.
+pub struct TestWarden {
+    pub warden: Option<Warden>,
+    pub grpc_url: String,
+    pub http_url: String,
+}
+
+impl TestWarden {
+    pub async fn start(config: Config) -> Self {
+        let warden = Warden::start(config).await.expect("warden starts");
+        Self {
+            grpc_url: format!("http://{}", warden.grpc_addr),
+            http_url: format!("http://{}", warden.http_addr),
+            warden: Some(warden),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc_url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to warden")
+    }
+
+    pub async fn client(&self) -> WorkerHealthClient<Channel> {
+        WorkerHealthClient::new(self.channel().await)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(w) = self.warden.take() {
+            w.shutdown().await;
+        }
+    }
+}
+
+/// Lists every worker (first page of up to 1000).
+pub async fn list(client: &mut WorkerHealthClient<Channel>, refresh: bool) -> pb::ListWorkersResponse {
+    client
+        .list_workers(pb::ListWorkersRequest {
+            page_size: 1000,
+            refresh,
+            ..Default::default()
+        })
+        .await
+        .expect("ListWorkers")
+        .into_inner()
+}
+
+pub fn find<'a>(response: &'a pb::ListWorkersResponse, name: &str) -> Option<&'a pb::Worker> {
+    response.workers.iter().find(|w| w.name == name)
+}
+
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("command runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
