@@ -615,14 +615,31 @@ mod tests {
         assert_eq!(Config::from_toml(text).unwrap(), Config::default());
         // Every key of the file type appears in the example, commented or not.
         for key in [
-            "broker_url", "broker_timeout", "global_keyprefix", "grpc_addr", "http_addr",
-            "inspect_interval", "inspect_timeout", "queue_poll_interval", "heartbeat_warning",
-            "heartbeat_critical", "enable_events", "log_format", "log_level", "insecure",
-            "tokens_file", "tls_cert", "tls_key",
+            "broker_url",
+            "broker_timeout",
+            "global_keyprefix",
+            "grpc_addr",
+            "http_addr",
+            "inspect_interval",
+            "inspect_timeout",
+            "queue_poll_interval",
+            "heartbeat_warning",
+            "heartbeat_critical",
+            "enable_events",
+            "log_format",
+            "log_level",
+            "insecure",
+            "tokens_file",
+            "tls_cert",
+            "tls_key",
         ] {
             assert!(text.contains(&format!("{key} = ")), "example lacks {key}");
             let env = format!("WARDEN_{}", key.to_uppercase());
-            let env = if key == "broker_url" { "WARDEN_BROKER_URL".to_string() } else { env };
+            let env = if key == "broker_url" {
+                "WARDEN_BROKER_URL".to_string()
+            } else {
+                env
+            };
             assert!(text.contains(&env), "example lacks {env}");
         }
     }

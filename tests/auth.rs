@@ -28,14 +28,18 @@ fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
 async fn secured_warden() -> (RedisServer, TestWarden, Channel) {
     let redis = RedisServer::start();
     let mut config = test_config(&redis.url(0));
-    config.tokens = [("ci-viewer", Role::Viewer, VIEWER), ("ci-operator", Role::Operator, OPERATOR), ("ci-admin", Role::Admin, ADMIN)]
-        .into_iter()
-        .map(|(name, role, secret)| Token {
-            name: name.into(),
-            role,
-            secret: Secret::new(secret),
-        })
-        .collect();
+    config.tokens = [
+        ("ci-viewer", Role::Viewer, VIEWER),
+        ("ci-operator", Role::Operator, OPERATOR),
+        ("ci-admin", Role::Admin, ADMIN),
+    ]
+    .into_iter()
+    .map(|(name, role, secret)| Token {
+        name: name.into(),
+        role,
+        secret: Secret::new(secret),
+    })
+    .collect();
     let warden = TestWarden::start(config).await;
     let channel = warden.channel().await;
     (redis, warden, channel)
@@ -70,7 +74,10 @@ async fn tokens_and_roles_are_enforced() {
         .into_inner();
     assert!(listed.freshness.is_some());
     let err = control
-        .restart_worker(with_token(pb::RestartWorkerRequest::default(), Some(VIEWER)))
+        .restart_worker(with_token(
+            pb::RestartWorkerRequest::default(),
+            Some(VIEWER),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -82,7 +89,10 @@ async fn tokens_and_roles_are_enforced() {
 
     // An operator passes authorisation: the action itself is not built yet.
     let err = control
-        .restart_worker(with_token(pb::RestartWorkerRequest::default(), Some(OPERATOR)))
+        .restart_worker(with_token(
+            pb::RestartWorkerRequest::default(),
+            Some(OPERATOR),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");

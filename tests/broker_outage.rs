@@ -5,7 +5,9 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use warden::proto::v1 as pb;
 
 async fn serving(channel: tonic::transport::Channel) -> ServingStatus {
@@ -35,24 +37,42 @@ async fn starts_without_a_broker_and_recovers_when_it_appears() {
     let channel = warden.channel().await;
     let mut client = warden.client().await;
 
-    eventually(Duration::from_secs(10), "NOT_SERVING without a broker", || {
-        let channel = channel.clone();
-        async move { (serving(channel).await == ServingStatus::NotServing).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "NOT_SERVING without a broker",
+        || {
+            let channel = channel.clone();
+            async move { (serving(channel).await == ServingStatus::NotServing).then_some(()) }
+        },
+    )
     .await;
     assert_eq!(readyz(&warden.http_url).await, 503);
-    assert_eq!(reqwest::get(format!("{}/healthz", warden.http_url)).await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", warden.http_url))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     let r = list(&mut client, true).await;
     let freshness = r.freshness.expect("freshness is always set");
-    assert!(freshness.stale, "data is marked stale while the broker is down");
+    assert!(
+        freshness.stale,
+        "data is marked stale while the broker is down"
+    );
     assert!(!freshness.reason.is_empty());
 
     redis.restart();
     let _w = CeleryWorker::start(&broker, "late@outage", WorkerOptions::default());
-    eventually(Duration::from_secs(15), "SERVING once the broker answers", || {
-        let channel = channel.clone();
-        async move { (serving(channel).await == ServingStatus::Serving).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(15),
+        "SERVING once the broker answers",
+        || {
+            let channel = channel.clone();
+            async move { (serving(channel).await == ServingStatus::Serving).then_some(()) }
+        },
+    )
     .await;
     assert_eq!(readyz(&warden.http_url).await, 200);
     eventually(Duration::from_secs(30), "the late worker is found", || {
@@ -83,10 +103,14 @@ async fn broker_killed_mid_run_keeps_answering_with_stale_data_then_recovers() {
     assert_eq!(serving(channel.clone()).await, ServingStatus::Serving);
 
     redis.kill();
-    eventually(Duration::from_secs(10), "NOT_SERVING after the broker dies", || {
-        let channel = channel.clone();
-        async move { (serving(channel).await == ServingStatus::NotServing).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "NOT_SERVING after the broker dies",
+        || {
+            let channel = channel.clone();
+            async move { (serving(channel).await == ServingStatus::NotServing).then_some(()) }
+        },
+    )
     .await;
     let r = list(&mut client, true).await;
     assert!(r.freshness.as_ref().unwrap().stale);
@@ -101,14 +125,18 @@ async fn broker_killed_mid_run_keeps_answering_with_stale_data_then_recovers() {
         async move { (serving(channel).await == ServingStatus::Serving).then_some(()) }
     })
     .await;
-    eventually(Duration::from_secs(30), "fresh data again with the worker answering", || {
-        let mut client = client.clone();
-        async move {
-            let r = list(&mut client, true).await;
-            let w = find(&r, "steady@outage")?;
-            (!w.stale && w.activity() != pb::Activity::Unresponsive).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "fresh data again with the worker answering",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, true).await;
+                let w = find(&r, "steady@outage")?;
+                (!w.stale && w.activity() != pb::Activity::Unresponsive).then_some(())
+            }
+        },
+    )
     .await;
     warden.stop().await;
 }

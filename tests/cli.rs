@@ -22,28 +22,45 @@ fn warden() -> Command {
 fn invalid_config_exits_non_zero_naming_key_and_value() {
     let (ok, _, stderr) = run(warden().args(["serve", "--inspect-interval", "soon"]));
     assert!(!ok);
-    assert!(stderr.contains("--inspect-interval") && stderr.contains("soon"), "{stderr}");
+    assert!(
+        stderr.contains("--inspect-interval") && stderr.contains("soon"),
+        "{stderr}"
+    );
 
     let (ok, _, stderr) = run(warden().args(["serve", "--grpc-addr", "0.0.0.0:0"]));
     assert!(!ok);
-    assert!(stderr.contains("grpc_addr") && stderr.contains("0.0.0.0:0"), "{stderr}");
+    assert!(
+        stderr.contains("grpc_addr") && stderr.contains("0.0.0.0:0"),
+        "{stderr}"
+    );
 
     let (ok, _, stderr) = run(warden()
         .args(["serve", "--inspect-timeout", "40s"])
         .env("WARDEN_INSPECT_INTERVAL", "30s"));
     assert!(!ok);
-    assert!(stderr.contains("inspect_timeout") && stderr.contains("40s"), "{stderr}");
+    assert!(
+        stderr.contains("inspect_timeout") && stderr.contains("40s"),
+        "{stderr}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "broker_url = \"amqp://guest@localhost//\"\n").unwrap();
     let (ok, _, stderr) = run(warden().args(["serve", "--config"]).arg(&file));
     assert!(!ok);
-    assert!(stderr.contains("broker_url") && stderr.contains("amqp://"), "{stderr}");
+    assert!(
+        stderr.contains("broker_url") && stderr.contains("amqp://"),
+        "{stderr}"
+    );
 
-    let (ok, _, stderr) = run(warden().args(["serve"]).env("WARDEN_TOKENS", "bob:root:xxxxxxxxxxxxxxxxxxxxxxxx"));
+    let (ok, _, stderr) = run(warden()
+        .args(["serve"])
+        .env("WARDEN_TOKENS", "bob:root:xxxxxxxxxxxxxxxxxxxxxxxx"));
     assert!(!ok);
-    assert!(stderr.contains("WARDEN_TOKENS") && !stderr.contains("xxxxxxxx"), "{stderr}");
+    assert!(
+        stderr.contains("WARDEN_TOKENS") && !stderr.contains("xxxxxxxx"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -66,7 +83,10 @@ fn serve_help_documents_every_default() {
         "--tokens-file",
         "--tls-cert",
     ] {
-        assert!(stdout.contains(expected), "--help lacks {expected:?}:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "--help lacks {expected:?}:\n{stdout}"
+        );
     }
 }
 
@@ -85,21 +105,38 @@ fn sigterm_shuts_down_gracefully() {
         .unwrap();
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "warden did not listen");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "warden did not listen"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "warden did not stop on SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "warden did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
     let mut logs = String::new();
     use std::io::Read as _;
-    child.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
-    assert!(logs.contains("shutdown signal received") && logs.contains("warden stopped"), "{logs}");
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.contains("shutdown signal received") && logs.contains("warden stopped"),
+        "{logs}"
+    );
 }

@@ -36,7 +36,10 @@ async fn grpcurl_lists_services_and_workers() {
         "warden.v1.Control",
         "grpc.health.v1.Health",
     ] {
-        assert!(stdout.lines().any(|l| l.trim() == service), "{service} missing from:\n{stdout}");
+        assert!(
+            stdout.lines().any(|l| l.trim() == service),
+            "{service} missing from:\n{stdout}"
+        );
     }
 
     let (ok, stdout, stderr) = run(Command::new(&grpcurl).args([
@@ -55,12 +58,8 @@ async fn grpcurl_lists_services_and_workers() {
     assert_eq!(workers[0]["pool"]["maxConcurrency"], 2);
 
     // The API reference travels with reflection: field docs are in the descriptors.
-    let (ok, stdout, stderr) = run(Command::new(&grpcurl).args([
-        "-plaintext",
-        &addr,
-        "describe",
-        "warden.v1.Worker",
-    ]));
+    let (ok, stdout, stderr) =
+        run(Command::new(&grpcurl).args(["-plaintext", &addr, "describe", "warden.v1.Worker"]));
     assert!(ok, "{stderr}");
     assert!(stdout.contains("processed_tasks"), "{stdout}");
     warden.stop().await;

@@ -216,7 +216,8 @@ impl Owner {
     fn publish(&mut self) -> u64 {
         let changes = self.state.commit(self.clock.now());
         if self.state.take_dirty() {
-            self.metrics.set_workers(self.state.snapshot().workers.len());
+            self.metrics
+                .set_workers(self.state.snapshot().workers.len());
             self.force_publish();
         }
         for change in changes {

@@ -132,10 +132,16 @@ impl RedisServer {
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
         }
-        self.child = Some(cmd.spawn().expect("redis-server is installed (scripts/test installs it)"));
+        self.child = Some(
+            cmd.spawn()
+                .expect("redis-server is installed (scripts/test installs it)"),
+        );
         let start = Instant::now();
         while !self.ping() {
-            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -201,13 +207,25 @@ impl CeleryWorker {
         cmd.current_dir(python_dir())
             .env("PYTHONPATH", python_dir())
             .env("WARDEN_TEST_BROKER", broker_url)
-            .args(["-A", "warden_test_app", "worker", "-n", name, "-P", "prefork"])
+            .args([
+                "-A",
+                "warden_test_app",
+                "worker",
+                "-n",
+                name,
+                "-P",
+                "prefork",
+            ])
             .args(["-c", &options.concurrency.to_string()])
             .args(["-Q", &options.queues.join(",")])
             .args(["--without-mingle", "--without-gossip", "-l", "info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).map(Stdio::from).unwrap_or(Stdio::null()))
+            .stderr(
+                std::fs::File::create(&log)
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
             .process_group(0);
         if options.events {
             cmd.arg("-E");
@@ -312,7 +330,10 @@ impl TestWarden {
 }
 
 /// Lists every worker (first page of up to 1000).
-pub async fn list(client: &mut WorkerHealthClient<Channel>, refresh: bool) -> pb::ListWorkersResponse {
+pub async fn list(
+    client: &mut WorkerHealthClient<Channel>,
+    refresh: bool,
+) -> pb::ListWorkersResponse {
     client
         .list_workers(pb::ListWorkersRequest {
             page_size: 1000,
