@@ -17,9 +17,10 @@ use crate::{
     },
     celery::{
         broker::{Broker, BrokerSettings},
+        events::EventFollower,
         pidbox::Pidbox,
         poller::Inspector,
-        probe,
+        probe, queues,
     },
     config::{Config, Role},
     fleet::{self, BrokerStatus, Clock, FleetHandle, FleetSettings, SystemClock, Thresholds},
@@ -123,6 +124,22 @@ impl Warden {
         );
         tasks.spawn(inspector.clone().run(
             config.inspect_interval,
+            status_rx.clone(),
+            cancel.clone(),
+        ));
+        let follower = EventFollower {
+            broker: broker.clone(),
+            fleet: fleet.clone(),
+            pidbox: Pidbox::new(broker.clone(), metrics.clone()),
+            metrics: metrics.clone(),
+            enable_events: config.enable_events,
+        };
+        tasks.spawn(follower.run(status_rx.clone(), cancel.clone()));
+        tasks.spawn(queues::run(
+            broker.clone(),
+            fleet.clone(),
+            metrics.clone(),
+            config.queue_poll_interval,
             status_rx.clone(),
             cancel.clone(),
         ));

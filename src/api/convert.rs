@@ -144,7 +144,7 @@ pub fn worker(
             five,
             fifteen,
         }),
-        task_stats: None,
+        task_stats: w.task_stats.as_ref().map(|t| task_stats(t, detail)),
         software: w.software.as_ref().map(|s| pb::Software {
             ident: s.ident.clone(),
             version: s.version.clone(),
@@ -271,4 +271,71 @@ pub fn worker_filter(
         queue: (!f.queue.is_empty()).then(|| f.queue.clone()),
         name_glob,
     })
+}
+
+fn distribution(s: &fleet::sketch::Sketch) -> pb::Distribution {
+    pb::Distribution {
+        count: s.count(),
+        mean: s.mean().map(duration),
+        min: s.min().map(duration),
+        max: s.max().map(duration),
+        p50: s.quantile(0.50).map(duration),
+        p90: s.quantile(0.90).map(duration),
+        p95: s.quantile(0.95).map(duration),
+        p99: s.quantile(0.99).map(duration),
+    }
+}
+
+fn window(w: &fleet::WindowSummary) -> pb::WindowStats {
+    pb::WindowStats {
+        window: Some(duration(w.window)),
+        throughput_per_min: w.throughput_per_min(),
+        succeeded_per_min: w.succeeded_per_min(),
+        received: w.counts.received,
+        started: w.counts.started,
+        succeeded: w.counts.succeeded,
+        failed: w.counts.failed,
+        retried: w.counts.retried,
+        rejected: w.counts.rejected,
+        revoked: w.counts.revoked,
+        error_rate: w.error_rate(),
+        runtime: Some(distribution(&w.runtime)),
+        queue_wait: Some(distribution(&w.queue_wait)),
+    }
+}
+
+pub fn task_stats(t: &fleet::TaskStats, detail: Detail) -> pb::TaskStats {
+    pb::TaskStats {
+        windows: t.overall.iter().map(window).collect(),
+        by_task: if detail == Detail::Full {
+            t.by_task
+                .iter()
+                .map(|(name, windows)| pb::TaskNameStats {
+                    task_name: name.to_string(),
+                    windows: windows.iter().map(window).collect(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+pub fn queue(q: &fleet::QueueInfo) -> pb::Queue {
+    pb::Queue {
+        name: q.name.clone(),
+        depth: q.depth,
+        by_priority: q
+            .by_priority
+            .iter()
+            .map(|(priority, depth)| pb::PriorityDepth {
+                priority: *priority,
+                depth: *depth,
+            })
+            .collect(),
+        unacked: q.unacked,
+        consumers: q.consumers.len() as u32,
+        consumer_names: q.consumers.clone(),
+        updated_at: Some(timestamp(q.updated_at)),
+    }
 }

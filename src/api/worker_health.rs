@@ -203,6 +203,15 @@ impl WorkerHealth for WorkerHealthService {
             }
             s.active_tasks += u64::from(w.active_tasks);
             s.processed_tasks += w.processed_total;
+            s.throughput_per_min += w
+                .task_stats
+                .as_ref()
+                .and_then(|t| t.overall.first())
+                .map_or(0.0, |one_minute| one_minute.throughput_per_min());
+        }
+        for q in snapshot.queues.values() {
+            s.queued_messages += q.depth;
+            s.unacked_messages += q.unacked;
         }
         Ok(Response::new(pb::GetFleetSummaryResponse {
             summary: Some(s),
@@ -222,7 +231,7 @@ impl WorkerHealth for WorkerHealthService {
         let (mut changes, snapshot) = self.fleet.subscribe();
         let service = self.clone();
         let stream = async_stream::try_stream! {
-            let mut watcher = Watcher { service, filter, sent: HashSet::new(), revision: 0 };
+            let mut watcher = Watcher { service, filter, include_queues: req.include_queues, sent: HashSet::new(), revision: 0 };
             let resumed = (req.resume_from_revision > 0)
                 .then(|| snapshot.changes_since(req.resume_from_revision))
                 .flatten();
@@ -236,7 +245,7 @@ impl WorkerHealth for WorkerHealthService {
                         match &change.kind {
                             ChangeKind::WorkerAdded(w) => { watcher.sent.remove(&w.name); }
                             ChangeKind::WorkerRemoved { name, .. } => { watcher.sent.insert(name.clone()); }
-                            ChangeKind::WorkerUpdated(_) => {}
+                            ChangeKind::WorkerUpdated(_) | ChangeKind::QueueUpdated(_) => {}
                         }
                     }
                     for change in replay {
@@ -298,9 +307,40 @@ impl WorkerHealth for WorkerHealthService {
 
     async fn list_queues(
         &self,
-        _request: Request<pb::ListQueuesRequest>,
+        request: Request<pb::ListQueuesRequest>,
     ) -> Result<Response<pb::ListQueuesResponse>, Status> {
-        Err(ApiError::Unimplemented("ListQueues arrives with the live fleet model").into())
+        let req = request.into_inner();
+        let page_size = paging::page_size(req.page_size)?;
+        let glob = if req.name_glob.is_empty() {
+            None
+        } else {
+            Some(
+                fleet::WorkerFilter::glob(&req.name_glob)
+                    .map_err(|e| ApiError::invalid("name_glob", e.to_string()))?,
+            )
+        };
+        let fingerprint = paging::fingerprint(&[req.name_glob.as_bytes()]);
+        let after = paging::decode(&req.page_token, fingerprint)?;
+        let snapshot = self.fleet.snapshot();
+        let matching: Vec<_> = snapshot
+            .queues
+            .values()
+            .filter(|q| glob.as_ref().is_none_or(|g| g.is_match(&q.name)))
+            .filter(|q| after.as_ref().is_none_or(|a| q.name > a.name))
+            .collect();
+        let page: Vec<_> = matching.iter().take(page_size).collect();
+        let next_page_token = if matching.len() > page.len() {
+            page.last()
+                .map(|q| paging::encode(fingerprint, Cursor { rank: 0, name: q.name.clone() }))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListQueuesResponse {
+            queues: page.iter().map(|q| convert::queue(q)).collect(),
+            next_page_token,
+            freshness: Some(convert::freshness(&snapshot, None)),
+        }))
     }
 
     async fn list_alerts(
@@ -315,6 +355,7 @@ impl WorkerHealth for WorkerHealthService {
 struct Watcher {
     service: WorkerHealthService,
     filter: fleet::WorkerFilter,
+    include_queues: bool,
     sent: HashSet<String>,
     revision: u64,
 }
@@ -401,6 +442,12 @@ impl Watcher {
                     }
                     (false, false) => return None,
                 }
+            }
+            ChangeKind::QueueUpdated(queue) => {
+                if !self.include_queues {
+                    return None;
+                }
+                Event::QueueUpdated(convert::queue(queue))
             }
             ChangeKind::WorkerRemoved { name, backend } => {
                 if !self.sent.remove(name) {

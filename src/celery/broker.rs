@@ -218,6 +218,15 @@ impl Broker {
         .map_err(|e| BrokerError::from_redis(&e, timeout))
     }
 
+    /// A pub/sub connection of its own (for following the event stream).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, BrokerError> {
+        let timeout = self.settings.timeout;
+        tokio::time::timeout(timeout, self.settings.client.get_async_pubsub())
+            .await
+            .map_err(|_| BrokerError::Timeout(timeout))?
+            .map_err(|e| BrokerError::from_redis(&e, timeout))
+    }
+
     /// Runs one command on the shared connection, bounded by the broker timeout.
     pub async fn query<T: redis::FromRedisValue>(
         &self,

@@ -108,6 +108,14 @@ pub fn decode_typed<T: serde::de::DeserializeOwned>(
     Ok((properties.delivery_info.unwrap_or_default(), value))
 }
 
+/// Decodes an envelope down to its raw body bytes (for callers that parse the body themselves).
+pub fn decode_body_bytes(bytes: &[u8]) -> Result<(DeliveryInfo, Vec<u8>), DecodeError> {
+    let raw = decode_raw(bytes)?;
+    let body = decode_body(&raw)?;
+    let properties = raw.properties.unwrap_or_default();
+    Ok((properties.delivery_info.unwrap_or_default(), body))
+}
+
 fn decode_raw(bytes: &[u8]) -> Result<RawEnvelope<'_>, DecodeError> {
     if bytes.len() > MAX_ENVELOPE_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));

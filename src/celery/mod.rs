@@ -8,7 +8,9 @@
 //! - `probe`: broker connectivity, for readiness and staleness.
 pub mod broker;
 pub mod envelope;
+pub mod events;
 pub mod inspect;
 pub mod pidbox;
 pub mod poller;
 pub mod probe;
+pub mod queues;

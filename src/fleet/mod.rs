@@ -7,6 +7,8 @@ pub mod clock;
 pub mod filter;
 pub mod model;
 pub mod owner;
+pub mod perf;
+pub mod sketch;
 pub mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};

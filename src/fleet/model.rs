@@ -1,8 +1,11 @@
 //! What warden knows about a worker, in backend-neutral terms.
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
+
+pub use super::perf::{TaskObservation, TaskOutcome, WindowSummary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Backend {
@@ -91,6 +94,17 @@ pub struct Worker {
     pub load_average: Option<[f64; 3]>,
     pub software: Option<Software>,
     pub prefetch_count: Option<u32>,
+    /// Task performance, refreshed from the event stream about once a second.
+    pub task_stats: Option<Arc<TaskStats>>,
+}
+
+/// Task performance of a worker, as last summarised.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskStats {
+    /// 1 min, 5 min, 1 h.
+    pub overall: Vec<WindowSummary>,
+    /// The same per task name, sorted by name.
+    pub by_task: Vec<(Arc<str>, Vec<WindowSummary>)>,
 }
 
 impl Worker {
@@ -124,6 +138,7 @@ impl Worker {
             load_average: None,
             software: None,
             prefetch_count: None,
+            task_stats: None,
         }
     }
 
@@ -202,4 +217,61 @@ impl BrokerStatus {
             last_ok: None,
         }
     }
+}
+
+/// What a worker event says (Celery `worker-online`, `worker-heartbeat`, `worker-offline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEventKind {
+    Online,
+    Heartbeat,
+    Offline,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerEvent {
+    pub kind: WorkerEventKind,
+    /// Heartbeat period announced by the worker.
+    pub freq: Option<Duration>,
+    /// Tasks running now.
+    pub active: Option<u32>,
+    /// Tasks completed since the worker started.
+    pub processed: Option<u64>,
+    pub load_average: Option<[f64; 3]>,
+    pub software: Option<Software>,
+    pub pid: Option<u32>,
+}
+
+/// One event from a worker's event stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventPayload {
+    Worker(WorkerEvent),
+    Task(TaskObservation),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetEvent {
+    /// The worker's node name (Celery `hostname`).
+    pub worker: String,
+    pub payload: EventPayload,
+}
+
+/// Depth of one queue as measured on the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub name: String,
+    /// (priority step, messages), non-empty steps only; step 0 is the queue's own list.
+    pub by_priority: Vec<(u32, u64)>,
+    /// Delivered but not acknowledged.
+    pub unacked: u64,
+}
+
+/// A queue as reported: depth plus who consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub name: String,
+    pub depth: u64,
+    pub by_priority: Vec<(u32, u64)>,
+    pub unacked: u64,
+    pub consumers: Vec<String>,
+    pub updated_at: SystemTime,
 }

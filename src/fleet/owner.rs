@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     clock::Clock,
-    model::{BrokerStatus, InspectRound, Thresholds, Worker},
+    model::{BrokerStatus, FleetEvent, InspectRound, QueueDepth, Thresholds, Worker},
     state::{FleetChange, FleetState, ForgetError, Snapshot},
 };
 use crate::metrics::Metrics;
@@ -27,6 +27,8 @@ const BATCH: usize = 1024;
 
 pub enum FleetMessage {
     Inspect(InspectRound),
+    Events(Vec<FleetEvent>),
+    Queues(Vec<QueueDepth>),
     Forget {
         name: String,
         reply: oneshot::Sender<Result<Arc<Worker>, ForgetError>>,
@@ -183,6 +185,12 @@ impl Owner {
                 }
                 _ = tick.tick() => {
                     let now = self.clock.now();
+                    // The probe refreshes last_ok without notifying; carry it into snapshots.
+                    let status = self.broker.borrow().clone();
+                    if status != self.state.snapshot().broker {
+                        self.state.set_broker(status);
+                    }
+                    self.state.summarise_tasks(now, self.settings.thresholds);
                     self.state.evaluate_all(now, self.settings.thresholds);
                 }
             }
@@ -200,6 +208,12 @@ impl Owner {
                 self.state
                     .apply_inspect(&round, now, self.settings.thresholds)
             }
+            FleetMessage::Events(events) => {
+                for event in events {
+                    self.state.apply_event(event, now, self.settings.thresholds);
+                }
+            }
+            FleetMessage::Queues(depths) => self.state.apply_queues(depths, now),
             FleetMessage::Forget { name, reply } => {
                 let _ = reply.send(self.state.forget(&name));
             }

@@ -1,10 +1,25 @@
 //! The fleet state and the pure rules that change it. No I/O, no clock of its own: the owner
 //! passes `now` in, so every rule here is tested with exact times.
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use imbl::{OrdMap, Vector};
 
-use super::model::{Activity, Backend, BrokerStatus, InspectRound, Lifecycle, Thresholds, Worker};
+use super::{
+    model::{
+        ActiveTask, Activity, Backend, BrokerStatus, EventPayload, FleetEvent, InspectRound,
+        Lifecycle, QueueDepth, QueueInfo, TaskStats, Thresholds, Worker, WorkerEventKind,
+    },
+    perf::WorkerPerf,
+};
+
+/// Task figures of a worker without fresh events are re-summarised this often (windows slide).
+const IDLE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// Task events newer than this make the event stream the source of a worker's active tasks.
+const EVENTS_FRESH: Duration = Duration::from_secs(30);
 
 /// How many recent changes are kept for watchers that resume from a revision.
 pub const REPLAY_CAPACITY: usize = 8192;
@@ -14,6 +29,7 @@ pub enum ChangeKind {
     WorkerAdded(Arc<Worker>),
     WorkerUpdated(Arc<Worker>),
     WorkerRemoved { name: String, backend: Backend },
+    QueueUpdated(Arc<QueueInfo>),
 }
 
 /// One change, with the fleet revision it produced.
@@ -30,6 +46,7 @@ pub struct Snapshot {
     pub revision: u64,
     pub at: SystemTime,
     pub workers: OrdMap<String, Arc<Worker>>,
+    pub queues: OrdMap<String, Arc<QueueInfo>>,
     /// The last changes (at most [`REPLAY_CAPACITY`]), oldest first, for resuming watchers.
     pub recent: Vector<Arc<FleetChange>>,
     pub broker: BrokerStatus,
@@ -62,6 +79,9 @@ impl Snapshot {
 #[derive(Debug, Clone)]
 pub struct FleetState {
     snapshot: Snapshot,
+    /// Task performance per worker: mutable, owner-only, summarised into the snapshot.
+    perf: HashMap<String, WorkerPerf>,
+    last_idle_summary: Option<SystemTime>,
     pending: Vec<ChangeKind>,
     /// The snapshot changed since the last commit (possibly only in fields that are not
     /// reported as changes, such as `last_seen`).
@@ -75,11 +95,194 @@ impl FleetState {
                 revision: 0,
                 at: now,
                 workers: OrdMap::new(),
+                queues: OrdMap::new(),
                 recent: Vector::new(),
                 broker: BrokerStatus::unknown(),
             },
             pending: Vec::new(),
             dirty: false,
+            perf: HashMap::new(),
+            last_idle_summary: None,
+        }
+    }
+
+    pub fn perf(&self) -> &HashMap<String, WorkerPerf> {
+        &self.perf
+    }
+
+    /// Applies one event from a worker's event stream.
+    pub fn apply_event(&mut self, event: FleetEvent, now: SystemTime, thresholds: Thresholds) {
+        match event.payload {
+            EventPayload::Task(task) => {
+                // Cheap on purpose (the hot path): the worker's snapshot entry is refreshed
+                // from its performance record once a second, not per task event.
+                self.perf.entry(event.worker).or_default().record(&task, now);
+            }
+            EventPayload::Worker(ev) => {
+                let existing = self.snapshot.workers.get(&event.worker).cloned();
+                let mut worker = existing
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(|| Worker::new(&event.worker, Backend::Celery, now));
+                let mut changed = existing.is_none();
+                worker.last_seen = worker.last_seen.max(now);
+                worker.last_heartbeat = Some(now);
+                changed |= replace(&mut worker.missed_ping, false);
+                match ev.kind {
+                    WorkerEventKind::Online | WorkerEventKind::Heartbeat => {
+                        if worker.offline_at.take().is_some() {
+                            changed = true;
+                        }
+                    }
+                    WorkerEventKind::Offline => {
+                        if worker.offline_at.is_none() {
+                            worker.offline_at = Some(now);
+                            changed = true;
+                        }
+                    }
+                }
+                let interval = ev.freq.or(worker.heartbeat_interval);
+                changed |= replace(&mut worker.heartbeat_interval, interval);
+                let pid = ev.pid.or(worker.pid);
+                changed |= replace(&mut worker.pid, pid);
+                if let Some(software) = ev.software {
+                    changed |= replace(&mut worker.software, Some(software));
+                }
+                worker.load_average = ev.load_average.or(worker.load_average);
+                let events_fresh = self
+                    .perf
+                    .get(&worker.name)
+                    .and_then(|p| p.last_event)
+                    .is_some_and(|t| now.duration_since(t).unwrap_or_default() < EVENTS_FRESH);
+                if let (Some(active), false) = (ev.active, events_fresh) {
+                    changed |= replace(&mut worker.active_tasks, active);
+                }
+                if let Some(processed) = ev.processed {
+                    changed |= replace(&mut worker.processed_total, processed);
+                }
+                changed |= evaluate(&mut worker, now, thresholds);
+                if changed {
+                    self.put(worker, existing.is_some());
+                } else {
+                    self.touch(worker);
+                }
+            }
+        }
+    }
+
+    /// Folds task performance into the workers' snapshot entries: those with new events
+    /// always, the others every [`IDLE_SUMMARY_EVERY`] (their windows slide).
+    pub fn summarise_tasks(&mut self, now: SystemTime, thresholds: Thresholds) {
+        let idle_due = self
+            .last_idle_summary
+            .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= IDLE_SUMMARY_EVERY);
+        if idle_due {
+            self.last_idle_summary = Some(now);
+        }
+        let hour = Duration::from_secs(3600);
+        let due: Vec<String> = self
+            .perf
+            .iter()
+            .filter(|(_, p)| {
+                p.dirty
+                    || (idle_due
+                        && p.last_event.is_some_and(|t| now.duration_since(t).unwrap_or_default() <= hour + IDLE_SUMMARY_EVERY))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            let Some(perf) = self.perf.get_mut(&name) else { continue };
+            perf.dirty = false;
+            let stats = TaskStats {
+                overall: perf.overall.summaries(now),
+                by_task: {
+                    let mut by_task: Vec<_> = perf
+                        .by_task
+                        .iter()
+                        .map(|(task, w)| (task.clone(), w.summaries(now)))
+                        .collect();
+                    by_task.sort_by(|a, b| a.0.cmp(&b.0));
+                    by_task
+                },
+            };
+            let events_fresh = perf
+                .last_event
+                .is_some_and(|t| now.duration_since(t).unwrap_or_default() < EVENTS_FRESH);
+            let running: Option<Vec<ActiveTask>> = events_fresh.then(|| {
+                let mut running: Vec<ActiveTask> = perf
+                    .running()
+                    .map(|(id, t)| ActiveTask {
+                        id: id.clone(),
+                        name: t.name.as_deref().unwrap_or_default().to_string(),
+                        started: t.started_at,
+                        ..ActiveTask::default()
+                    })
+                    .collect();
+                running.sort_by(|a, b| a.id.cmp(&b.id));
+                running
+            });
+            let last_event = perf.last_event;
+            let existing = self.snapshot.workers.get(&name).cloned();
+            let mut worker = existing
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(|| Worker::new(&name, Backend::Celery, now));
+            let mut changed = existing.is_none();
+            if let Some(t) = last_event {
+                worker.last_seen = worker.last_seen.max(t);
+            }
+            if worker.task_stats.as_deref() != Some(&stats) {
+                worker.task_stats = Some(Arc::new(stats));
+                changed = true;
+            }
+            if let Some(running) = running {
+                changed |= replace(&mut worker.active_tasks, running.len() as u32);
+                // Keep the richer inspect entries (args, pid) for tasks both sources know.
+                let merged: Vec<ActiveTask> = running
+                    .into_iter()
+                    .map(|t| worker.active.iter().find(|a| a.id == t.id).cloned().unwrap_or(t))
+                    .collect();
+                changed |= replace(&mut worker.active, merged);
+            }
+            changed |= evaluate(&mut worker, now, thresholds);
+            if changed {
+                self.put(worker, existing.is_some());
+            } else {
+                self.touch(worker);
+            }
+        }
+    }
+
+    /// Records measured queue depths; consumers are the ALIVE workers that consume each queue.
+    pub fn apply_queues(&mut self, depths: Vec<QueueDepth>, now: SystemTime) {
+        for depth in depths {
+            let mut consumers: Vec<String> = self
+                .snapshot
+                .workers
+                .values()
+                .filter(|w| w.lifecycle == Lifecycle::Alive && w.queues.iter().any(|q| q.name == depth.name))
+                .map(|w| w.name.clone())
+                .collect();
+            consumers.sort();
+            let info = QueueInfo {
+                depth: depth.by_priority.iter().map(|(_, n)| n).sum(),
+                name: depth.name,
+                by_priority: depth.by_priority,
+                unacked: depth.unacked,
+                consumers,
+                updated_at: now,
+            };
+            let existing = self.snapshot.queues.get(&info.name).cloned();
+            let changed = existing.as_deref().is_none_or(|e| {
+                (e.depth, &e.by_priority, e.unacked, &e.consumers)
+                    != (info.depth, &info.by_priority, info.unacked, &info.consumers)
+            });
+            let info = Arc::new(info);
+            self.snapshot.queues.insert(info.name.clone(), info.clone());
+            self.dirty = true;
+            if changed {
+                self.pending.push(ChangeKind::QueueUpdated(info));
+            }
         }
     }
 
@@ -241,6 +444,7 @@ impl FleetState {
             return Err(ForgetError::Alive);
         }
         self.snapshot.workers.remove(name);
+        self.perf.remove(name);
         self.dirty = true;
         self.pending.push(ChangeKind::WorkerRemoved {
             name: worker.name.clone(),
