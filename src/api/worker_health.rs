@@ -331,7 +331,15 @@ impl WorkerHealth for WorkerHealthService {
         let page: Vec<_> = matching.iter().take(page_size).collect();
         let next_page_token = if matching.len() > page.len() {
             page.last()
-                .map(|q| paging::encode(fingerprint, Cursor { rank: 0, name: q.name.clone() }))
+                .map(|q| {
+                    paging::encode(
+                        fingerprint,
+                        Cursor {
+                            rank: 0,
+                            name: q.name.clone(),
+                        },
+                    )
+                })
                 .unwrap_or_default()
         } else {
             String::new()

@@ -218,7 +218,11 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl EventFollower {
-    pub async fn run(self, mut broker_status: watch::Receiver<BrokerStatus>, cancel: CancellationToken) {
+    pub async fn run(
+        self,
+        mut broker_status: watch::Receiver<BrokerStatus>,
+        cancel: CancellationToken,
+    ) {
         let this = Arc::new(self);
         let mut backoff = BACKOFF_START;
         let mut failing = false;
@@ -247,7 +251,10 @@ impl EventFollower {
     }
 
     /// One subscription: returns when the connection ends or the broker is reported down.
-    async fn follow(self: &Arc<Self>, broker_status: &mut watch::Receiver<BrokerStatus>) -> Result<(), BrokerError> {
+    async fn follow(
+        self: &Arc<Self>,
+        broker_status: &mut watch::Receiver<BrokerStatus>,
+    ) -> Result<(), BrokerError> {
         let timeout = self.broker.timeout();
         let mut pubsub = tokio::time::timeout(timeout, self.broker.pubsub())
             .await
@@ -286,11 +293,18 @@ impl EventFollower {
                     let pidbox = self.pidbox.clone();
                     let destination = vec![event.worker.clone()];
                     tokio::spawn(async move {
-                        let _ = pidbox.cast(&Command::new("enable_events"), Some(&destination)).await;
+                        let _ = pidbox
+                            .cast(&Command::new("enable_events"), Some(&destination))
+                            .await;
                     });
                 }
             }
-            if self.fleet.observe(FleetMessage::Events(events)).await.is_err() {
+            if self
+                .fleet
+                .observe(FleetMessage::Events(events))
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
         }
@@ -323,7 +337,14 @@ mod tests {
     use super::*;
 
     fn message(body: serde_json::Value, routing_key: &str) -> Vec<u8> {
-        envelope::encode(&body, json!({"hostname": "w1@h"}), "celeryev", routing_key, 1).into_bytes()
+        envelope::encode(
+            &body,
+            json!({"hostname": "w1@h"}),
+            "celeryev",
+            routing_key,
+            1,
+        )
+        .into_bytes()
     }
 
     #[test]
@@ -337,9 +358,14 @@ mod tests {
         );
         let (events, errors) = decode(&bytes).unwrap();
         assert!(errors.is_empty());
-        let EventPayload::Worker(w) = &events[0].payload else { panic!() };
+        let EventPayload::Worker(w) = &events[0].payload else {
+            panic!()
+        };
         assert_eq!(w.kind, WorkerEventKind::Heartbeat);
-        assert_eq!((w.active, w.processed, w.pid), (Some(1), Some(10), Some(42)));
+        assert_eq!(
+            (w.active, w.processed, w.pid),
+            (Some(1), Some(10), Some(42))
+        );
         assert_eq!(w.freq, Some(Duration::from_secs(2)));
         assert_eq!(w.software.as_ref().unwrap().version, "5.7.0");
     }
@@ -362,7 +388,9 @@ mod tests {
         let (events, errors) = decode(&bytes).unwrap();
         assert_eq!(events.len(), 3, "{events:?}");
         assert_eq!(errors.len(), 2, "{errors:?}");
-        let EventPayload::Task(t) = &events[2].payload else { panic!() };
+        let EventPayload::Task(t) = &events[2].payload else {
+            panic!()
+        };
         assert_eq!(t.outcome, TaskOutcome::Succeeded);
         assert_eq!(t.runtime, Some(Duration::from_millis(250)));
     }
@@ -377,8 +405,14 @@ mod tests {
             message(json!([1, 2, 3]), "x"),
             message(json!({"type": 5}), "x"),
             message(json!({"type": "worker-heartbeat"}), "x"),
-            message(json!({"type": "worker-heartbeat", "hostname": "h", "freq": 1e308, "active": -1}), "x"),
-            message(json!({"type": "task-started", "hostname": "h", "uuid": huge}), "x"),
+            message(
+                json!({"type": "worker-heartbeat", "hostname": "h", "freq": 1e308, "active": -1}),
+                "x",
+            ),
+            message(
+                json!({"type": "task-started", "hostname": "h", "uuid": huge}),
+                "x",
+            ),
         ];
         for case in cases {
             match decode(&case) {

@@ -73,7 +73,8 @@ async fn read_bindings(broker: &Broker) -> Result<Bindings, BrokerError> {
         let members: Vec<String> = broker.query(redis::cmd("SMEMBERS").arg(&key)).await?;
         for member in members {
             let mut parts = member.split(KOMBU_SEP);
-            let (Some(routing_key), Some(_pattern), Some(queue)) = (parts.next(), parts.next(), parts.next())
+            let (Some(routing_key), Some(_pattern), Some(queue)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
@@ -95,10 +96,16 @@ async fn read_bindings(broker: &Broker) -> Result<Bindings, BrokerError> {
 
 /// Counts unacknowledged messages per queue from kombu's `unacked` hash, whose values are
 /// `[message, exchange, routing_key]`.
-fn unacked_by_queue(values: &[Vec<u8>], bindings: &Bindings, metrics: &Metrics) -> HashMap<String, u64> {
+fn unacked_by_queue(
+    values: &[Vec<u8>],
+    bindings: &Bindings,
+    metrics: &Metrics,
+) -> HashMap<String, u64> {
     let mut counts = HashMap::new();
     for value in values {
-        let Ok((_, exchange, routing_key)) = serde_json::from_slice::<(IgnoredAny, String, String)>(value) else {
+        let Ok((_, exchange, routing_key)) =
+            serde_json::from_slice::<(IgnoredAny, String, String)>(value)
+        else {
             metrics.message_rejected("unacked", "malformed");
             continue;
         };
@@ -120,7 +127,11 @@ fn unacked_by_queue(values: &[Vec<u8>], bindings: &Bindings, metrics: &Metrics) 
 }
 
 /// Measures every queue the workers consume or the broker declares.
-pub async fn measure(broker: &Broker, fleet: &FleetHandle, metrics: &Metrics) -> Result<Vec<QueueDepth>, BrokerError> {
+pub async fn measure(
+    broker: &Broker,
+    fleet: &FleetHandle,
+    metrics: &Metrics,
+) -> Result<Vec<QueueDepth>, BrokerError> {
     let bindings = read_bindings(broker).await?;
     let mut names: BTreeSet<String> = bindings.queues.clone();
     for worker in fleet.snapshot().workers.values() {
@@ -139,7 +150,9 @@ pub async fn measure(broker: &Broker, fleet: &FleetHandle, metrics: &Metrics) ->
     } else {
         broker.query_pipe(&pipe).await?
     };
-    let unacked_values: Vec<Vec<u8>> = broker.query(redis::cmd("HVALS").arg(keys.key("unacked"))).await?;
+    let unacked_values: Vec<Vec<u8>> = broker
+        .query(redis::cmd("HVALS").arg(keys.key("unacked")))
+        .await?;
     let unacked = unacked_by_queue(&unacked_values, &bindings, metrics);
     let mut depths: BTreeMap<String, QueueDepth> = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {

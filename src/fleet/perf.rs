@@ -170,7 +170,13 @@ fn seconds(t: SystemTime) -> u64 {
 }
 
 impl Windowed {
-    pub fn record(&mut self, now: SystemTime, outcome: TaskOutcome, runtime: Option<Duration>, wait: Option<Duration>) {
+    pub fn record(
+        &mut self,
+        now: SystemTime,
+        outcome: TaskOutcome,
+        runtime: Option<Duration>,
+        wait: Option<Duration>,
+    ) {
         let now = seconds(now);
         for ring in &mut self.rings {
             let slot = ring.slot(now);
@@ -208,7 +214,9 @@ impl Windowed {
         self.rings
             .iter()
             .flat_map(|r| &r.slots)
-            .map(|s| std::mem::size_of::<Slot>() + s.runtime.heap_bytes() + s.queue_wait.heap_bytes())
+            .map(|s| {
+                std::mem::size_of::<Slot>() + s.runtime.heap_bytes() + s.queue_wait.heap_bytes()
+            })
             .sum()
     }
 }
@@ -264,7 +272,9 @@ impl WorkerPerf {
             },
             _ => None,
         };
-        let runtime = task.runtime.filter(|_| task.outcome == TaskOutcome::Succeeded);
+        let runtime = task
+            .runtime
+            .filter(|_| task.outcome == TaskOutcome::Succeeded);
         self.overall.record(now, task.outcome, runtime, wait);
         if let Some(name) = name {
             let key = if self.by_task.contains_key(&name) || self.by_task.len() < MAX_TASK_NAMES {
@@ -323,7 +333,9 @@ impl WorkerPerf {
 
     /// Tasks started and not finished, as far as the events tell.
     pub fn running(&self) -> impl Iterator<Item = (&String, &TrackedTask)> {
-        self.in_flight.iter().filter(|(_, t)| t.started_at.is_some())
+        self.in_flight
+            .iter()
+            .filter(|(_, t)| t.started_at.is_some())
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -345,7 +357,13 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
     }
 
-    fn obs(outcome: TaskOutcome, id: &str, name: Option<&str>, ts: u64, runtime: Option<f64>) -> TaskObservation {
+    fn obs(
+        outcome: TaskOutcome,
+        id: &str,
+        name: Option<&str>,
+        ts: u64,
+        runtime: Option<f64>,
+    ) -> TaskObservation {
         TaskObservation {
             outcome,
             id: id.into(),
@@ -360,9 +378,16 @@ mod tests {
         let mut p = WorkerPerf::default();
         for i in 0..10 {
             let id = format!("t{i}");
-            p.record(&obs(TaskOutcome::Received, &id, Some("app.add"), 100, None), at(100));
+            p.record(
+                &obs(TaskOutcome::Received, &id, Some("app.add"), 100, None),
+                at(100),
+            );
             p.record(&obs(TaskOutcome::Started, &id, None, 102, None), at(102));
-            let outcome = if i < 8 { TaskOutcome::Succeeded } else { TaskOutcome::Failed };
+            let outcome = if i < 8 {
+                TaskOutcome::Succeeded
+            } else {
+                TaskOutcome::Failed
+            };
             p.record(&obs(outcome, &id, None, 103, Some(0.5)), at(103));
         }
         let s = p.overall.summaries(at(110));
@@ -376,7 +401,10 @@ mod tests {
         assert_eq!(s[0].queue_wait.quantile(0.5).unwrap().as_secs(), 2);
         assert_eq!(s[2].throughput_per_min(), 10.0 / 60.0);
         let by_name = p.by_task[&Arc::<str>::from("app.add")].summaries(at(110));
-        assert_eq!(by_name[0].counts.failed, 2, "finished events are attributed by id");
+        assert_eq!(
+            by_name[0].counts.failed, 2,
+            "finished events are attributed by id"
+        );
         assert!(p.in_flight.is_empty());
         // Two minutes later the 1-minute window is empty, the others are not.
         let later = p.overall.summaries(at(230));
@@ -388,7 +416,10 @@ mod tests {
     fn in_flight_table_is_bounded() {
         let mut p = WorkerPerf::default();
         for i in 0..(MAX_TRACKED_TASKS + 500) {
-            p.record(&obs(TaskOutcome::Received, &format!("t{i}"), Some("x"), 1, None), at(1));
+            p.record(
+                &obs(TaskOutcome::Received, &format!("t{i}"), Some("x"), 1, None),
+                at(1),
+            );
         }
         assert_eq!(p.in_flight.len(), MAX_TRACKED_TASKS);
     }

@@ -141,7 +141,10 @@ mod tests {
         }
         for (q, exact) in [(0.5, 500.0), (0.9, 900.0), (0.99, 990.0)] {
             let got = s.quantile(q).unwrap().as_secs_f64() * 1000.0;
-            assert!((got - exact).abs() / exact <= 0.012, "q{q}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() / exact <= 0.012,
+                "q{q}: {got} vs {exact}"
+            );
         }
         assert_eq!(s.min().unwrap(), Duration::from_millis(1));
         assert_eq!(s.max().unwrap(), Duration::from_millis(1000));

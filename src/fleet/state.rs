@@ -116,7 +116,10 @@ impl FleetState {
             EventPayload::Task(task) => {
                 // Cheap on purpose (the hot path): the worker's snapshot entry is refreshed
                 // from its performance record once a second, not per task event.
-                self.perf.entry(event.worker).or_default().record(&task, now);
+                self.perf
+                    .entry(event.worker)
+                    .or_default()
+                    .record(&task, now);
             }
             EventPayload::Worker(ev) => {
                 let existing = self.snapshot.workers.get(&event.worker).cloned();
@@ -186,12 +189,16 @@ impl FleetState {
             .filter(|(_, p)| {
                 p.dirty
                     || (idle_due
-                        && p.last_event.is_some_and(|t| now.duration_since(t).unwrap_or_default() <= hour + IDLE_SUMMARY_EVERY))
+                        && p.last_event.is_some_and(|t| {
+                            now.duration_since(t).unwrap_or_default() <= hour + IDLE_SUMMARY_EVERY
+                        }))
             })
             .map(|(name, _)| name.clone())
             .collect();
         for name in due {
-            let Some(perf) = self.perf.get_mut(&name) else { continue };
+            let Some(perf) = self.perf.get_mut(&name) else {
+                continue;
+            };
             perf.dirty = false;
             let stats = TaskStats {
                 overall: perf.overall.summaries(now),
@@ -240,7 +247,14 @@ impl FleetState {
                 // Keep the richer inspect entries (args, pid) for tasks both sources know.
                 let merged: Vec<ActiveTask> = running
                     .into_iter()
-                    .map(|t| worker.active.iter().find(|a| a.id == t.id).cloned().unwrap_or(t))
+                    .map(|t| {
+                        worker
+                            .active
+                            .iter()
+                            .find(|a| a.id == t.id)
+                            .cloned()
+                            .unwrap_or(t)
+                    })
                     .collect();
                 changed |= replace(&mut worker.active, merged);
             }
@@ -260,7 +274,9 @@ impl FleetState {
                 .snapshot
                 .workers
                 .values()
-                .filter(|w| w.lifecycle == Lifecycle::Alive && w.queues.iter().any(|q| q.name == depth.name))
+                .filter(|w| {
+                    w.lifecycle == Lifecycle::Alive && w.queues.iter().any(|q| q.name == depth.name)
+                })
                 .map(|w| w.name.clone())
                 .collect();
             consumers.sort();
