@@ -406,7 +406,15 @@ impl Watcher {
                             )
                         })
                         .collect(),
-                    queues: Vec::new(),
+                    queues: if self.include_queues {
+                        snapshot
+                            .queues
+                            .values()
+                            .map(|q| convert::queue(q))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                     reason: reason.into(),
                 },
             )),
