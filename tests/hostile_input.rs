@@ -57,11 +57,14 @@ async fn non_json_bodies_are_counted_and_skipped_while_valid_events_apply() {
         "application/x-msgpack",
     ] {
         // A body that would be dangerous to deserialize, under a worker name of its own.
-        let hostile = valid.replace("application/json", content_type).replace(
-            &envelope::encode(&heartbeat("good@hostile"), json!({}), "", "", 1)[..0],
-            "",
-        );
-        let hostile = hostile.replace("good@hostile", "evil@hostile");
+        let hostile = envelope::encode(
+            &heartbeat("evil@hostile"),
+            json!({}),
+            "celeryev",
+            "worker.heartbeat",
+            1,
+        )
+        .replace("application/json", content_type);
         redis.cli(&["PUBLISH", channel, &hostile]);
         redis.cli(&["PUBLISH", channel, &valid]);
     }
