@@ -119,7 +119,7 @@ pub fn worker(
                 routing_key: q.routing_key.clone(),
             })
             .collect(),
-        registered_tasks: w.registered.clone(),
+        registered_tasks: w.registered.to_vec(),
         active: if detail == Detail::Full {
             w.active
                 .iter()
@@ -273,31 +273,32 @@ pub fn worker_filter(
     })
 }
 
-fn distribution(s: &fleet::sketch::Sketch) -> pb::Distribution {
+fn distribution(d: &fleet::DistributionReport) -> pb::Distribution {
+    let at = |secs: f32| (d.count > 0).then(|| duration(Duration::from_secs_f32(secs.max(0.0))));
     pb::Distribution {
-        count: s.count(),
-        mean: s.mean().map(duration),
-        min: s.min().map(duration),
-        max: s.max().map(duration),
-        p50: s.quantile(0.50).map(duration),
-        p90: s.quantile(0.90).map(duration),
-        p95: s.quantile(0.95).map(duration),
-        p99: s.quantile(0.99).map(duration),
+        count: d.count,
+        mean: at(d.mean),
+        min: at(d.min),
+        max: at(d.max),
+        p50: at(d.p50),
+        p90: at(d.p90),
+        p95: at(d.p95),
+        p99: at(d.p99),
     }
 }
 
-fn window(w: &fleet::WindowSummary) -> pb::WindowStats {
+fn window(w: &fleet::WindowReport) -> pb::WindowStats {
     pb::WindowStats {
-        window: Some(duration(w.window)),
+        window: Some(duration(w.window())),
         throughput_per_min: w.throughput_per_min(),
         succeeded_per_min: w.succeeded_per_min(),
-        received: w.counts.received,
-        started: w.counts.started,
-        succeeded: w.counts.succeeded,
-        failed: w.counts.failed,
-        retried: w.counts.retried,
-        rejected: w.counts.rejected,
-        revoked: w.counts.revoked,
+        received: w.counts.received.into(),
+        started: w.counts.started.into(),
+        succeeded: w.counts.succeeded.into(),
+        failed: w.counts.failed.into(),
+        retried: w.counts.retried.into(),
+        rejected: w.counts.rejected.into(),
+        revoked: w.counts.revoked.into(),
         error_rate: w.error_rate(),
         runtime: Some(distribution(&w.runtime)),
         queue_wait: Some(distribution(&w.queue_wait)),

@@ -97,30 +97,35 @@ impl WorkerHealth for WorkerHealthService {
         let refresh_error = self.maybe_refresh(req.refresh, None).await;
         let snapshot = self.fleet.snapshot();
         let now = self.fleet.clock().now();
-        let mut matching: Vec<(Cursor, &Arc<fleet::Worker>)> = snapshot
+        let matches = |w: &&Arc<fleet::Worker>| filter.matches(w, now, self.thresholds);
+        // Sorted by (rank, name), borrowed: nothing is cloned but the page sent.
+        let mut matching: Vec<(i64, &Arc<fleet::Worker>)> = snapshot
             .workers
             .values()
-            .filter(|w| filter.matches(w, now, self.thresholds))
-            .map(|w| {
-                (
-                    Cursor {
-                        rank: rank(order, w),
-                        name: w.name.clone(),
-                    },
-                    w,
-                )
-            })
+            .filter(matches)
+            .map(|w| (rank(order, w), w))
             .collect();
-        matching.sort_by(|a, b| a.0.cmp(&b.0));
+        // The map is ordered by name already; only other orders need a sort (stable, so ties
+        // stay by name).
+        if !matches!(order, pb::WorkerOrder::Unspecified | pb::WorkerOrder::Name) {
+            matching.sort_by_key(|(rank, _)| *rank);
+        }
         let total_size = matching.len() as u32;
-        let start = after.map_or(0, |after| matching.partition_point(|(c, _)| *c <= after));
-        let page: Vec<_> = matching.iter().skip(start).take(page_size).collect();
-        let next_page_token = if start + page.len() < matching.len() {
-            page.last()
-                .map(|(cursor, _)| paging::encode(fingerprint, cursor.clone()))
-                .unwrap_or_default()
-        } else {
-            String::new()
+        let start = after.map_or(0, |after| {
+            matching.partition_point(|(rank, w)| {
+                (*rank, w.name.as_str()) <= (after.rank, after.name.as_str())
+            })
+        });
+        let page = &matching[start.min(matching.len())..(start + page_size).min(matching.len())];
+        let next_page_token = match page.last() {
+            Some((rank, w)) if start + page.len() < matching.len() => paging::encode(
+                fingerprint,
+                Cursor {
+                    rank: *rank,
+                    name: w.name.clone(),
+                },
+            ),
+            _ => String::new(),
         };
         Ok(Response::new(pb::ListWorkersResponse {
             workers: page

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-pub use super::perf::{TaskObservation, TaskOutcome, WindowSummary};
+pub use super::perf::{DistributionReport, TaskObservation, TaskOutcome, WindowReport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Backend {
@@ -89,7 +89,8 @@ pub struct Worker {
     pub processed_by_task: BTreeMap<String, u64>,
     pub pool: Option<Pool>,
     pub queues: Vec<ConsumedQueue>,
-    pub registered: Vec<String>,
+    /// Shared between workers that register the same tasks (most of a fleet runs one app).
+    pub registered: Arc<Vec<String>>,
     pub active: Vec<ActiveTask>,
     pub load_average: Option<[f64; 3]>,
     pub software: Option<Software>,
@@ -99,12 +100,12 @@ pub struct Worker {
 }
 
 /// Task performance of a worker, as last summarised.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskStats {
     /// 1 min, 5 min, 1 h.
-    pub overall: Vec<WindowSummary>,
+    pub overall: [WindowReport; 3],
     /// The same per task name, sorted by name.
-    pub by_task: Vec<(Arc<str>, Vec<WindowSummary>)>,
+    pub by_task: Vec<(Arc<str>, [WindowReport; 3])>,
 }
 
 impl Worker {
@@ -133,7 +134,7 @@ impl Worker {
             processed_by_task: BTreeMap::new(),
             pool: None,
             queues: Vec::new(),
-            registered: Vec::new(),
+            registered: Arc::default(),
             active: Vec::new(),
             load_average: None,
             software: None,

@@ -38,13 +38,13 @@ pub enum TaskOutcome {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    pub received: u64,
-    pub started: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub retried: u64,
-    pub rejected: u64,
-    pub revoked: u64,
+    pub received: u32,
+    pub started: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub retried: u32,
+    pub rejected: u32,
+    pub revoked: u32,
 }
 
 impl Counts {
@@ -58,96 +58,136 @@ impl Counts {
             TaskOutcome::Rejected => &mut self.rejected,
             TaskOutcome::Revoked => &mut self.revoked,
         };
-        *slot += 1;
+        *slot = slot.saturating_add(1);
     }
 
     fn merge(&mut self, o: &Counts) {
-        self.received += o.received;
-        self.started += o.started;
-        self.succeeded += o.succeeded;
-        self.failed += o.failed;
-        self.retried += o.retried;
-        self.rejected += o.rejected;
-        self.revoked += o.revoked;
+        self.received = self.received.saturating_add(o.received);
+        self.started = self.started.saturating_add(o.started);
+        self.succeeded = self.succeeded.saturating_add(o.succeeded);
+        self.failed = self.failed.saturating_add(o.failed);
+        self.retried = self.retried.saturating_add(o.retried);
+        self.rejected = self.rejected.saturating_add(o.rejected);
+        self.revoked = self.revoked.saturating_add(o.revoked);
     }
+}
+
+/// What one slot of time counted. Boxed and absent until something happens in the slot,
+/// so that idle workers cost almost nothing.
+#[derive(Debug, Clone, Default)]
+struct SlotData {
+    counts: Counts,
+    runtime: Sketch,
+    queue_wait: Sketch,
 }
 
 #[derive(Debug, Clone, Default)]
 struct Slot {
     /// Which slot of time this is (seconds since the epoch / slot width); stale when behind.
     epoch: u64,
-    counts: Counts,
-    runtime: Sketch,
-    queue_wait: Sketch,
+    data: Option<Box<SlotData>>,
 }
 
 #[derive(Debug, Clone)]
 struct Ring {
     width: u64,
-    slots: Vec<Slot>,
+    slots: Box<[Slot]>,
 }
 
 impl Ring {
     fn new(width: Duration, len: usize) -> Self {
         Self {
             width: width.as_secs().max(1),
-            slots: vec![Slot::default(); len],
+            slots: vec![Slot::default(); len].into_boxed_slice(),
         }
     }
 
-    fn slot(&mut self, now: u64) -> &mut Slot {
+    fn slot(&mut self, now: u64) -> &mut SlotData {
         let epoch = now / self.width;
         let len = self.slots.len() as u64;
         let slot = &mut self.slots[(epoch % len) as usize];
         if slot.epoch != epoch {
-            *slot = Slot {
-                epoch,
-                ..Slot::default()
-            };
+            slot.epoch = epoch;
+            slot.data = None;
         }
-        slot
+        slot.data.get_or_insert_with(Box::default)
     }
 
-    fn live(&self, now: u64) -> impl Iterator<Item = &Slot> {
+    fn live(&self, now: u64) -> impl Iterator<Item = &SlotData> {
         let current = now / self.width;
         let len = self.slots.len() as u64;
         self.slots
             .iter()
-            .filter(move |s| s.epoch <= current && s.epoch + len > current && s.epoch > 0)
+            .filter(move |s| s.epoch <= current && s.epoch + len > current)
+            .filter_map(|s| s.data.as_deref())
     }
 }
 
-/// The figures of one window, ready to report.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct WindowSummary {
-    pub window: Duration,
-    pub counts: Counts,
-    pub runtime: Sketch,
-    pub queue_wait: Sketch,
+/// A latency distribution reduced to the figures reported (seconds; all 0 when count is 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DistributionReport {
+    pub count: u64,
+    pub mean: f32,
+    pub min: f32,
+    pub max: f32,
+    pub p50: f32,
+    pub p90: f32,
+    pub p95: f32,
+    pub p99: f32,
 }
 
-impl WindowSummary {
+impl DistributionReport {
+    fn from_sketch(s: &Sketch) -> Self {
+        let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f32());
+        Self {
+            count: s.count(),
+            mean: secs(s.mean()),
+            min: secs(s.min()),
+            max: secs(s.max()),
+            p50: secs(s.quantile(0.50)),
+            p90: secs(s.quantile(0.90)),
+            p95: secs(s.quantile(0.95)),
+            p99: secs(s.quantile(0.99)),
+        }
+    }
+}
+
+/// The figures of one window, ready to report; small, because every worker's snapshot
+/// entry holds a few of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WindowReport {
+    pub window_secs: u32,
+    pub counts: Counts,
+    pub runtime: DistributionReport,
+    pub queue_wait: DistributionReport,
+}
+
+impl WindowReport {
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(u64::from(self.window_secs))
+    }
+
     /// Tasks finished (succeeded + failed) per minute over the window.
     pub fn throughput_per_min(&self) -> f64 {
-        (self.counts.succeeded + self.counts.failed) as f64 / self.minutes()
+        (f64::from(self.counts.succeeded) + f64::from(self.counts.failed)) / self.minutes()
     }
 
     pub fn succeeded_per_min(&self) -> f64 {
-        self.counts.succeeded as f64 / self.minutes()
+        f64::from(self.counts.succeeded) / self.minutes()
     }
 
     /// failed / (succeeded + failed), 0 when nothing finished.
     pub fn error_rate(&self) -> f64 {
-        let finished = self.counts.succeeded + self.counts.failed;
-        if finished == 0 {
+        let finished = f64::from(self.counts.succeeded) + f64::from(self.counts.failed);
+        if finished == 0.0 {
             0.0
         } else {
-            self.counts.failed as f64 / finished as f64
+            f64::from(self.counts.failed) / finished
         }
     }
 
     fn minutes(&self) -> f64 {
-        self.window.as_secs_f64() / 60.0
+        f64::from(self.window_secs.max(1)) / 60.0
     }
 }
 
@@ -190,32 +230,42 @@ impl Windowed {
         }
     }
 
-    pub fn summaries(&self, now: SystemTime) -> Vec<WindowSummary> {
+    /// The 1 min, 5 min and 1 h windows as of `now`.
+    pub fn reports(&self, now: SystemTime) -> [WindowReport; 3] {
         let now = seconds(now);
-        self.rings
-            .iter()
-            .zip(WINDOWS)
-            .map(|(ring, (window, _, _))| {
-                let mut summary = WindowSummary {
-                    window,
-                    ..WindowSummary::default()
-                };
-                for slot in ring.live(now) {
-                    summary.counts.merge(&slot.counts);
-                    summary.runtime.merge(&slot.runtime);
-                    summary.queue_wait.merge(&slot.queue_wait);
-                }
-                summary
-            })
-            .collect()
+        let mut reports = [WindowReport::default(); 3];
+        for ((report, ring), (window, _, _)) in reports.iter_mut().zip(&self.rings).zip(WINDOWS) {
+            let (mut counts, mut runtime, mut wait) =
+                (Counts::default(), Sketch::default(), Sketch::default());
+            for slot in ring.live(now) {
+                counts.merge(&slot.counts);
+                runtime.merge(&slot.runtime);
+                wait.merge(&slot.queue_wait);
+            }
+            *report = WindowReport {
+                window_secs: window.as_secs() as u32,
+                counts,
+                runtime: DistributionReport::from_sketch(&runtime),
+                queue_wait: DistributionReport::from_sketch(&wait),
+            };
+        }
+        reports
     }
 
     pub fn heap_bytes(&self) -> usize {
         self.rings
             .iter()
-            .flat_map(|r| &r.slots)
-            .map(|s| {
-                std::mem::size_of::<Slot>() + s.runtime.heap_bytes() + s.queue_wait.heap_bytes()
+            .map(|r| {
+                r.slots.len() * std::mem::size_of::<Slot>()
+                    + r.slots
+                        .iter()
+                        .filter_map(|s| s.data.as_deref())
+                        .map(|d| {
+                            std::mem::size_of::<SlotData>()
+                                + d.runtime.heap_bytes()
+                                + d.queue_wait.heap_bytes()
+                        })
+                        .sum::<usize>()
             })
             .sum()
     }
@@ -390,24 +440,24 @@ mod tests {
             };
             p.record(&obs(outcome, &id, None, 103, Some(0.5)), at(103));
         }
-        let s = p.overall.summaries(at(110));
-        assert_eq!(s[0].window, Duration::from_secs(60));
+        let s = p.overall.reports(at(110));
+        assert_eq!(s[0].window(), Duration::from_secs(60));
         assert_eq!(s[0].counts.succeeded, 8);
         assert_eq!(s[0].counts.failed, 2);
         assert_eq!(s[0].throughput_per_min(), 10.0);
         assert_eq!(s[0].succeeded_per_min(), 8.0);
         assert!((s[0].error_rate() - 0.2).abs() < 1e-9);
-        assert_eq!(s[0].runtime.count(), 8);
-        assert_eq!(s[0].queue_wait.quantile(0.5).unwrap().as_secs(), 2);
+        assert_eq!(s[0].runtime.count, 8);
+        assert!((s[0].queue_wait.p50 - 2.0).abs() < 0.03);
         assert_eq!(s[2].throughput_per_min(), 10.0 / 60.0);
-        let by_name = p.by_task[&Arc::<str>::from("app.add")].summaries(at(110));
+        let by_name = p.by_task[&Arc::<str>::from("app.add")].reports(at(110));
         assert_eq!(
             by_name[0].counts.failed, 2,
             "finished events are attributed by id"
         );
         assert!(p.in_flight.is_empty());
         // Two minutes later the 1-minute window is empty, the others are not.
-        let later = p.overall.summaries(at(230));
+        let later = p.overall.reports(at(230));
         assert_eq!(later[0].counts, Counts::default());
         assert_eq!(later[1].counts.succeeded, 8);
     }

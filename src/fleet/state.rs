@@ -82,6 +82,8 @@ pub struct FleetState {
     /// Task performance per worker: mutable, owner-only, summarised into the snapshot.
     perf: HashMap<String, WorkerPerf>,
     last_idle_summary: Option<SystemTime>,
+    /// Distinct registered-task lists seen lately (see `intern_registered`).
+    registered_lists: Vec<Arc<Vec<String>>>,
     pending: Vec<ChangeKind>,
     /// The snapshot changed since the last commit (possibly only in fields that are not
     /// reported as changes, such as `last_seen`).
@@ -103,7 +105,25 @@ impl FleetState {
             dirty: false,
             perf: HashMap::new(),
             last_idle_summary: None,
+            registered_lists: Vec::new(),
         }
+    }
+
+    /// The shared copy of a registered-task list, so that a fleet running one app holds it once.
+    fn intern_registered(&mut self, registered: &[String]) -> Arc<Vec<String>> {
+        if let Some(shared) = self
+            .registered_lists
+            .iter()
+            .find(|l| l.as_slice() == registered)
+        {
+            return shared.clone();
+        }
+        let shared = Arc::new(registered.to_vec());
+        if self.registered_lists.len() >= 64 {
+            self.registered_lists.remove(0);
+        }
+        self.registered_lists.push(shared.clone());
+        shared
     }
 
     pub fn perf(&self) -> &HashMap<String, WorkerPerf> {
@@ -201,12 +221,12 @@ impl FleetState {
             };
             perf.dirty = false;
             let stats = TaskStats {
-                overall: perf.overall.summaries(now),
+                overall: perf.overall.reports(now),
                 by_task: {
                     let mut by_task: Vec<_> = perf
                         .by_task
                         .iter()
-                        .map(|(task, w)| (task.clone(), w.summaries(now)))
+                        .map(|(task, w)| (task.clone(), w.reports(now)))
                         .collect();
                     by_task.sort_by(|a, b| a.0.cmp(&b.0));
                     by_task
@@ -387,8 +407,11 @@ impl FleetState {
             if let Some(queues) = &report.queues {
                 changed |= replace(&mut worker.queues, queues.clone());
             }
-            if let Some(registered) = &report.registered {
-                changed |= replace(&mut worker.registered, registered.clone());
+            if let Some(registered) = &report.registered
+                && *worker.registered != *registered
+            {
+                worker.registered = self.intern_registered(registered);
+                changed = true;
             }
             changed |= evaluate(&mut worker, now, thresholds);
             if changed {
