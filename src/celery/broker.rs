@@ -218,30 +218,38 @@ impl Broker {
         .map_err(|e| BrokerError::from_redis(&e, timeout))
     }
 
-    /// Runs one command on the shared connection, bounded by the broker timeout.
+    /// Runs one command on the shared connection. One deadline, the broker timeout, covers
+    /// everything: waiting for the connection (another caller may be connecting), connecting,
+    /// and the command.
     pub async fn query<T: redis::FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
     ) -> Result<T, BrokerError> {
-        let mut conn = self.connection().await?;
         let timeout = self.settings.timeout;
-        let result = tokio::time::timeout(timeout, cmd.query_async::<T>(&mut conn))
-            .await
-            .map_err(|_| BrokerError::Timeout(timeout))?;
-        result.map_err(|e| BrokerError::from_redis(&e, timeout))
+        tokio::time::timeout(timeout, async {
+            let mut conn = self.connection().await?;
+            cmd.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| BrokerError::from_redis(&e, timeout))
+        })
+        .await
+        .map_err(|_| BrokerError::Timeout(timeout))?
     }
 
-    /// Runs a pipeline on the shared connection, bounded by the broker timeout.
+    /// Runs a pipeline on the shared connection, under one deadline like [`Broker::query`].
     pub async fn query_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, BrokerError> {
-        let mut conn = self.connection().await?;
         let timeout = self.settings.timeout;
-        let result = tokio::time::timeout(timeout, pipe.query_async::<T>(&mut conn))
-            .await
-            .map_err(|_| BrokerError::Timeout(timeout))?;
-        result.map_err(|e| BrokerError::from_redis(&e, timeout))
+        tokio::time::timeout(timeout, async {
+            let mut conn = self.connection().await?;
+            pipe.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| BrokerError::from_redis(&e, timeout))
+        })
+        .await
+        .map_err(|_| BrokerError::Timeout(timeout))?
     }
 }
 

@@ -89,18 +89,32 @@ impl Pidbox {
             let binding_set = keys.reply_binding_set();
             let member = KeyNames::binding_member(&reply_id, &reply_queue);
             // Workers route a reply through this binding, so it must exist before we publish.
-            self.broker
+            let bound = self
+                .broker
                 .query::<()>(redis::cmd("SADD").arg(&binding_set).arg(&member))
-                .await?;
-            self.extend_binding_deadline().await;
-            let tickets: Vec<String> = commands
-                .iter()
-                .map(|_| uuid::Uuid::new_v4().to_string())
-                .collect();
-            let result = self
-                .publish_and_collect(commands, destination, timeout, limit, &reply_id, &tickets)
                 .await;
+            let result = match bound {
+                Ok(()) => {
+                    self.extend_binding_deadline().await;
+                    let tickets: Vec<String> = commands
+                        .iter()
+                        .map(|_| uuid::Uuid::new_v4().to_string())
+                        .collect();
+                    self.publish_and_collect(
+                        commands,
+                        destination,
+                        timeout,
+                        limit,
+                        &reply_id,
+                        &tickets,
+                    )
+                    .await
+                }
+                Err(err) => Err(err),
+            };
             // Unbind and drop the queue, so that late replies are discarded by the workers.
+            // Also after a failed SADD: a SADD that timed out may still run once a stalled
+            // broker wakes up, and this SREM, sent after it on the same connection, undoes it.
             let lists = reply_lists(&keys.key(&reply_queue));
             let mut cleanup = redis::pipe();
             cleanup.cmd("SREM").arg(&binding_set).arg(&member).ignore();

@@ -79,6 +79,24 @@ fn signal_group(pgid: u32, sig: &str) {
         .status();
 }
 
+/// The major version of the installed redis-server.
+pub fn redis_major_version() -> u32 {
+    static VERSION: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let out = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .expect("redis-server is installed (scripts/test installs it)");
+        // "Redis server v=7.0.15 sha=..."
+        String::from_utf8_lossy(&out.stdout)
+            .split("v=")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 /// A redis-server of the test's own, on a free port, keeping nothing on disk.
 pub struct RedisServer {
     pub port: u16,
@@ -132,6 +150,10 @@ impl RedisServer {
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
         }
+        if redis_major_version() >= 7 {
+            // DEBUG (SLEEP, to make the server hang) is off by default since Redis 7.
+            cmd.args(["--enable-debug-command", "local"]);
+        }
         self.child = Some(
             cmd.spawn()
                 .expect("redis-server is installed (scripts/test installs it)"),
@@ -154,6 +176,25 @@ impl RedisServer {
         }
         let out = cmd.args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Makes the server hang (`DEBUG SLEEP`) for `seconds`, from a thread of its own; the
+    /// handle joins once the server answers again.
+    pub fn hang(&self, seconds: u32) -> std::thread::JoinHandle<String> {
+        let port = self.port;
+        let password = self.password.clone();
+        std::thread::spawn(move || {
+            let mut cmd = Command::new("redis-cli");
+            cmd.args(["-p", &port.to_string()]);
+            if let Some(pw) = &password {
+                cmd.args(["--no-auth-warning", "-a", pw]);
+            }
+            let out = cmd
+                .args(["DEBUG", "SLEEP", &seconds.to_string()])
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
     }
 
     fn ping(&self) -> bool {
