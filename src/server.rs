@@ -93,6 +93,7 @@ impl Warden {
             broker.clone(),
             clock.clone(),
             status_tx,
+            metrics.clone(),
             cancel.clone(),
         ));
 

@@ -102,6 +102,10 @@ pub struct RedisServer {
     pub port: u16,
     password: Option<String>,
     child: Option<Child>,
+    /// More redis-server arguments (e.g. a data directory to load).
+    extra_args: Vec<String>,
+    /// Kept alive while the server may read it.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -119,7 +123,38 @@ impl RedisServer {
             port: free_port(),
             password: None,
             child: None,
+            extra_args: Vec::new(),
+            _dir: None,
         }
+    }
+
+    /// A server that spends its first seconds loading a dataset of `keys` keys, answering
+    /// `LOADING` to every data command meanwhile (Redis >= 7, whose debug settings slow the
+    /// load down: about 130 µs per key).
+    pub fn start_loading(keys: u32) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let dir_arg = dir.path().to_string_lossy().into_owned();
+        // Write the dataset with a first server on the same directory.
+        let mut writer = Self::not_started();
+        writer.extra_args = vec!["--dir".into(), dir_arg.clone()];
+        writer.restart();
+        assert_eq!(writer.cli(&["DEBUG", "POPULATE", &keys.to_string()]), "OK");
+        assert_eq!(writer.cli(&["SAVE"]), "OK");
+        writer.kill();
+        let mut server = Self::not_started();
+        server.extra_args = [
+            "--dir",
+            &dir_arg,
+            "--key-load-delay",
+            "50",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ]
+        .map(String::from)
+        .to_vec();
+        server._dir = Some(dir);
+        server.restart();
+        server
     }
 
     pub fn start_on(port: u16, password: Option<String>) -> Self {
@@ -127,6 +162,8 @@ impl RedisServer {
             port,
             password,
             child: None,
+            extra_args: Vec::new(),
+            _dir: None,
         };
         server.restart();
         server
@@ -154,12 +191,13 @@ impl RedisServer {
             // DEBUG (SLEEP, to make the server hang) is off by default since Redis 7.
             cmd.args(["--enable-debug-command", "local"]);
         }
+        cmd.args(&self.extra_args);
         self.child = Some(
             cmd.spawn()
                 .expect("redis-server is installed (scripts/test installs it)"),
         );
         let start = Instant::now();
-        while !self.ping() {
+        while !self.answers() {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "redis-server did not start"
@@ -197,8 +235,15 @@ impl RedisServer {
         })
     }
 
-    fn ping(&self) -> bool {
-        self.cli(&["PING"]) == "PONG"
+    /// It answers, even if only to say that it is loading.
+    fn answers(&self) -> bool {
+        let reply = self.cli(&["PING"]);
+        reply == "PONG" || reply.starts_with("LOADING")
+    }
+
+    /// Whether it is still loading its dataset.
+    pub fn loading(&self) -> bool {
+        self.cli(&["INFO", "persistence"]).contains("loading:1")
     }
 
     /// SIGKILL: the broker vanishes mid-run.
@@ -357,6 +402,11 @@ impl TestWarden {
             .connect()
             .await
             .expect("connect to warden")
+    }
+
+    /// The running warden's own metrics.
+    pub fn metrics(&self) -> &warden::metrics::Metrics {
+        &self.warden.as_ref().expect("running").metrics
     }
 
     pub async fn client(&self) -> WorkerHealthClient<Channel> {
