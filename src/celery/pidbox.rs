@@ -259,16 +259,31 @@ fn parse_reply(payload: &[u8], tickets: &[String]) -> Result<Option<Vec<Reply>>,
     let Value::Object(by_node) = envelope.body else {
         return Err("reply_not_object");
     };
-    Ok(Some(
-        by_node
-            .into_iter()
-            .map(|(node, value)| Reply {
-                command,
-                node,
-                value,
-            })
-            .collect(),
-    ))
+    // A worker replies `{its node name: value}` (kombu `Node.reply`, every version): one
+    // envelope speaking for several nodes, or for none, is not a worker's reply, and would
+    // let one message invent any number of workers.
+    if by_node.len() != 1 {
+        return Err("reply_node_count");
+    }
+    let Some((node, value)) = by_node.into_iter().next() else {
+        return Err("reply_node_count");
+    };
+    if !valid_node_name(&node) {
+        return Err("reply_node_name");
+    }
+    Ok(Some(vec![Reply {
+        command,
+        node,
+        value,
+    }]))
+}
+
+/// Longest node name accepted (Celery's are `name@hostname`; a DNS name is at most 253).
+const MAX_NODE_NAME_BYTES: usize = 512;
+
+/// A node name warden will list: not empty, bounded, no control characters.
+fn valid_node_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NODE_NAME_BYTES && !name.chars().any(char::is_control)
 }
 
 #[cfg(test)]
@@ -302,6 +317,36 @@ mod tests {
             parse_reply(not_object.as_bytes(), &tickets),
             Err("reply_not_object")
         );
+    }
+
+    #[test]
+    fn a_reply_speaks_for_exactly_one_well_named_node() {
+        let tickets = vec!["a".to_string()];
+        let reply = |body: Value| {
+            let payload = envelope::encode(&body, json!({"ticket": "a"}), "", "", 1);
+            parse_reply(payload.as_bytes(), &tickets)
+        };
+        let many: serde_json::Map<String, Value> = (0..10_000)
+            .map(|i| (format!("fake{i}@h"), json!({"ok": "pong"})))
+            .collect();
+        assert_eq!(reply(Value::Object(many)), Err("reply_node_count"));
+        assert_eq!(reply(json!({})), Err("reply_node_count"));
+        for name in [
+            String::new(),
+            "w@h\n[fake log line]".to_string(),
+            "w\u{0}@h".to_string(),
+            format!("w@{}", "h".repeat(MAX_NODE_NAME_BYTES)),
+        ] {
+            assert_eq!(
+                reply(json!({ name.clone(): {"ok": "pong"} })),
+                Err("reply_node_name"),
+                "{name:?}"
+            );
+        }
+        let ok = reply(json!({"celery@worker-7.example.com": {"ok": "pong"}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok[0].node, "celery@worker-7.example.com");
     }
 
     #[test]
