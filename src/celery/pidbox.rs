@@ -88,6 +88,9 @@ impl Pidbox {
             let keys = self.broker.keys();
             let binding_set = keys.reply_binding_set();
             let member = KeyNames::binding_member(&reply_id, &reply_queue);
+            // The deadline first: a kombu 5.7 sweeper deletes a binding set whose deadline
+            // passed, and would take our fresh binding with it.
+            self.extend_binding_deadline().await;
             // Workers route a reply through this binding, so it must exist before we publish.
             let bound = self
                 .broker
@@ -95,7 +98,6 @@ impl Pidbox {
                 .await;
             let result = match bound {
                 Ok(()) => {
-                    self.extend_binding_deadline().await;
                     let tickets: Vec<String> = commands
                         .iter()
                         .map(|_| uuid::Uuid::new_v4().to_string())
@@ -130,7 +132,10 @@ impl Pidbox {
 
     /// kombu 5.7 clients and workers delete a whole binding set once its deadline in
     /// `_kombu.binding_deadlines` has passed; pushing the deadline out (as kombu 5.7 does
-    /// before each broadcast) keeps our binding alive. Redis < 6.2 has no `ZADD GT`, and kombu
+    /// before each broadcast) keeps our binding alive. Done before the SADD, so that a sweep
+    /// between the two cannot remove the binding (kombu 5.7 does both in one script; the
+    /// order gives the same guarantee while the clocks of warden and Redis agree within the
+    /// hour the deadline is pushed). Redis < 6.2 has no `ZADD GT`, and kombu
     /// < 5.7 no deadlines: there, failing is harmless.
     async fn extend_binding_deadline(&self) {
         let deadline_ms = SystemTime::now()
