@@ -121,10 +121,35 @@ pub struct ForgetArgs {
 pub enum ClientError {
     #[error("cannot connect to {0}: {1}")]
     Connect(String, String),
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
     Rpc(#[from] tonic::Status),
     #[error("{0}")]
     Input(String),
+}
+
+/// The canonical name of a gRPC status code (`FAILED_PRECONDITION`), which is what people
+/// search for and what grpcurl prints; tonic's `Display` gives a sentence instead.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 async fn connect(args: &ClientArgs) -> Result<Channel, ClientError> {
@@ -530,5 +555,12 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         assert_eq!(ago(now - Duration::from_secs(12), now), "12s ago");
+    }
+
+    #[test]
+    fn rpc_errors_name_the_status_code() {
+        let err = ClientError::from(tonic::Status::failed_precondition("w@h is ALIVE"));
+        assert_eq!(err.to_string(), "FAILED_PRECONDITION: w@h is ALIVE");
+        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
     }
 }

@@ -21,6 +21,9 @@ struct Inner {
     inspect_rounds: Family<Labels, Counter>,
     events: Family<Labels, Counter>,
     workers: Gauge,
+    broker_probes: Family<Labels, Counter>,
+    broker_status_changes: Counter,
+    broker_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -52,6 +55,24 @@ impl Metrics {
         );
         let workers = Gauge::default();
         registry.register("workers", "Workers known to warden", workers.clone());
+        let broker_probes = Family::<Labels, Counter>::default();
+        registry.register(
+            "broker_probes",
+            "Broker readiness probes, by outcome (ok, or the kind of failure)",
+            broker_probes.clone(),
+        );
+        let broker_status_changes = Counter::default();
+        registry.register(
+            "broker_status_changes",
+            "Changes of broker status (up, down, or a new reason); each is logged once",
+            broker_status_changes.clone(),
+        );
+        let broker_up = Gauge::default();
+        registry.register(
+            "broker_up",
+            "1 while the broker answers the readiness probe, else 0",
+            broker_up.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -59,6 +80,9 @@ impl Metrics {
                 inspect_rounds,
                 events,
                 workers,
+                broker_probes,
+                broker_status_changes,
+                broker_up,
             }),
         }
     }
@@ -95,6 +119,32 @@ impl Metrics {
 
     pub fn set_workers(&self, count: usize) {
         self.inner.workers.set(count as i64);
+    }
+
+    /// One readiness probe of the broker: `outcome` is "ok" or the kind of failure.
+    pub fn broker_probe(&self, outcome: &'static str) {
+        self.inner
+            .broker_probes
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+
+    /// How many probes had `outcome` so far.
+    pub fn broker_probe_count(&self, outcome: &'static str) -> u64 {
+        self.inner
+            .broker_probes
+            .get_or_create(&vec![("outcome", outcome)])
+            .get()
+    }
+
+    /// The broker status changed (and was logged).
+    pub fn broker_status_changed(&self, up: bool) {
+        self.inner.broker_status_changes.inc();
+        self.inner.broker_up.set(i64::from(up));
+    }
+
+    pub fn broker_status_change_count(&self) -> u64 {
+        self.inner.broker_status_changes.get()
     }
 
     /// The OpenMetrics text exposition.

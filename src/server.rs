@@ -94,6 +94,7 @@ impl Warden {
             broker.clone(),
             clock.clone(),
             status_tx,
+            metrics.clone(),
             cancel.clone(),
         ));
 
@@ -162,7 +163,9 @@ impl Warden {
         ));
 
         let auth = Authenticator::new(config.tokens.clone());
-        let refresh_budget = config.inspect_timeout + 3 * config.broker_timeout;
+        // A refresh gathers replies for the inspect timeout; one broker timeout on top covers
+        // its round-trips. A broker that stalls costs the caller no more than that.
+        let refresh_budget = config.inspect_timeout + config.broker_timeout;
         let worker_health = WorkerHealthService::new(
             fleet.clone(),
             Some(Arc::new(inspector)),

@@ -49,14 +49,20 @@ impl WorkerHealthService {
 
     /// Runs a fresh inspect if asked; a failure is reported in `freshness`, not as an error,
     /// because the last known state is still worth answering with.
+    ///
+    /// The RPC waits at most `refresh_budget`. The round itself runs in a task of its own, so
+    /// that when the broker stalls mid-round the caller is answered on time while the round
+    /// still finishes, within its own broker timeouts, and removes its reply binding.
     async fn maybe_refresh(&self, refresh: bool, names: Option<Vec<String>>) -> Option<String> {
         if !refresh {
             return None;
         }
-        let refresher = self.refresher.as_ref()?;
-        match tokio::time::timeout(self.refresh_budget, refresher.refresh(names)).await {
-            Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(err),
+        let refresher = self.refresher.clone()?;
+        let round = tokio::spawn(async move { refresher.refresh(names).await });
+        match tokio::time::timeout(self.refresh_budget, round).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(err))) => Some(err),
+            Ok(Err(join)) => Some(format!("refresh task failed: {join}")),
             Err(_) => Some(format!("no answer within {:?}", self.refresh_budget)),
         }
     }

@@ -25,11 +25,20 @@ impl BrokerError {
     pub fn from_redis(err: &redis::RedisError, timeout: Duration) -> Self {
         match err.code() {
             Some("LOADING") => return BrokerError::Loading,
-            Some(code @ ("NOAUTH" | "WRONGPASS")) => return BrokerError::Auth(code.to_string()),
+            Some("NOAUTH") => {
+                return BrokerError::Auth(
+                    "NOAUTH: a password is required and none was sent".into(),
+                );
+            }
+            Some("WRONGPASS") => {
+                return BrokerError::Auth("WRONGPASS: wrong user or password".into());
+            }
             _ => {}
         }
+        // redis-rs reports a refused AUTH at connect time (WRONGPASS, or a password sent to a
+        // Redis that has none) without the server's code.
         if err.kind() == redis::ErrorKind::AuthenticationFailed {
-            return BrokerError::Auth("authentication failed".into());
+            return BrokerError::Auth("AUTH refused: wrong user or password".into());
         }
         if err.is_timeout() {
             return BrokerError::Timeout(timeout);
@@ -38,6 +47,17 @@ impl BrokerError {
             return BrokerError::Unreachable(err.to_string());
         }
         BrokerError::Other(err.to_string())
+    }
+
+    /// A short, fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BrokerError::Unreachable(_) => "unreachable",
+            BrokerError::Timeout(_) => "timeout",
+            BrokerError::Auth(_) => "auth",
+            BrokerError::Loading => "loading",
+            BrokerError::Other(_) => "other",
+        }
     }
 }
 
@@ -227,30 +247,38 @@ impl Broker {
             .map_err(|e| BrokerError::from_redis(&e, timeout))
     }
 
-    /// Runs one command on the shared connection, bounded by the broker timeout.
+    /// Runs one command on the shared connection. One deadline, the broker timeout, covers
+    /// everything: waiting for the connection (another caller may be connecting), connecting,
+    /// and the command.
     pub async fn query<T: redis::FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
     ) -> Result<T, BrokerError> {
-        let mut conn = self.connection().await?;
         let timeout = self.settings.timeout;
-        let result = tokio::time::timeout(timeout, cmd.query_async::<T>(&mut conn))
-            .await
-            .map_err(|_| BrokerError::Timeout(timeout))?;
-        result.map_err(|e| BrokerError::from_redis(&e, timeout))
+        tokio::time::timeout(timeout, async {
+            let mut conn = self.connection().await?;
+            cmd.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| BrokerError::from_redis(&e, timeout))
+        })
+        .await
+        .map_err(|_| BrokerError::Timeout(timeout))?
     }
 
-    /// Runs a pipeline on the shared connection, bounded by the broker timeout.
+    /// Runs a pipeline on the shared connection, under one deadline like [`Broker::query`].
     pub async fn query_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, BrokerError> {
-        let mut conn = self.connection().await?;
         let timeout = self.settings.timeout;
-        let result = tokio::time::timeout(timeout, pipe.query_async::<T>(&mut conn))
-            .await
-            .map_err(|_| BrokerError::Timeout(timeout))?;
-        result.map_err(|e| BrokerError::from_redis(&e, timeout))
+        tokio::time::timeout(timeout, async {
+            let mut conn = self.connection().await?;
+            pipe.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| BrokerError::from_redis(&e, timeout))
+        })
+        .await
+        .map_err(|_| BrokerError::Timeout(timeout))?
     }
 }
 
@@ -285,6 +313,36 @@ mod tests {
             prefixed.reply_binding_set(),
             "app:_kombu.binding.reply.celery.pidbox"
         );
+    }
+
+    /// The error redis-rs gives for a server reply such as `-NOAUTH ...`.
+    fn server_error(reply: &str) -> redis::RedisError {
+        redis::parse_redis_value(format!("{reply}\r\n").as_bytes())
+            .and_then(redis::Value::extract_error)
+            .unwrap_err()
+    }
+
+    #[test]
+    fn refusals_are_classified_for_readiness() {
+        let t = Duration::from_secs(1);
+        let loading = server_error("-LOADING Redis is loading the dataset in memory");
+        assert_eq!(BrokerError::from_redis(&loading, t), BrokerError::Loading);
+        let noauth = BrokerError::from_redis(&server_error("-NOAUTH Authentication required."), t);
+        assert_eq!(noauth.kind(), "auth");
+        assert!(noauth.to_string().contains("NOAUTH"), "{noauth}");
+        let wrongpass = BrokerError::from_redis(
+            &server_error("-WRONGPASS invalid username-password pair or user is disabled."),
+            t,
+        );
+        assert_eq!(wrongpass.kind(), "auth");
+        assert!(wrongpass.to_string().contains("wrong user or password"));
+        let refused = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert_eq!(BrokerError::from_redis(&refused, t).kind(), "auth");
+        let other = BrokerError::from_redis(&server_error("-ERR unknown command"), t);
+        assert_eq!(other.kind(), "other");
     }
 
     #[test]

@@ -234,6 +234,70 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        // In the body, base64-encoded...
+        let body = BASE64.encode(deep(100_000));
+        let text = format!(r#"{{"body":"{body}","content-type":"application/json"}}"#);
+        assert_eq!(decode(text.as_bytes()).unwrap_err().reason(), "body");
+        assert!(decode_typed::<Value>(text.as_bytes()).is_err());
+        // ...or in the envelope itself.
+        let text = format!(r#"{{"body":"e30=","headers":{{"x":{}}}}}"#, deep(100_000));
+        assert_eq!(decode(text.as_bytes()).unwrap_err().reason(), "envelope");
+        // Nesting that real replies use is fine.
+        let body = BASE64.encode(format!(r#"{{"w@h":{}}}"#, deep(32)));
+        let text = format!(r#"{{"body":"{body}"}}"#);
+        assert!(decode(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn bodies_that_are_not_utf8_json_are_refused() {
+        for raw in [
+            &[0xff, 0xfe, b'{', b'}'][..],
+            b"{\"a\":\"\xc3\x28\"}",
+            b"\"unterminated",
+        ] {
+            let text = format!(r#"{{"body":"{}"}}"#, BASE64.encode(raw));
+            assert_eq!(decode(text.as_bytes()).unwrap_err().reason(), "body");
+        }
+        for body in ["5", "null", "{}", "[\"e30=\"]", "true"] {
+            let text = format!(r#"{{"body":{body}}}"#);
+            assert_eq!(decode(text.as_bytes()).unwrap_err().reason(), "envelope");
+        }
+    }
+
+    #[test]
+    fn content_types_are_matched_exactly_up_to_case_and_blanks() {
+        for ct in [
+            "application/json",
+            "Application/JSON",
+            " application/x-json ",
+        ] {
+            let text = sample().replace("application/json", ct);
+            assert!(decode(text.as_bytes()).is_ok(), "{ct}");
+        }
+        for ct in [
+            "application/json; charset=binary",
+            "text/plain",
+            "",
+            "application/data",
+        ] {
+            let text = sample().replace("application/json", ct);
+            assert_eq!(
+                decode(text.as_bytes()).unwrap_err().reason(),
+                "content_type",
+                "{ct}"
+            );
+        }
+        // The refused type is echoed only in part, so a huge header cannot flood logs.
+        let text = sample().replace("application/json", &"x".repeat(10_000));
+        match decode(text.as_bytes()).unwrap_err() {
+            DecodeError::ContentType(shown) => assert_eq!(shown.len(), 64),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn utf8_bodies_are_accepted() {
         let text = r#"{"body":"{\"a\":1}","content-type":"application/json","properties":{"body_encoding":"utf-8"}}"#;
         assert_eq!(decode(text.as_bytes()).unwrap().body, json!({"a": 1}));

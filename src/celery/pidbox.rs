@@ -88,19 +88,35 @@ impl Pidbox {
             let keys = self.broker.keys();
             let binding_set = keys.reply_binding_set();
             let member = KeyNames::binding_member(&reply_id, &reply_queue);
-            // Workers route a reply through this binding, so it must exist before we publish.
-            self.broker
-                .query::<()>(redis::cmd("SADD").arg(&binding_set).arg(&member))
-                .await?;
+            // The deadline first: a kombu 5.7 sweeper deletes a binding set whose deadline
+            // passed, and would take our fresh binding with it.
             self.extend_binding_deadline().await;
-            let tickets: Vec<String> = commands
-                .iter()
-                .map(|_| uuid::Uuid::new_v4().to_string())
-                .collect();
-            let result = self
-                .publish_and_collect(commands, destination, timeout, limit, &reply_id, &tickets)
+            // Workers route a reply through this binding, so it must exist before we publish.
+            let bound = self
+                .broker
+                .query::<()>(redis::cmd("SADD").arg(&binding_set).arg(&member))
                 .await;
+            let result = match bound {
+                Ok(()) => {
+                    let tickets: Vec<String> = commands
+                        .iter()
+                        .map(|_| uuid::Uuid::new_v4().to_string())
+                        .collect();
+                    self.publish_and_collect(
+                        commands,
+                        destination,
+                        timeout,
+                        limit,
+                        &reply_id,
+                        &tickets,
+                    )
+                    .await
+                }
+                Err(err) => Err(err),
+            };
             // Unbind and drop the queue, so that late replies are discarded by the workers.
+            // Also after a failed SADD: a SADD that timed out may still run once a stalled
+            // broker wakes up, and this SREM, sent after it on the same connection, undoes it.
             let lists = reply_lists(&keys.key(&reply_queue));
             let mut cleanup = redis::pipe();
             cleanup.cmd("SREM").arg(&binding_set).arg(&member).ignore();
@@ -116,7 +132,10 @@ impl Pidbox {
 
     /// kombu 5.7 clients and workers delete a whole binding set once its deadline in
     /// `_kombu.binding_deadlines` has passed; pushing the deadline out (as kombu 5.7 does
-    /// before each broadcast) keeps our binding alive. Redis < 6.2 has no `ZADD GT`, and kombu
+    /// before each broadcast) keeps our binding alive. Done before the SADD, so that a sweep
+    /// between the two cannot remove the binding (kombu 5.7 does both in one script; the
+    /// order gives the same guarantee while the clocks of warden and Redis agree within the
+    /// hour the deadline is pushed). Redis < 6.2 has no `ZADD GT`, and kombu
     /// < 5.7 no deadlines: there, failing is harmless.
     async fn extend_binding_deadline(&self) {
         let deadline_ms = SystemTime::now()
@@ -245,16 +264,31 @@ fn parse_reply(payload: &[u8], tickets: &[String]) -> Result<Option<Vec<Reply>>,
     let Value::Object(by_node) = envelope.body else {
         return Err("reply_not_object");
     };
-    Ok(Some(
-        by_node
-            .into_iter()
-            .map(|(node, value)| Reply {
-                command,
-                node,
-                value,
-            })
-            .collect(),
-    ))
+    // A worker replies `{its node name: value}` (kombu `Node.reply`, every version): one
+    // envelope speaking for several nodes, or for none, is not a worker's reply, and would
+    // let one message invent any number of workers.
+    if by_node.len() != 1 {
+        return Err("reply_node_count");
+    }
+    let Some((node, value)) = by_node.into_iter().next() else {
+        return Err("reply_node_count");
+    };
+    if !valid_node_name(&node) {
+        return Err("reply_node_name");
+    }
+    Ok(Some(vec![Reply {
+        command,
+        node,
+        value,
+    }]))
+}
+
+/// Longest node name accepted (Celery's are `name@hostname`; a DNS name is at most 253).
+const MAX_NODE_NAME_BYTES: usize = 512;
+
+/// A node name warden will list: not empty, bounded, no control characters.
+fn valid_node_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NODE_NAME_BYTES && !name.chars().any(char::is_control)
 }
 
 #[cfg(test)]
@@ -288,6 +322,36 @@ mod tests {
             parse_reply(not_object.as_bytes(), &tickets),
             Err("reply_not_object")
         );
+    }
+
+    #[test]
+    fn a_reply_speaks_for_exactly_one_well_named_node() {
+        let tickets = vec!["a".to_string()];
+        let reply = |body: Value| {
+            let payload = envelope::encode(&body, json!({"ticket": "a"}), "", "", 1);
+            parse_reply(payload.as_bytes(), &tickets)
+        };
+        let many: serde_json::Map<String, Value> = (0..10_000)
+            .map(|i| (format!("fake{i}@h"), json!({"ok": "pong"})))
+            .collect();
+        assert_eq!(reply(Value::Object(many)), Err("reply_node_count"));
+        assert_eq!(reply(json!({})), Err("reply_node_count"));
+        for name in [
+            String::new(),
+            "w@h\n[fake log line]".to_string(),
+            "w\u{0}@h".to_string(),
+            format!("w@{}", "h".repeat(MAX_NODE_NAME_BYTES)),
+        ] {
+            assert_eq!(
+                reply(json!({ name.clone(): {"ok": "pong"} })),
+                Err("reply_node_name"),
+                "{name:?}"
+            );
+        }
+        let ok = reply(json!({"celery@worker-7.example.com": {"ok": "pong"}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok[0].node, "celery@worker-7.example.com");
     }
 
     #[test]

@@ -79,11 +79,33 @@ fn signal_group(pgid: u32, sig: &str) {
         .status();
 }
 
+/// The major version of the installed redis-server.
+pub fn redis_major_version() -> u32 {
+    static VERSION: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let out = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .expect("redis-server is installed (scripts/test installs it)");
+        // "Redis server v=7.0.15 sha=..."
+        String::from_utf8_lossy(&out.stdout)
+            .split("v=")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 /// A redis-server of the test's own, on a free port, keeping nothing on disk.
 pub struct RedisServer {
     pub port: u16,
     password: Option<String>,
     child: Option<Child>,
+    /// More redis-server arguments (e.g. a data directory to load).
+    extra_args: Vec<String>,
+    /// Kept alive while the server may read it.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -101,7 +123,38 @@ impl RedisServer {
             port: free_port(),
             password: None,
             child: None,
+            extra_args: Vec::new(),
+            _dir: None,
         }
+    }
+
+    /// A server that spends its first seconds loading a dataset of `keys` keys, answering
+    /// `LOADING` to every data command meanwhile (Redis >= 7, whose debug settings slow the
+    /// load down: about 130 µs per key).
+    pub fn start_loading(keys: u32) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let dir_arg = dir.path().to_string_lossy().into_owned();
+        // Write the dataset with a first server on the same directory.
+        let mut writer = Self::not_started();
+        writer.extra_args = vec!["--dir".into(), dir_arg.clone()];
+        writer.restart();
+        assert_eq!(writer.cli(&["DEBUG", "POPULATE", &keys.to_string()]), "OK");
+        assert_eq!(writer.cli(&["SAVE"]), "OK");
+        writer.kill();
+        let mut server = Self::not_started();
+        server.extra_args = [
+            "--dir",
+            &dir_arg,
+            "--key-load-delay",
+            "50",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ]
+        .map(String::from)
+        .to_vec();
+        server._dir = Some(dir);
+        server.restart();
+        server
     }
 
     pub fn start_on(port: u16, password: Option<String>) -> Self {
@@ -109,6 +162,8 @@ impl RedisServer {
             port,
             password,
             child: None,
+            extra_args: Vec::new(),
+            _dir: None,
         };
         server.restart();
         server
@@ -132,12 +187,17 @@ impl RedisServer {
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
         }
+        if redis_major_version() >= 7 {
+            // DEBUG (SLEEP, to make the server hang) is off by default since Redis 7.
+            cmd.args(["--enable-debug-command", "local"]);
+        }
+        cmd.args(&self.extra_args);
         self.child = Some(
             cmd.spawn()
                 .expect("redis-server is installed (scripts/test installs it)"),
         );
         let start = Instant::now();
-        while !self.ping() {
+        while !self.answers() {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "redis-server did not start"
@@ -156,8 +216,34 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    fn ping(&self) -> bool {
-        self.cli(&["PING"]) == "PONG"
+    /// Makes the server hang (`DEBUG SLEEP`) for `seconds`, from a thread of its own; the
+    /// handle joins once the server answers again.
+    pub fn hang(&self, seconds: u32) -> std::thread::JoinHandle<String> {
+        let port = self.port;
+        let password = self.password.clone();
+        std::thread::spawn(move || {
+            let mut cmd = Command::new("redis-cli");
+            cmd.args(["-p", &port.to_string()]);
+            if let Some(pw) = &password {
+                cmd.args(["--no-auth-warning", "-a", pw]);
+            }
+            let out = cmd
+                .args(["DEBUG", "SLEEP", &seconds.to_string()])
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+    }
+
+    /// It answers, even if only to say that it is loading.
+    fn answers(&self) -> bool {
+        let reply = self.cli(&["PING"]);
+        reply == "PONG" || reply.starts_with("LOADING")
+    }
+
+    /// Whether it is still loading its dataset.
+    pub fn loading(&self) -> bool {
+        self.cli(&["INFO", "persistence"]).contains("loading:1")
     }
 
     /// SIGKILL: the broker vanishes mid-run.
@@ -316,6 +402,11 @@ impl TestWarden {
             .connect()
             .await
             .expect("connect to warden")
+    }
+
+    /// The running warden's own metrics.
+    pub fn metrics(&self) -> &warden::metrics::Metrics {
+        &self.warden.as_ref().expect("running").metrics
     }
 
     pub async fn client(&self) -> WorkerHealthClient<Channel> {
