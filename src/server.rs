@@ -134,6 +134,7 @@ impl Warden {
             pidbox: Pidbox::new(broker.clone(), metrics.clone()),
             metrics: metrics.clone(),
             enable_events: config.enable_events,
+            refresher: Some(Arc::new(inspector.clone())),
         };
         tasks.spawn(follower.run(status_rx.clone(), cancel.clone()));
         tasks.spawn(queues::run(

@@ -15,7 +15,12 @@ async fn fleet_with_one_worker(name: &str) -> (RedisServer, CeleryWorker, TestWa
     eventually(Duration::from_secs(30), "worker listed", || {
         let mut client = client.clone();
         let name = name.clone();
-        async move { find(&list(&mut client, false).await, &name).map(|_| ()) }
+        // Listed with its inspect data (a heartbeat alone may list it a moment earlier).
+        async move {
+            find(&list(&mut client, false).await, &name)
+                .filter(|w| w.pool.is_some())
+                .map(|_| ())
+        }
     })
     .await;
     let _ = &mut client;

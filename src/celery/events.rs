@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     fleet::{
-        BrokerStatus, EventPayload, FleetEvent, FleetHandle, Software, TaskObservation,
+        BrokerStatus, EventPayload, FleetEvent, FleetHandle, Refresher, Software, TaskObservation,
         TaskOutcome, WorkerEvent, WorkerEventKind, owner::FleetMessage,
     },
     metrics::Metrics,
@@ -212,6 +212,9 @@ pub struct EventFollower {
     pub metrics: Metrics,
     /// Cast `enable_events` to each worker that comes online.
     pub enable_events: bool,
+    /// Inspects each worker that comes online at once, so that its pool, queues and
+    /// registered tasks are known within the inspect timeout rather than the next round.
+    pub refresher: Option<Arc<dyn Refresher>>,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -287,16 +290,9 @@ impl EventFollower {
             }
             for event in &events {
                 self.metrics.event_applied(event_label(event));
-                if self.enable_events
-                    && matches!(&event.payload, EventPayload::Worker(w) if w.kind == WorkerEventKind::Online)
+                if matches!(&event.payload, EventPayload::Worker(w) if w.kind == WorkerEventKind::Online)
                 {
-                    let pidbox = self.pidbox.clone();
-                    let destination = vec![event.worker.clone()];
-                    tokio::spawn(async move {
-                        let _ = pidbox
-                            .cast(&Command::new("enable_events"), Some(&destination))
-                            .await;
-                    });
+                    self.greet(&event.worker);
                 }
             }
             if self
@@ -308,6 +304,27 @@ impl EventFollower {
                 return Ok(());
             }
         }
+    }
+}
+
+impl EventFollower {
+    /// A worker came online: switch its task events on and inspect it now (in the
+    /// background: the event stream must not wait on a broadcast).
+    fn greet(&self, worker: &str) {
+        let pidbox = self.pidbox.clone();
+        let refresher = self.refresher.clone();
+        let enable_events = self.enable_events;
+        let destination = vec![worker.to_string()];
+        tokio::spawn(async move {
+            if enable_events {
+                let _ = pidbox
+                    .cast(&Command::new("enable_events"), Some(&destination))
+                    .await;
+            }
+            if let Some(refresher) = refresher {
+                let _ = refresher.refresh(Some(destination)).await;
+            }
+        });
     }
 }
 
