@@ -89,32 +89,30 @@ fn round(now: SystemTime) -> InspectRound {
     }
 }
 
-/// A few minutes of task events per worker, so that every worker has task statistics.
-fn task_events(now: SystemTime) -> Vec<FleetEvent> {
-    let mut events = Vec::new();
-    for i in 0..WORKERS {
-        let worker = format!("worker-{i:05}@host-{}", i % 100);
-        for t in 0..30 {
-            let id = format!("{i}-{t}");
-            for (outcome, runtime) in [
-                (TaskOutcome::Received, None),
-                (TaskOutcome::Started, None),
-                (
-                    TaskOutcome::Succeeded,
-                    Some(Duration::from_millis(20 + (t * 7) as u64 % 200)),
-                ),
-            ] {
-                events.push(FleetEvent {
-                    worker: worker.clone(),
-                    payload: EventPayload::Task(TaskObservation {
-                        outcome,
-                        id: id.clone(),
-                        name: Some(format!("app.tasks.task_{}", t % 3)),
-                        timestamp: Some(now),
-                        runtime,
-                    }),
-                });
-            }
+/// Thirty tasks (received, started, succeeded) of three task names for one worker.
+fn task_events(i: usize, now: SystemTime) -> Vec<FleetEvent> {
+    let worker = format!("worker-{i:05}@host-{}", i % 100);
+    let mut events = Vec::with_capacity(90);
+    for t in 0..30 {
+        let id = format!("{i}-{t}");
+        for (outcome, runtime) in [
+            (TaskOutcome::Received, None),
+            (TaskOutcome::Started, None),
+            (
+                TaskOutcome::Succeeded,
+                Some(Duration::from_millis(20 + (t * 7) as u64 % 200)),
+            ),
+        ] {
+            events.push(FleetEvent {
+                worker: worker.clone(),
+                payload: EventPayload::Task(TaskObservation {
+                    outcome,
+                    id: id.clone(),
+                    name: Some(format!("app.tasks.task_{}", t % 3)),
+                    timestamp: Some(now),
+                    runtime,
+                }),
+            });
         }
     }
     events
@@ -139,9 +137,16 @@ async fn main() {
         .observe(FleetMessage::Inspect(round(now)))
         .await
         .unwrap();
-    for chunk in task_events(now).chunks(1000) {
+    fleet.barrier().await.unwrap();
+    let rss_workers = rss_bytes();
+    println!(
+        "memory: {WORKERS} workers from inspect data (20 registered tasks, pool, queue): RSS +{:.1} MiB",
+        rss_workers.saturating_sub(rss_start) as f64 / 1048576.0
+    );
+    // Streamed a worker at a time, so that no large temporary inflates the RSS figure.
+    for i in 0..WORKERS {
         fleet
-            .observe(FleetMessage::Events(chunk.to_vec()))
+            .observe(FleetMessage::Events(task_events(i, now)))
             .await
             .unwrap();
     }
@@ -164,8 +169,9 @@ async fn main() {
     );
     let rss_fleet = rss_bytes();
     println!(
-        "memory: RSS grew by {:.1} MiB while the fleet was built (RSS now {:.1} MiB)",
-        (rss_fleet.saturating_sub(rss_start)) as f64 / 1048576.0,
+        "memory: + task statistics (30 tasks of 3 names per worker): RSS +{:.1} MiB; total growth {:.1} MiB (RSS now {:.1} MiB)",
+        rss_fleet.saturating_sub(rss_workers) as f64 / 1048576.0,
+        rss_fleet.saturating_sub(rss_start) as f64 / 1048576.0,
         rss_fleet as f64 / 1048576.0
     );
 
