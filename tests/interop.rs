@@ -101,3 +101,28 @@ async fn generated_python_client_calls_list_workers() {
     assert_eq!(workers[0]["lifecycle"], "LIFECYCLE_ALIVE");
     warden.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch_prints_the_live_stream() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+    let (_redis, _worker, warden) = fleet_with_one_worker("w1@cliwatch").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["watch", "--output", "json", "--server", &warden.grpc_url])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a line within 10 s")
+        .unwrap()
+        .expect("a line");
+    let json: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(json["kind"], "snapshot", "{first}");
+    let workers = json["data"]["workers"].as_array().unwrap();
+    assert!(workers.iter().any(|w| w["name"] == "w1@cliwatch"), "{first}");
+    assert!(json["revision"].as_u64().unwrap() > 0);
+    child.kill().await.unwrap();
+    warden.stop().await;
+}
