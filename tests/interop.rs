@@ -121,7 +121,10 @@ async fn cli_watch_prints_the_live_stream() {
     let json: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(json["kind"], "snapshot", "{first}");
     let workers = json["data"]["workers"].as_array().unwrap();
-    assert!(workers.iter().any(|w| w["name"] == "w1@cliwatch"), "{first}");
+    assert!(
+        workers.iter().any(|w| w["name"] == "w1@cliwatch"),
+        "{first}"
+    );
     assert!(json["revision"].as_u64().unwrap() > 0);
     child.kill().await.unwrap();
     warden.stop().await;

@@ -272,6 +272,8 @@ pub struct WorkerOptions<'a> {
     pub concurrency: u32,
     pub events: bool,
     pub env: Vec<(&'a str, String)>,
+    /// Another venv to run Celery from (e.g. [`old_celery_venv`]); default the test venv.
+    pub venv: Option<PathBuf>,
 }
 
 impl Default for WorkerOptions<'_> {
@@ -281,13 +283,27 @@ impl Default for WorkerOptions<'_> {
             concurrency: 2,
             events: false,
             env: Vec::new(),
+            venv: None,
         }
     }
 }
 
+/// The venv with the oldest supported Celery (5.3), made by scripts/test.
+pub fn old_celery_venv() -> PathBuf {
+    let venv = std::env::var_os("WARDEN_TEST_VENV_CELERY53")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv-celery53"));
+    assert!(
+        venv.join("bin/celery").exists(),
+        "no Celery 5.3 venv at {} (scripts/test creates it)",
+        venv.display()
+    );
+    venv
+}
+
 impl CeleryWorker {
     pub fn start(broker_url: &str, name: &str, options: WorkerOptions<'_>) -> Self {
-        let venv = venv();
+        let venv = options.venv.clone().unwrap_or_else(venv);
         let log = std::env::temp_dir().join(format!("warden-test-{name}.log"));
         let mut cmd = Command::new(venv.join("bin/celery"));
         cmd.current_dir(python_dir())
