@@ -5,8 +5,10 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-/// Larger envelopes are refused unread (a `registered` reply of a big app is ~100 KiB).
-pub const MAX_ENVELOPE_BYTES: usize = 8 * 1024 * 1024;
+/// Larger envelopes are refused unread. Legitimate messages are far smaller (a `registered`
+/// reply of a big app is ~100 KiB, a `task.multi` batch ~50 KiB); the bound matters because
+/// parsing multiplies memory (fuzzing found ~170x for a body of many tiny JSON objects).
+pub const MAX_ENVELOPE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Why an envelope was refused. Each variant is a metric label (`reason`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
