@@ -1,20 +1,26 @@
-# Sourced by scripts/test and scripts/demo: the Python venv with Celery, grpcio-tools and
-# grpcurl that the tests and the demo run. Idempotent: the venv is (re)made only when it is
-# missing or scripts/python/requirements.txt changed since it was made.
-#
-# ensure_venv ROOT   sets and exports WARDEN_TEST_VENV (default ROOT/.venv) and $venv.
+# Sourced by scripts/test and scripts/demo: the Python venvs the tests and the demo run.
+# Idempotent: a venv is (re)made only when it is missing or its requirements file changed
+# since it was made.
+
+# make_venv DIR REQUIREMENTS   creates or refreshes DIR from REQUIREMENTS.
+make_venv() {
+  local dir=$1 req=$2
+  local stamp="$dir/.requirements.sha256"
+  local want
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  if [ ! -x "$dir/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check -r "$req"
+    echo "$want" > "$stamp"
+  fi
+}
+
+# ensure_venv ROOT   Celery, grpcio-tools and grpcurl; sets and exports WARDEN_TEST_VENV
+# (default ROOT/.venv) and $venv.
 ensure_venv() {
   local root=$1
   venv="${WARDEN_TEST_VENV:-$root/.venv}"
-  local req="$root/scripts/python/requirements.txt"
-  local stamp="$venv/.requirements.sha256"
-  local want
-  want=$(sha256sum "$req" | cut -d' ' -f1)
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
-    echo "$want" > "$stamp"
-  fi
+  make_venv "$venv" "$root/scripts/python/requirements.txt"
   export WARDEN_TEST_VENV="$venv"
 }
 
@@ -23,14 +29,6 @@ ensure_venv() {
 ensure_old_celery_venv() {
   local root=$1
   local old="${WARDEN_TEST_VENV_CELERY53:-$root/.venv-celery53}"
-  local req="$root/scripts/python/requirements-celery53.txt"
-  local stamp="$old/.requirements.sha256"
-  local want
-  want=$(sha256sum "$req" | cut -d' ' -f1)
-  if [ ! -x "$old/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    python3 -m venv "$old"
-    "$old/bin/pip" install -q --disable-pip-version-check -r "$req"
-    echo "$want" > "$stamp"
-  fi
+  make_venv "$old" "$root/scripts/python/requirements-celery53.txt"
   export WARDEN_TEST_VENV_CELERY53="$old"
 }
