@@ -123,7 +123,7 @@ async fn watch_fleet_streams_a_snapshot_then_changes_and_resumes() {
 
     // A new worker appears within its first heartbeat.
     let started = Instant::now();
-    let _second = CeleryWorker::start(&broker, "second@watch", WorkerOptions::default());
+    let mut second = CeleryWorker::start(&broker, "second@watch", WorkerOptions::default());
     let added_revision = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let message = stream.next().await.unwrap().unwrap();
@@ -142,6 +142,24 @@ async fn watch_fleet_streams_a_snapshot_then_changes_and_resumes() {
         "new worker streamed {:?} after its start",
         started.elapsed()
     );
+
+    // A status change reaches the watcher within 5 s: a warm shutdown turns OFFLINE.
+    second.terminate();
+    let stopped = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let message = stream.next().await.unwrap().unwrap();
+            if let Some(Event::WorkerUpdated(w)) = &message.event
+                && w.name == "second@watch"
+                && w.lifecycle() == pb::Lifecycle::Offline
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("OFFLINE streamed within 5 s of the warm shutdown");
+    eprintln!("OFFLINE streamed {:?} after SIGTERM", stopped.elapsed());
 
     // Resuming from a revision replays what came after it, without a snapshot.
     let mut resumed = client

@@ -152,8 +152,17 @@ impl FleetState {
                 worker.last_heartbeat = Some(now);
                 changed |= replace(&mut worker.missed_ping, false);
                 match ev.kind {
-                    WorkerEventKind::Online | WorkerEventKind::Heartbeat => {
+                    // A worker that said goodbye is back only when it says hello, or when
+                    // another process speaks under its name: a last heartbeat sent during the
+                    // warm shutdown must not revive it.
+                    WorkerEventKind::Online => {
                         if worker.offline_at.take().is_some() {
+                            changed = true;
+                        }
+                    }
+                    WorkerEventKind::Heartbeat => {
+                        if worker.offline_at.is_some() && restarted(&worker, ev.pid) {
+                            worker.offline_at = None;
                             changed = true;
                         }
                     }
@@ -364,7 +373,10 @@ impl FleetState {
                 .unwrap_or_else(|| Worker::new(&report.name, round.backend, now));
             let mut changed = existing.is_none();
             worker.last_seen = worker.last_seen.max(now);
-            if worker.offline_at.take().is_some() {
+            // As for heartbeats: replies during a warm shutdown do not revive the worker.
+            let pid = report.stats.as_ref().and_then(|s| s.pid);
+            if worker.offline_at.is_some() && restarted(&worker, pid) {
+                worker.offline_at = None;
                 changed = true;
             }
             changed |= replace(&mut worker.missed_ping, false);
@@ -539,9 +551,17 @@ fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
     }
 }
 
+/// Whether `pid` shows another process than the one warden knew under this name.
+fn restarted(worker: &Worker, pid: Option<u32>) -> bool {
+    matches!((worker.pid, pid), (Some(known), Some(now)) if known != now)
+}
+
 /// Activity and lifecycle as the evidence says they are at `now`.
 pub fn derive(worker: &Worker, now: SystemTime, thresholds: Thresholds) -> (Lifecycle, Activity) {
-    let silence = worker.silence(now);
+    // Lateness: silence beyond the heartbeat period the worker announced (Celery `freq`).
+    let silence = worker
+        .silence(now)
+        .saturating_sub(worker.heartbeat_interval.unwrap_or_default());
     if worker.offline_at.is_some() {
         (Lifecycle::Offline, Activity::Unresponsive)
     } else if silence > thresholds.critical {
@@ -664,6 +684,41 @@ mod tests {
             snap.changes_since(3).is_none(),
             "a future revision cannot be resumed"
         );
+    }
+
+    #[test]
+    fn a_goodbye_holds_until_hello_or_a_new_process() {
+        use crate::fleet::model::{EventPayload, FleetEvent, WorkerEvent};
+        let mut s = state();
+        let event = |kind, pid| FleetEvent {
+            worker: "a@h".into(),
+            payload: EventPayload::Worker(WorkerEvent {
+                kind,
+                freq: Some(Duration::from_secs(2)),
+                active: Some(0),
+                processed: Some(1),
+                load_average: None,
+                software: None,
+                pid: Some(pid),
+            }),
+        };
+        s.apply_event(event(WorkerEventKind::Online, 10), t0(), T);
+        s.apply_event(event(WorkerEventKind::Offline, 10), t0(), T);
+        // A heartbeat sent during the warm shutdown, and a late inspect reply, by the same pid.
+        s.apply_event(event(WorkerEventKind::Heartbeat, 10), t0(), T);
+        let mut late = round(t0(), &["a@h"]);
+        late.reports[0].stats.as_mut().unwrap().pid = Some(10);
+        s.apply_inspect(&late, t0(), T);
+        s.commit(t0());
+        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Offline);
+        // A new process under the same name is alive.
+        s.apply_event(event(WorkerEventKind::Heartbeat, 11), t0(), T);
+        s.commit(t0());
+        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Alive);
+        s.apply_event(event(WorkerEventKind::Offline, 11), t0(), T);
+        s.apply_event(event(WorkerEventKind::Online, 11), t0(), T);
+        s.commit(t0());
+        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Alive);
     }
 
     #[test]
