@@ -118,8 +118,45 @@ fn task_events(i: usize, now: SystemTime) -> Vec<FleetEvent> {
     events
 }
 
+/// Heap held by one busy worker's task records once every window slot is in use: an hour of
+/// one task per second, three task names, runtimes spread over a decade.
+fn steady_state_perf_bytes() -> usize {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut perf = warden::fleet::perf::WorkerPerf::default();
+    for s in 0..3600u64 {
+        let now = start + Duration::from_secs(s);
+        let id = format!("t{s}");
+        for (outcome, runtime) in [
+            (TaskOutcome::Received, None),
+            (TaskOutcome::Started, None),
+            (
+                TaskOutcome::Succeeded,
+                Some(Duration::from_millis(20 + (s * 37) % 200)),
+            ),
+        ] {
+            perf.record(
+                &TaskObservation {
+                    outcome,
+                    id: id.clone(),
+                    name: Some(format!("app.tasks.task_{}", s % 3)),
+                    timestamp: Some(now),
+                    runtime,
+                },
+                now,
+            );
+        }
+    }
+    perf.heap_bytes()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let steady = steady_state_perf_bytes();
+    println!(
+        "memory: one busy worker's task records in steady state (every slot in use): {:.1} KiB heap; x {WORKERS} = {:.0} MiB",
+        steady as f64 / 1024.0,
+        (steady * WORKERS) as f64 / 1048576.0
+    );
     let rss_start = rss_bytes();
     // No broker: nothing else changes the fleet while we measure.
     let config = Config {
