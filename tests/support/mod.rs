@@ -367,12 +367,25 @@ impl Drop for CeleryWorker {
 
 /// Sends `count` tasks of the test app (runs tests/python/submit.py).
 pub fn submit(broker_url: &str, task: &str, count: u32, args: &[&str], extra: &[&str]) {
+    submit_with_env(broker_url, task, count, args, extra, &[]);
+}
+
+/// [`submit`] with extra environment for the producer (e.g. `WARDEN_TEST_KEYPREFIX`).
+pub fn submit_with_env(
+    broker_url: &str,
+    task: &str,
+    count: u32,
+    args: &[&str],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) {
     let out = Command::new(venv().join("bin/python"))
         .arg(python_dir().join("submit.py"))
         .args([task, &count.to_string()])
         .args(args)
         .args(extra)
         .env("WARDEN_TEST_BROKER", broker_url)
+        .envs(env.iter().copied())
         .output()
         .expect("python");
     assert!(
