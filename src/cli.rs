@@ -57,7 +57,7 @@ pub struct ClientArgs {
     /// Bearer token.
     #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
-    /// CA certificate (PEM) to verify the server with, for https://.
+    /// CA certificate (PEM) to trust besides the system's, for https://.
     #[arg(long, env = "WARDEN_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
     /// Output format.
@@ -159,7 +159,8 @@ async fn connect(args: &ClientArgs) -> Result<Channel, ClientError> {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60));
     if args.server.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new();
+        // The system's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured), plus --ca-cert.
+        let mut tls = ClientTlsConfig::new().with_native_roots();
         if let Some(path) = &args.ca_cert {
             let pem = std::fs::read(path).map_err(|e| fail(&e))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
