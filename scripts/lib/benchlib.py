@@ -223,10 +223,10 @@ def parse_client_list(text: str) -> list[dict]:
 
 
 class Sampler(threading.Thread):
-    """Every `interval` s: RSS and CPU of the named pids, the machine's busy CPU, and the
+    """Every `interval` s (0.25): RSS and CPU of the named pids, the machine's busy CPU, and the
     pattern subscribers of the redis server (their ids and output buffer memory)."""
 
-    def __init__(self, pids: dict[str, int], redis: RedisServer, interval: float = 0.5):
+    def __init__(self, pids: dict[str, int], redis: RedisServer, interval: float = 0.25):
         super().__init__(daemon=True)
         self.pids = dict(pids)
         self.redis = redis
@@ -551,6 +551,9 @@ def run_rate(monitor: Monitor, rate: float, args, base: Path) -> dict:
         result = summarise(monitor.name, rate, lg, applied, sampler, t_ready, drain_s, backlog,
                            extra)
         result["workdir"] = str(wd)
+        (wd / "samples.json").write_text(json.dumps(
+            [{"t": round(x["t"] - lg["t0_wall"], 3), **{k: x[k] for k in x if k != "t"}}
+             for x in sampler.samples]))
         return result
     finally:
         if sampler is not None and sampler.is_alive():

@@ -252,6 +252,17 @@ impl Windowed {
         reports
     }
 
+    /// Whether a slot that holds something left one of the windows in (after, until].
+    fn moved_between(&self, after: u64, until: u64) -> bool {
+        self.rings.iter().any(|ring| {
+            let len = ring.slots.len() as u64;
+            ring.slots.iter().any(|slot| {
+                let leaves = (slot.epoch + len) * ring.width;
+                slot.data.is_some() && leaves > after && leaves <= until
+            })
+        })
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.rings
             .iter()
@@ -290,6 +301,8 @@ pub struct WorkerPerf {
     pub last_event: Option<SystemTime>,
     /// Set by every event; cleared when the worker's summary is refreshed.
     pub dirty: bool,
+    /// When the summary was last refreshed.
+    pub summarised_at: Option<SystemTime>,
 }
 
 /// One task event as the performance tracker needs it.
@@ -381,6 +394,14 @@ impl WorkerPerf {
         }
     }
 
+    /// Whether any window dropped a slot with data since the last summary.
+    pub fn windows_moved(&self, now: SystemTime) -> bool {
+        let after = self.summarised_at.map_or(0, seconds);
+        let until = seconds(now);
+        self.overall.moved_between(after, until)
+            || self.by_task.values().any(|w| w.moved_between(after, until))
+    }
+
     /// Tasks started and not finished, as far as the events tell.
     pub fn running(&self) -> impl Iterator<Item = (&String, &TrackedTask)> {
         self.in_flight
@@ -460,6 +481,26 @@ mod tests {
         let later = p.overall.reports(at(230));
         assert_eq!(later[0].counts, Counts::default());
         assert_eq!(later[1].counts.succeeded, 8);
+    }
+
+    #[test]
+    fn windows_move_only_when_a_slot_with_data_leaves() {
+        let mut p = WorkerPerf::default();
+        p.record(
+            &obs(TaskOutcome::Received, "t", Some("x"), 100, None),
+            at(100),
+        );
+        p.summarised_at = Some(at(101));
+        assert!(
+            !p.windows_moved(at(150)),
+            "nothing left the 1 min window yet"
+        );
+        assert!(
+            p.windows_moved(at(170)),
+            "the 10 s slot of t=100 left the 1 min window"
+        );
+        p.summarised_at = Some(at(170));
+        assert!(!p.windows_moved(at(200)));
     }
 
     #[test]

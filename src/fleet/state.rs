@@ -202,8 +202,10 @@ impl FleetState {
         }
     }
 
-    /// Folds task performance into the workers' snapshot entries: those with new events
-    /// always, the others every [`IDLE_SUMMARY_EVERY`] (their windows slide).
+    /// Folds task performance into the workers' snapshot entries: those with new events, and
+    /// those whose windows moved past a slot that held something since they were last folded
+    /// (checked every [`IDLE_SUMMARY_EVERY`]; windows change in slot steps, so nothing else can
+    /// have changed).
     pub fn summarise_tasks(&mut self, now: SystemTime, thresholds: Thresholds) {
         let idle_due = self
             .last_idle_summary
@@ -211,17 +213,10 @@ impl FleetState {
         if idle_due {
             self.last_idle_summary = Some(now);
         }
-        let hour = Duration::from_secs(3600);
         let due: Vec<String> = self
             .perf
             .iter()
-            .filter(|(_, p)| {
-                p.dirty
-                    || (idle_due
-                        && p.last_event.is_some_and(|t| {
-                            now.duration_since(t).unwrap_or_default() <= hour + IDLE_SUMMARY_EVERY
-                        }))
-            })
+            .filter(|(_, p)| p.dirty || (idle_due && p.windows_moved(now)))
             .map(|(name, _)| name.clone())
             .collect();
         for name in due {
@@ -229,6 +224,7 @@ impl FleetState {
                 continue;
             };
             perf.dirty = false;
+            perf.summarised_at = Some(now);
             let stats = TaskStats {
                 overall: perf.overall.reports(now),
                 by_task: {
