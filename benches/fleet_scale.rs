@@ -22,6 +22,10 @@ use warden::{
     server::Warden,
 };
 
+/// The allocator the warden binary uses, so that figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WORKERS: usize = 10_000;
 const WATCHERS: usize = 100;
 

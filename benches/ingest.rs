@@ -13,6 +13,10 @@ use warden::{
     fleet::{Thresholds, state::FleetState},
 };
 
+/// The allocator the warden binary uses, so that figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WORKERS: usize = 200;
 const TASKS_PER_BATCH: usize = 10;
 

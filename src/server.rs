@@ -4,9 +4,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -220,7 +219,11 @@ impl Warden {
             ));
         let grpc_cancel = cancel.clone();
         tasks.spawn(async move {
-            let incoming = TcpListenerStream::new(grpc_listener);
+            // Without TCP_NODELAY, small HTTP/2 frames wait on delayed ACKs (40 ms stalls seen
+            // in benches/fleet_scale.rs); keepalive notices vanished clients.
+            let incoming = TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60)));
             if let Err(err) = router
                 .serve_with_incoming_shutdown(incoming, grpc_cancel.cancelled_owned())
                 .await
