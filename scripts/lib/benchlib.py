@@ -469,7 +469,7 @@ def context_table(rows: list[dict]) -> str:
             f"| {r['monitor']} | {r['rate_offered']:,.0f} | {fmt(r.get('idle_rss_mib'), '.1f')} | "
             f"{r['loadgen_max_lag_s'] * 1000:.1f} | {r['backlog_at_end_of_load']:,} | "
             f"{fmt(r.get('redis_cpu_pct'), '.0f')} | {r['loadgen_publish_cpu_pct']:.0f} | "
-            f"{fmt(r.get('other_cores'), '.2f')} |")
+            f"{fmt(None if r.get('other_cores') is None else max(0.0, r['other_cores']), '.2f')} |")
     return "\n".join(lines)
 
 
