@@ -204,7 +204,7 @@ impl FleetState {
 
     /// Folds task performance into the workers' snapshot entries: those with new events, and
     /// those whose windows moved past a slot that held something since they were last folded
-    /// (checked every [`IDLE_SUMMARY_EVERY`]; windows change in slot steps, so nothing else can
+    /// (checked every `IDLE_SUMMARY_EVERY`; windows change in slot steps, so nothing else can
     /// have changed).
     pub fn summarise_tasks(&mut self, now: SystemTime, thresholds: Thresholds) {
         let idle_due = self
@@ -571,7 +571,7 @@ pub fn derive(worker: &Worker, now: SystemTime, thresholds: Thresholds) -> (Life
     }
 }
 
-/// Applies [`derive`] to the worker. Returns whether either changed.
+/// Applies [`derive()`] to the worker. Returns whether either changed.
 pub fn evaluate(worker: &mut Worker, now: SystemTime, thresholds: Thresholds) -> bool {
     let (lifecycle, activity) = derive(worker, now, thresholds);
     replace(&mut worker.lifecycle, lifecycle) | replace(&mut worker.activity, activity)
