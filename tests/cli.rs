@@ -103,14 +103,7 @@ fn sigterm_shuts_down_gracefully() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "warden did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(grpc, Duration::from_secs(20), "warden");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -120,14 +120,7 @@ fn start_tls_redis(dir: &Path, port: u16) -> Reap {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "TLS redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, Duration::from_secs(10), "TLS redis-server");
     Reap(child)
 }
 
@@ -148,14 +141,7 @@ fn start_warden(broker: &str, ca: Option<&Path>) -> (Reap, String) {
         cmd.env("SSL_CERT_FILE", ca);
     }
     let child = Reap(cmd.spawn().unwrap());
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "warden did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(grpc, Duration::from_secs(20), "warden");
     (child, format!("http://127.0.0.1:{grpc}"))
 }
 
@@ -257,14 +243,7 @@ async fn grpc_port_serves_tls_and_the_cli_verifies_it() {
             .spawn()
             .unwrap(),
     );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "warden did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(grpc, Duration::from_secs(20), "warden");
     let ca = dir.path().join("ca.pem");
     let https = format!("https://127.0.0.1:{grpc}");
     // With the CA: answers (an empty fleet, the broker is not there).

@@ -65,6 +65,19 @@ where
     }
 }
 
+/// Waits until something accepts connections on 127.0.0.1:`port` (a process we started is
+/// listening); panics naming `what` after `deadline`.
+pub fn wait_for_port(port: u16, deadline: Duration, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < deadline,
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([sig, &pid.to_string()])
