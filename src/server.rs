@@ -134,6 +134,7 @@ impl Warden {
             metrics: metrics.clone(),
             enable_events: config.enable_events,
             refresher: Some(Arc::new(inspector.clone())),
+            resp2_only: Default::default(),
         };
         tasks.spawn(follower.run(status_rx.clone(), cancel.clone()));
         tasks.spawn(queues::run(

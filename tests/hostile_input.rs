@@ -101,5 +101,12 @@ async fn non_json_bodies_are_counted_and_skipped_while_valid_events_apply() {
             .encode()
             .contains("warden_broker_messages_rejected_total")
     );
+    // warden follows the stream over RESP3, whose queue is bounded (tests/event_backpressure.rs).
+    let clients = redis.cli(&["CLIENT", "LIST"]);
+    let subscriber = clients
+        .lines()
+        .find(|l| l.contains("psub=1"))
+        .expect("warden's subscription");
+    assert!(subscriber.contains("resp=3"), "{subscriber}");
     warden.stop().await;
 }

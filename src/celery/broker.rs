@@ -2,7 +2,7 @@
 use std::{sync::Arc, time::Duration};
 
 use redis::{AsyncConnectionConfig, Client, aio::ConnectionManager, aio::ConnectionManagerConfig};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 
 use crate::config::Config;
 
@@ -238,7 +238,53 @@ impl Broker {
         .map_err(|e| BrokerError::from_redis(&e, timeout))
     }
 
-    /// A pub/sub connection of its own (for following the event stream).
+    /// A RESP3 connection subscribed to `pattern`, whose messages arrive through a queue of
+    /// `capacity`. When the queue is full a message is dropped and `on_overflow` called: warden
+    /// falling behind costs counted events, never unbounded memory. Fails on Redis < 6 (no
+    /// RESP3); see [`Broker::pubsub`] for that case.
+    pub async fn subscribe_bounded(
+        &self,
+        pattern: &str,
+        capacity: usize,
+        on_overflow: impl Fn() + Send + Sync + 'static,
+    ) -> Result<
+        (
+            redis::aio::MultiplexedConnection,
+            mpsc::Receiver<redis::PushInfo>,
+        ),
+        BrokerError,
+    > {
+        let timeout = self.settings.timeout;
+        let info = self.settings.client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = Client::open(info.set_redis_settings(resp3))
+            .map_err(|e| BrokerError::from_redis(&e, timeout))?;
+        let (tx, rx) = mpsc::channel(capacity);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_push_sender(move |push: redis::PushInfo| {
+                tx.try_send(push).inspect_err(|_| on_overflow())
+            });
+        let mut conn = tokio::time::timeout(
+            timeout,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| BrokerError::Timeout(timeout))?
+        .map_err(|e| BrokerError::from_redis(&e, timeout))?;
+        tokio::time::timeout(timeout, conn.psubscribe(pattern))
+            .await
+            .map_err(|_| BrokerError::Timeout(timeout))?
+            .map_err(|e| BrokerError::from_redis(&e, timeout))?;
+        Ok((conn, rx))
+    }
+
+    /// A RESP2 pub/sub connection of its own (for Redis < 6; the redis crate queues its
+    /// messages without bound).
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, BrokerError> {
         let timeout = self.settings.timeout;
         tokio::time::timeout(timeout, self.settings.client.get_async_pubsub())

@@ -4,7 +4,10 @@
 //! (`task.multi`). Every message is decoded on its own: a malformed one is counted and
 //! skipped, the stream goes on.
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -215,6 +218,8 @@ pub struct EventFollower {
     /// Inspects each worker that comes online at once, so that its pool, queues and
     /// registered tasks are known within the inspect timeout rather than the next round.
     pub refresher: Option<Arc<dyn Refresher>>,
+    /// Set once the broker turned out not to speak RESP3.
+    pub resp2_only: AtomicBool,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -253,26 +258,54 @@ impl EventFollower {
         }
     }
 
+    /// Subscribes: RESP3 with a bounded queue, or RESP2 pub/sub where the server has no RESP3.
+    async fn subscribe(&self) -> Result<Subscription, BrokerError> {
+        let pattern = self.broker.keys().event_pattern();
+        if !self.resp2_only.load(Ordering::Relaxed) {
+            let metrics = self.metrics.clone();
+            let overflow = move || metrics.message_rejected("event", "warden_behind");
+            match self
+                .broker
+                .subscribe_bounded(&pattern, EVENT_QUEUE, overflow)
+                .await
+            {
+                Ok((conn, pushes)) => {
+                    info!(
+                        pattern,
+                        "following the Celery event stream (RESP3, bounded queue)"
+                    );
+                    return Ok(Subscription::Bounded {
+                        _conn: conn,
+                        pushes,
+                    });
+                }
+                Err(BrokerError::Other(reason)) => {
+                    warn!(%reason, "no RESP3 on this broker; following events over RESP2 pub/sub");
+                    self.resp2_only.store(true, Ordering::Relaxed);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let timeout = self.broker.timeout();
+        let mut pubsub = self.broker.pubsub().await?;
+        tokio::time::timeout(timeout, pubsub.psubscribe(&pattern))
+            .await
+            .map_err(|_| BrokerError::Timeout(timeout))?
+            .map_err(|e| BrokerError::from_redis(&e, timeout))?;
+        info!(pattern, "following the Celery event stream (RESP2)");
+        Ok(Subscription::Unbounded(pubsub.into_on_message()))
+    }
+
     /// One subscription: returns when the connection ends or the broker is reported down.
     async fn follow(
         self: &Arc<Self>,
         broker_status: &mut watch::Receiver<BrokerStatus>,
     ) -> Result<(), BrokerError> {
-        let timeout = self.broker.timeout();
-        let mut pubsub = tokio::time::timeout(timeout, self.broker.pubsub())
-            .await
-            .map_err(|_| BrokerError::Timeout(timeout))??;
-        let pattern = self.broker.keys().event_pattern();
-        tokio::time::timeout(timeout, pubsub.psubscribe(&pattern))
-            .await
-            .map_err(|_| BrokerError::Timeout(timeout))?
-            .map_err(|e| BrokerError::from_redis(&e, timeout))?;
-        info!(pattern, "following the Celery event stream");
+        let mut subscription = self.subscribe().await?;
         broker_status.mark_unchanged();
-        let mut messages = pubsub.on_message();
         loop {
-            let message = tokio::select! {
-                m = messages.next() => m,
+            let payload = tokio::select! {
+                m = subscription.next() => m,
                 changed = broker_status.changed() => {
                     if changed.is_err() || !broker_status.borrow().connected {
                         // The probe says the broker is gone: this connection may be half-open.
@@ -281,10 +314,10 @@ impl EventFollower {
                     continue;
                 }
             };
-            let Some(message) = message else {
+            let Some(payload) = payload else {
                 return Err(BrokerError::Unreachable("event subscription closed".into()));
             };
-            let events = decode_counted(message.get_payload_bytes(), &self.metrics);
+            let events = decode_counted(&payload, &self.metrics);
             if events.is_empty() {
                 continue;
             }
@@ -302,6 +335,47 @@ impl EventFollower {
                 .is_err()
             {
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// Messages queued between the broker connection and the decoder (about 1 s of a busy
+/// fleet's `task.multi` traffic, ~20 MB at most): beyond it, messages are dropped and counted
+/// (`warden_broker_messages_rejected_total{reason="warden_behind"}`).
+pub const EVENT_QUEUE: usize = 4096;
+
+/// Where event messages come from.
+enum Subscription {
+    /// RESP3: pushes through a bounded queue.
+    Bounded {
+        _conn: redis::aio::MultiplexedConnection,
+        pushes: tokio::sync::mpsc::Receiver<redis::PushInfo>,
+    },
+    /// RESP2 pub/sub (Redis < 6): the redis crate's own, unbounded, queue.
+    Unbounded(redis::aio::PubSubStream),
+}
+
+impl Subscription {
+    /// The next message's payload; `None` when the connection is gone.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Subscription::Bounded { pushes, .. } => loop {
+                let push = pushes.recv().await?;
+                match push.kind {
+                    redis::PushKind::PMessage | redis::PushKind::Message => {
+                        if let Some(redis::Value::BulkString(payload)) =
+                            push.data.into_iter().last()
+                        {
+                            return Some(payload);
+                        }
+                    }
+                    redis::PushKind::Disconnection => return None,
+                    _ => {}
+                }
+            },
+            Subscription::Unbounded(stream) => {
+                stream.next().await.map(|m| m.get_payload_bytes().to_vec())
             }
         }
     }
