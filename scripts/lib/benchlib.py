@@ -35,7 +35,7 @@ def free_port() -> int:
 
 
 def default_python() -> str:
-    for p in (os.environ.get("BENCH_PYTHON"), "/work/bench-venv/bin/python",
+    for p in (os.environ.get("BENCH_PYTHON"), str(ROOT / ".venv-bench/bin/python"),
               str(ROOT / ".venv/bin/python")):
         if p and os.access(p, os.X_OK):
             return p
