@@ -103,6 +103,14 @@ impl Metrics {
             .get()
     }
 
+    /// How many inspect rounds ended with `outcome` so far.
+    pub fn inspect_round_count(&self, outcome: &'static str) -> u64 {
+        self.inner
+            .inspect_rounds
+            .get_or_create(&vec![("outcome", outcome)])
+            .get()
+    }
+
     pub fn inspect_round(&self, outcome: &'static str) {
         self.inner
             .inspect_rounds

@@ -340,6 +340,9 @@ impl EventFollower {
     }
 }
 
+/// Inspect attempts for a worker that just came online (0.25 s, 0.5 s, 1 s, 2 s apart).
+const GREETING_ATTEMPTS: u32 = 5;
+
 /// Messages queued between the broker connection and the decoder (about 1 s of a busy
 /// fleet's `task.multi` traffic, ~20 MB at most): beyond it, messages are dropped and counted
 /// (`warden_broker_messages_rejected_total{reason="warden_behind"}`).
@@ -384,19 +387,33 @@ impl Subscription {
 impl EventFollower {
     /// A worker came online: switch its task events on and inspect it now (in the
     /// background: the event stream must not wait on a broadcast).
+    /// A worker announces itself before its remote-control consumer is ready, so the first
+    /// inspect may go unanswered: it is retried with backoff until the worker's pool is known.
     fn greet(&self, worker: &str) {
         let pidbox = self.pidbox.clone();
         let refresher = self.refresher.clone();
+        let fleet = self.fleet.clone();
         let enable_events = self.enable_events;
-        let destination = vec![worker.to_string()];
+        let name = worker.to_string();
         tokio::spawn(async move {
+            let destination = vec![name.clone()];
             if enable_events {
                 let _ = pidbox
                     .cast(&Command::new("enable_events"), Some(&destination))
                     .await;
             }
-            if let Some(refresher) = refresher {
-                let _ = refresher.refresh(Some(destination)).await;
+            let Some(refresher) = refresher else { return };
+            for attempt in 0..GREETING_ATTEMPTS {
+                let _ = refresher.refresh(Some(destination.clone())).await;
+                let inspected = fleet
+                    .snapshot()
+                    .workers
+                    .get(&name)
+                    .is_some_and(|w| w.pool.is_some());
+                if inspected {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
             }
         });
     }

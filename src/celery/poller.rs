@@ -1,5 +1,11 @@
 //! Inspect rounds: periodic, on broker recovery, and on demand (`refresh`).
-use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +33,13 @@ pub struct Inspector {
     metrics: Metrics,
     timeout: Duration,
     enable_events: bool,
+    /// The fleet-wide round in flight, shared by every refresh asked for meanwhile: a burst
+    /// of `refresh: true` requests costs the workers one broadcast, not one each.
+    in_flight: Arc<Mutex<Option<PendingRound>>>,
 }
+
+/// Resolves to the outcome of a round once it is applied.
+type PendingRound = watch::Receiver<Option<Result<(), String>>>;
 
 impl Inspector {
     pub fn new(
@@ -44,6 +56,40 @@ impl Inspector {
             metrics,
             timeout,
             enable_events,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// A fleet-wide round, joined if one is already running.
+    async fn refresh_all(&self) -> Result<(), String> {
+        let mut pending = {
+            let mut slot = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(pending) => pending.clone(),
+                None => {
+                    let (done, pending) = watch::channel(None);
+                    *slot = Some(pending.clone());
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let result = this.round(None).await.map_err(|e| e.to_string());
+                        // Callers from now on start a new round: this one's view is old.
+                        this.in_flight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take();
+                        let _ = done.send(Some(result));
+                    });
+                    pending
+                }
+            }
+        };
+        loop {
+            if let Some(result) = pending.borrow_and_update().clone() {
+                return result;
+            }
+            if pending.changed().await.is_err() {
+                return Err("the refresh round was abandoned".into());
+            }
         }
     }
 
@@ -176,6 +222,11 @@ impl Refresher for Inspector {
         &'a self,
         names: Option<Vec<String>>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(async move { self.round(names).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            match names {
+                None => self.refresh_all().await,
+                Some(names) => self.round(Some(names)).await.map_err(|e| e.to_string()),
+            }
+        })
     }
 }
