@@ -331,17 +331,14 @@ impl Config {
     /// Builds the configuration from flags/env (already merged by clap), the file they name,
     /// and the `WARDEN_TOKENS` variable, then validates it.
     pub fn load(args: &ServeArgs, tokens_env: Option<&str>) -> Result<Config, ConfigError> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let tokens_file = args.tokens_file.clone().or(file.tokens_file.take());
         let mut config = Config::default();
         config.apply_file(file)?;
         config.apply_args(args);
-        let tokens_file = args
-            .tokens_file
-            .clone()
-            .or(config_tokens_file(&args.config)?);
         if let Some(path) = tokens_file {
             let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
                 path: path.clone(),
@@ -525,13 +522,6 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
-}
-
-fn config_tokens_file(config: &Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
-    match config {
-        Some(path) => Ok(read_file(path)?.tokens_file),
-        None => Ok(None),
-    }
 }
 
 #[cfg(test)]

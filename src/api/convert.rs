@@ -198,6 +198,25 @@ pub fn enum_values<E, D>(
         .collect()
 }
 
+/// Longest name glob accepted (globs compile to regexes: bound the work).
+const MAX_GLOB_BYTES: usize = 256;
+
+/// Compiles a request's name glob; empty means no glob. Errors name `field`.
+pub fn glob(field: &str, pattern: &str) -> Result<Option<globset::GlobMatcher>, ApiError> {
+    if pattern.is_empty() {
+        return Ok(None);
+    }
+    if pattern.len() > MAX_GLOB_BYTES {
+        return Err(ApiError::invalid(
+            field,
+            format!("longer than {MAX_GLOB_BYTES} bytes"),
+        ));
+    }
+    fleet::WorkerFilter::glob(pattern)
+        .map(Some)
+        .map_err(|e| ApiError::invalid(field, e.to_string()))
+}
+
 /// Converts and validates a request's worker filter.
 pub fn worker_filter(
     f: Option<&pb::WorkerFilter>,
@@ -249,20 +268,7 @@ pub fn worker_filter(
             pb::Backend::Unspecified => None,
         },
     )?;
-    let name_glob = if f.name_glob.is_empty() {
-        None
-    } else {
-        if f.name_glob.len() > 256 {
-            return Err(ApiError::invalid(
-                format!("{field}.name_glob"),
-                "longer than 256 bytes",
-            ));
-        }
-        Some(
-            fleet::WorkerFilter::glob(&f.name_glob)
-                .map_err(|e| ApiError::invalid(format!("{field}.name_glob"), e.to_string()))?,
-        )
-    };
+    let name_glob = glob(&format!("{field}.name_glob"), &f.name_glob)?;
     Ok(fleet::WorkerFilter {
         activities,
         lifecycles,

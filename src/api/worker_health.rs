@@ -322,14 +322,7 @@ impl WorkerHealth for WorkerHealthService {
     ) -> Result<Response<pb::ListQueuesResponse>, Status> {
         let req = request.into_inner();
         let page_size = paging::page_size(req.page_size)?;
-        let glob = if req.name_glob.is_empty() {
-            None
-        } else {
-            Some(
-                fleet::WorkerFilter::glob(&req.name_glob)
-                    .map_err(|e| ApiError::invalid("name_glob", e.to_string()))?,
-            )
-        };
+        let glob = convert::glob("name_glob", &req.name_glob)?;
         let fingerprint = paging::fingerprint(&[req.name_glob.as_bytes()]);
         let after = paging::decode(&req.page_token, fingerprint)?;
         let snapshot = self.fleet.snapshot();

@@ -181,8 +181,7 @@ impl Inspector {
         mut broker: watch::Receiver<BrokerStatus>,
         cancel: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = crate::fleet::clock::ticker(interval);
         let mut failing = false;
         loop {
             tokio::select! {

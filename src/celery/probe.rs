@@ -23,8 +23,7 @@ pub async fn run(
     metrics: Metrics,
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::fleet::clock::ticker(PROBE_INTERVAL);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,

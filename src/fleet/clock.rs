@@ -42,3 +42,11 @@ impl Clock for ManualClock {
         *self.now.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// An interval for a periodic task: the first tick is immediate, and a tick missed because
+/// the task was busy is delayed rather than fired in a burst.
+pub fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}

@@ -158,8 +158,7 @@ struct Owner {
 
 impl Owner {
     async fn run(mut self, mut rx: mpsc::Receiver<FleetMessage>, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(self.settings.evaluate_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = crate::fleet::clock::ticker(self.settings.evaluate_every);
         let mut barriers = Vec::new();
         loop {
             tokio::select! {
