@@ -423,17 +423,19 @@ impl Config {
         self.tls = tls_files(a.tls_cert.clone(), a.tls_key.clone(), self.tls.take());
     }
 
+    /// The Celery adapter's broker settings, validated by the adapter itself.
+    pub fn broker_settings(&self) -> Result<crate::celery::broker::BrokerSettings, String> {
+        crate::celery::broker::BrokerSettings::new(
+            self.broker_url.expose(),
+            &self.global_keyprefix,
+            self.broker_timeout,
+        )
+    }
+
     /// Checks what types cannot: relations between values and the security rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let url = self.broker_url.expose();
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(invalid(
-                "broker_url",
-                crate::celery::broker::redact_url(url),
-                "only redis:// and rediss:// brokers are supported",
-            ));
-        }
-        crate::celery::broker::BrokerSettings::from_config(self)
+        self.broker_settings()
             .map_err(|e| invalid("broker_url", crate::celery::broker::redact_url(url), e))?;
         for (key, value) in [
             ("broker_timeout", self.broker_timeout),

@@ -5,12 +5,14 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod celery;
 pub mod cli;
 pub mod config;
-pub mod fleet;
 pub mod http;
-pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod telemetry;
+
+/// The layers, re-exported under the names the binary's modules use.
+pub use warden_celery as celery;
+pub use warden_core as fleet;
+pub use warden_metrics as metrics;

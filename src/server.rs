@@ -15,11 +15,7 @@ use crate::{
         worker_health::WorkerHealthService,
     },
     celery::{
-        broker::{Broker, BrokerSettings},
-        events::EventFollower,
-        pidbox::Pidbox,
-        poller::Inspector,
-        probe, queues,
+        broker::Broker, events::EventFollower, pidbox::Pidbox, poller::Inspector, probe, queues,
     },
     config::{Config, Role},
     fleet::{self, BrokerStatus, Clock, FleetHandle, FleetSettings, SystemClock, Thresholds},
@@ -84,7 +80,7 @@ impl Warden {
     ) -> Result<Warden, ServerError> {
         let cancel = CancellationToken::new();
         let metrics = Metrics::new();
-        let settings = BrokerSettings::from_config(&config).map_err(ServerError::Broker)?;
+        let settings = config.broker_settings().map_err(ServerError::Broker)?;
         let broker = Broker::new(settings);
         let mut tasks = JoinSet::new();
 
@@ -108,7 +104,7 @@ impl Warden {
             },
             clock.clone(),
             status_rx.clone(),
-            metrics.clone(),
+            Arc::new(metrics.clone()),
             cancel.clone(),
         );
         tasks.spawn(async move {

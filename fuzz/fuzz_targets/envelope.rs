@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use warden::celery::envelope::{self, DecodeError};
+use warden_celery::envelope::{self, DecodeError};
 
 fn check_reason(err: &DecodeError) {
     assert!(!err.reason().is_empty());

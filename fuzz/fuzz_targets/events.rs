@@ -10,10 +10,8 @@
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
-use warden::{
-    celery::events,
-    fleet::{EventPayload, FleetEvent},
-};
+use warden_celery::events;
+use warden_core::{EventPayload, FleetEvent};
 
 const MAX_SECONDS: f64 = 1e9;
 

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use warden::celery::inspect;
+use warden_celery::inspect;
 
 /// `repr` cuts args/kwargs at 1024 bytes and appends "…" (3 bytes).
 const MAX_REPR: usize = 1024 + '…'.len_utf8();

@@ -1,0 +1,184 @@
+//! Broker connectivity: a cheap command every second; readiness and staleness follow it.
+use std::{sync::Arc, time::Duration, time::SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::broker::{Broker, BrokerError};
+use warden_core::{BrokerStatus, Clock};
+use warden_metrics::Metrics;
+
+/// How often the broker is probed.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Probes until `cancel`, publishing each change of status. The reason for a failure is
+/// logged once when it starts (or changes), not on every probe.
+pub async fn run(
+    broker: Broker,
+    clock: Arc<dyn Clock>,
+    status: watch::Sender<BrokerStatus>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) {
+    let mut tick = warden_core::clock::ticker(PROBE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // A data command, like the ones workers depend on: it meets LOADING while Redis
+        // loads its dataset and NOAUTH on a connection that did not authenticate.
+        let probe = redis::cmd("EXISTS")
+            .arg(broker.keys().key("_kombu.binding.celery"))
+            .clone();
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = broker.query::<i64>(&probe) => r.map(drop),
+        };
+        metrics.broker_probe(result.as_ref().err().map_or("ok", BrokerError::kind));
+        let previous = status.borrow().clone();
+        match next_status(&previous, result, clock.now()) {
+            Probed::Changed(next) => {
+                if next.connected {
+                    info!(broker = broker.display_url(), "broker connected");
+                } else {
+                    warn!(broker = broker.display_url(), reason = %next.reason, "broker unavailable");
+                }
+                metrics.broker_status_changed(next.connected);
+                status.send_replace(next);
+            }
+            Probed::StillUp(last_ok) => {
+                // Keep last_ok fresh without waking every watcher each second.
+                status.send_if_modified(|s| {
+                    s.last_ok = Some(last_ok);
+                    false
+                });
+            }
+            Probed::StillDown => {}
+        }
+    }
+}
+
+/// What one probe means for the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probed {
+    /// Up after down, down after up, or down for another reason: publish and log it.
+    Changed(BrokerStatus),
+    /// Up as before; the broker last answered at this time.
+    StillUp(SystemTime),
+    /// Down for the same reason as before: nothing to say.
+    StillDown,
+}
+
+/// The transition rule, apart from I/O so that "logged once" is tested exactly.
+pub fn next_status(
+    previous: &BrokerStatus,
+    result: Result<(), BrokerError>,
+    now: SystemTime,
+) -> Probed {
+    match result {
+        Ok(()) if previous.connected => Probed::StillUp(now),
+        Ok(()) => Probed::Changed(BrokerStatus {
+            connected: true,
+            reason: String::new(),
+            last_ok: Some(now),
+        }),
+        Err(err) => {
+            let reason = err.to_string();
+            if !previous.connected && previous.reason == reason {
+                Probed::StillDown
+            } else {
+                Probed::Changed(BrokerStatus {
+                    connected: false,
+                    reason,
+                    last_ok: previous.last_ok,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// Feeds probe results through the rule the way `run` does; returns the statuses that
+    /// were published (each one is one log line).
+    fn published(results: Vec<Result<(), BrokerError>>) -> Vec<BrokerStatus> {
+        let mut status = BrokerStatus::unknown();
+        let mut changes = Vec::new();
+        for (i, result) in results.into_iter().enumerate() {
+            match next_status(&status, result, at(i as u64)) {
+                Probed::Changed(next) => {
+                    status = next.clone();
+                    changes.push(next);
+                }
+                Probed::StillUp(t) => status.last_ok = Some(t),
+                Probed::StillDown => {}
+            }
+        }
+        changes
+    }
+
+    #[test]
+    fn a_lasting_failure_is_published_once() {
+        for err in [
+            BrokerError::Auth("NOAUTH".into()),
+            BrokerError::Auth("WRONGPASS".into()),
+            BrokerError::Loading,
+            BrokerError::Timeout(Duration::from_secs(1)),
+        ] {
+            let changes = published(vec![Err(err.clone()); 30]);
+            assert_eq!(changes.len(), 1, "{err:?}: {changes:?}");
+            assert!(!changes[0].connected);
+            assert_eq!(changes[0].reason, err.to_string());
+        }
+    }
+
+    #[test]
+    fn each_transition_is_published_once() {
+        let loading = || Err(BrokerError::Loading);
+        let noauth = || Err(BrokerError::Auth("NOAUTH".into()));
+        let changes = published(vec![
+            loading(),
+            loading(),
+            noauth(),
+            noauth(),
+            Ok(()),
+            Ok(()),
+            Ok(()),
+            noauth(),
+            noauth(),
+        ]);
+        let seen: Vec<(bool, &str)> = changes
+            .iter()
+            .map(|s| (s.connected, s.reason.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (false, "broker is loading its dataset"),
+                (false, "broker refused authentication (NOAUTH)"),
+                (true, ""),
+                (false, "broker refused authentication (NOAUTH)"),
+            ]
+        );
+        // The last success is remembered while down.
+        assert_eq!(changes[3].last_ok, Some(at(6)));
+    }
+
+    #[test]
+    fn staying_up_only_refreshes_last_ok() {
+        let up = BrokerStatus {
+            connected: true,
+            reason: String::new(),
+            last_ok: Some(at(1)),
+        };
+        assert_eq!(next_status(&up, Ok(()), at(2)), Probed::StillUp(at(2)));
+    }
+}

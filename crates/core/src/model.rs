@@ -1,0 +1,392 @@
+//! What warden knows about a worker, in backend-neutral terms.
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+pub use super::perf::{DistributionReport, TaskObservation, TaskOutcome, WindowReport};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Backend {
+    Celery,
+    RedisStreams,
+}
+
+impl Backend {
+    /// The backend's segment in a worker's resource name.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Backend::Celery => "celery",
+            Backend::RedisStreams => "redis-streams",
+        }
+    }
+
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        match slug {
+            "celery" => Some(Backend::Celery),
+            "redis-streams" => Some(Backend::RedisStreams),
+            _ => None,
+        }
+    }
+}
+
+/// A worker's identity, unique across backends: backend + scope + id. The scope is where the
+/// backend's ids are unique: for Celery the broker (node names are unique per broker), for
+/// Redis Streams the stream and consumer group (a consumer name is unique only there).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerKey {
+    pub backend: Backend,
+    pub scope: Arc<str>,
+    pub id: Arc<str>,
+}
+
+impl WorkerKey {
+    pub fn new(backend: Backend, scope: impl Into<Arc<str>>, id: impl Into<Arc<str>>) -> Self {
+        Self {
+            backend,
+            scope: scope.into(),
+            id: id.into(),
+        }
+    }
+
+    /// `workers/{backend}/{scope}/{id}`, scope and id percent-encoded so that neither holds
+    /// a `/`: the one name the API exposes.
+    pub fn resource_name(&self) -> String {
+        format!(
+            "workers/{}/{}/{}",
+            self.backend.slug(),
+            percent_encode(&self.scope),
+            percent_encode(&self.id)
+        )
+    }
+
+    /// Parses a resource name; `None` when it is not one.
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix("workers/")?;
+        let mut parts = rest.split('/');
+        let backend = Backend::from_slug(parts.next()?)?;
+        let scope = percent_decode(parts.next()?)?;
+        let id = percent_decode(parts.next()?)?;
+        if parts.next().is_some() || id.is_empty() {
+            return None;
+        }
+        Some(Self::new(backend, scope, id))
+    }
+}
+
+impl std::fmt::Display for WorkerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.resource_name())
+    }
+}
+
+/// Escapes `%`, `/` and `:` (and control characters) so that a segment can sit in a name.
+pub fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for c in segment.chars() {
+        match c {
+            '%' | '/' | ':' | '\0'..='\x1f' | '\x7f' => {
+                let mut buf = [0; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The inverse of [`percent_encode`]; `None` for a malformed escape.
+pub fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A timestamped set of metrics for one worker, from one source. A metric no source provided
+/// is absent from `metrics`, never 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub worker: WorkerKey,
+    pub at: SystemTime,
+    /// Where it came from ("celery", "prometheus", "proc", ...).
+    pub source: &'static str,
+    pub metrics: Vec<(&'static str, f64)>,
+}
+
+/// What a worker is doing now (see DESIGN.md's vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Activity {
+    Active,
+    Idle,
+    Unresponsive,
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lifecycle {
+    Alive,
+    Offline,
+    Lost,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pool {
+    /// "prefork", "threads", "solo", ...
+    pub implementation: String,
+    pub max_concurrency: u32,
+    pub processes: Vec<u32>,
+    /// 0 = unlimited.
+    pub max_tasks_per_child: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumedQueue {
+    pub name: String,
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActiveTask {
+    pub id: String,
+    pub name: String,
+    pub started: Option<SystemTime>,
+    pub worker_pid: u32,
+    pub args: String,
+    pub kwargs: String,
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Software {
+    pub ident: String,
+    pub version: String,
+    pub system: String,
+}
+
+/// One worker as last observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Worker {
+    pub name: String,
+    pub backend: Backend,
+    pub hostname: String,
+    pub first_seen: SystemTime,
+    /// Any evidence of life: a heartbeat, an event or an inspect reply.
+    pub last_seen: SystemTime,
+    pub last_heartbeat: Option<SystemTime>,
+    pub heartbeat_interval: Option<Duration>,
+    /// Derived from the reported uptime, so that uptime can be computed at any time.
+    pub started_at: Option<SystemTime>,
+    /// It did not answer the most recent ping addressed to it (and was not heard from since).
+    pub missed_ping: bool,
+    /// It said goodbye (Celery `worker-offline`) at this time.
+    pub offline_at: Option<SystemTime>,
+    pub activity: Activity,
+    pub lifecycle: Lifecycle,
+    pub pid: Option<u32>,
+    pub active_tasks: u32,
+    pub processed_total: u64,
+    pub processed_by_task: BTreeMap<String, u64>,
+    pub pool: Option<Pool>,
+    pub queues: Vec<ConsumedQueue>,
+    /// Shared between workers that register the same tasks (most of a fleet runs one app).
+    pub registered: Arc<Vec<String>>,
+    pub active: Vec<ActiveTask>,
+    pub load_average: Option<[f64; 3]>,
+    pub software: Option<Software>,
+    pub prefetch_count: Option<u32>,
+    /// Task performance, refreshed from the event stream about once a second.
+    pub task_stats: Option<Arc<TaskStats>>,
+}
+
+/// Task performance of a worker, as last summarised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskStats {
+    /// 1 min, 5 min, 1 h.
+    pub overall: [WindowReport; 3],
+    /// The same per task name, sorted by name.
+    pub by_task: Vec<(Arc<str>, [WindowReport; 3])>,
+}
+
+impl Worker {
+    pub fn new(name: impl Into<String>, backend: Backend, now: SystemTime) -> Self {
+        let name = name.into();
+        let hostname = name
+            .split_once('@')
+            .map_or(name.as_str(), |(_, h)| h)
+            .to_string();
+        Self {
+            name,
+            backend,
+            hostname,
+            first_seen: now,
+            last_seen: now,
+            last_heartbeat: None,
+            heartbeat_interval: None,
+            started_at: None,
+            missed_ping: false,
+            offline_at: None,
+            activity: Activity::Idle,
+            lifecycle: Lifecycle::Alive,
+            pid: None,
+            active_tasks: 0,
+            processed_total: 0,
+            processed_by_task: BTreeMap::new(),
+            pool: None,
+            queues: Vec::new(),
+            registered: Arc::default(),
+            active: Vec::new(),
+            load_average: None,
+            software: None,
+            prefetch_count: None,
+            task_stats: None,
+        }
+    }
+
+    /// How long the worker has been up: until now while alive, until last seen otherwise.
+    pub fn uptime(&self, now: SystemTime) -> Option<Duration> {
+        let started = self.started_at?;
+        let until = if self.lifecycle == Lifecycle::Alive {
+            now
+        } else {
+            self.last_seen
+        };
+        until.duration_since(started).ok()
+    }
+
+    /// Age of the freshest evidence of life.
+    pub fn silence(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.last_seen).unwrap_or_default()
+    }
+}
+
+/// What `stats` says about a worker.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerStats {
+    pub pid: Option<u32>,
+    pub uptime: Option<Duration>,
+    pub pool: Option<Pool>,
+    pub processed_by_task: BTreeMap<String, u64>,
+    pub prefetch_count: Option<u32>,
+}
+
+/// One worker's answers in an inspect round; `None` where it did not answer that command.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InspectReport {
+    pub name: String,
+    pub ping: bool,
+    pub stats: Option<WorkerStats>,
+    pub active: Option<Vec<ActiveTask>>,
+    pub queues: Option<Vec<ConsumedQueue>>,
+    pub registered: Option<Vec<String>>,
+}
+
+/// The outcome of one inspect broadcast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InspectRound {
+    pub backend: Backend,
+    pub started_at: SystemTime,
+    /// The nodes the round was addressed to; `None` for a broadcast to all.
+    pub targets: Option<Vec<String>>,
+    pub reports: Vec<InspectReport>,
+}
+
+/// Thresholds that turn evidence into activity and lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Silence after which a worker is UNRESPONSIVE.
+    pub warning: Duration,
+    /// Silence after which a worker that did not say goodbye is LOST.
+    pub critical: Duration,
+}
+
+/// Broker connectivity as last probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerStatus {
+    pub connected: bool,
+    /// Why not, when not connected.
+    pub reason: String,
+    /// Last time the broker answered.
+    pub last_ok: Option<SystemTime>,
+}
+
+impl BrokerStatus {
+    pub fn unknown() -> Self {
+        Self {
+            connected: false,
+            reason: "not connected yet".into(),
+            last_ok: None,
+        }
+    }
+}
+
+/// What a worker event says (Celery `worker-online`, `worker-heartbeat`, `worker-offline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEventKind {
+    Online,
+    Heartbeat,
+    Offline,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerEvent {
+    pub kind: WorkerEventKind,
+    /// Heartbeat period announced by the worker.
+    pub freq: Option<Duration>,
+    /// Tasks running now.
+    pub active: Option<u32>,
+    /// Tasks completed since the worker started.
+    pub processed: Option<u64>,
+    pub load_average: Option<[f64; 3]>,
+    pub software: Option<Software>,
+    pub pid: Option<u32>,
+}
+
+/// One event from a worker's event stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventPayload {
+    Worker(WorkerEvent),
+    Task(TaskObservation),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetEvent {
+    /// The worker's node name (Celery `hostname`).
+    pub worker: String,
+    pub payload: EventPayload,
+}
+
+/// Depth of one queue as measured on the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub name: String,
+    /// (priority step, messages), non-empty steps only; step 0 is the queue's own list.
+    pub by_priority: Vec<(u32, u64)>,
+    /// Delivered but not acknowledged.
+    pub unacked: u64,
+}
+
+/// A queue as reported: depth plus who consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub name: String,
+    pub depth: u64,
+    pub by_priority: Vec<(u32, u64)>,
+    pub unacked: u64,
+    pub consumers: Vec<String>,
+    pub updated_at: SystemTime,
+}

@@ -1,0 +1,171 @@
+//! warden's own metrics, served as Prometheus/OpenMetrics text on the HTTP port.
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Counters shared by every part of warden; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    rejected: Family<Labels, Counter>,
+    inspect_rounds: Family<Labels, Counter>,
+    events: Family<Labels, Counter>,
+    workers: Gauge,
+    broker_probes: Family<Labels, Counter>,
+    broker_status_changes: Counter,
+    broker_up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("warden");
+        let rejected = Family::<Labels, Counter>::default();
+        registry.register(
+            "broker_messages_rejected",
+            "Broker messages counted and skipped, by kind and reason (malformed, not JSON, ...)",
+            rejected.clone(),
+        );
+        let inspect_rounds = Family::<Labels, Counter>::default();
+        registry.register(
+            "inspect_rounds",
+            "Celery inspect broadcasts, by outcome",
+            inspect_rounds.clone(),
+        );
+        let events = Family::<Labels, Counter>::default();
+        registry.register(
+            "celery_events",
+            "Celery events applied to the fleet, by type",
+            events.clone(),
+        );
+        let workers = Gauge::default();
+        registry.register("workers", "Workers known to warden", workers.clone());
+        let broker_probes = Family::<Labels, Counter>::default();
+        registry.register(
+            "broker_probes",
+            "Broker readiness probes, by outcome (ok, or the kind of failure)",
+            broker_probes.clone(),
+        );
+        let broker_status_changes = Counter::default();
+        registry.register(
+            "broker_status_changes",
+            "Changes of broker status (up, down, or a new reason); each is logged once",
+            broker_status_changes.clone(),
+        );
+        let broker_up = Gauge::default();
+        registry.register(
+            "broker_up",
+            "1 while the broker answers the readiness probe, else 0",
+            broker_up.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                rejected,
+                inspect_rounds,
+                events,
+                workers,
+                broker_probes,
+                broker_status_changes,
+                broker_up,
+            }),
+        }
+    }
+
+    /// A broker message that was counted and skipped.
+    pub fn message_rejected(&self, kind: &'static str, reason: &'static str) {
+        self.inner
+            .rejected
+            .get_or_create(&vec![("kind", kind), ("reason", reason)])
+            .inc();
+    }
+
+    /// How many messages of `kind` were rejected for `reason` so far.
+    pub fn rejected_count(&self, kind: &'static str, reason: &'static str) -> u64 {
+        self.inner
+            .rejected
+            .get_or_create(&vec![("kind", kind), ("reason", reason)])
+            .get()
+    }
+
+    /// How many inspect rounds ended with `outcome` so far.
+    pub fn inspect_round_count(&self, outcome: &'static str) -> u64 {
+        self.inner
+            .inspect_rounds
+            .get_or_create(&vec![("outcome", outcome)])
+            .get()
+    }
+
+    pub fn inspect_round(&self, outcome: &'static str) {
+        self.inner
+            .inspect_rounds
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+
+    pub fn event_applied(&self, event_type: &'static str) {
+        self.inner
+            .events
+            .get_or_create(&vec![("type", event_type)])
+            .inc();
+    }
+
+    pub fn set_workers(&self, count: usize) {
+        self.inner.workers.set(count as i64);
+    }
+
+    /// One readiness probe of the broker: `outcome` is "ok" or the kind of failure.
+    pub fn broker_probe(&self, outcome: &'static str) {
+        self.inner
+            .broker_probes
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+
+    /// How many probes had `outcome` so far.
+    pub fn broker_probe_count(&self, outcome: &'static str) -> u64 {
+        self.inner
+            .broker_probes
+            .get_or_create(&vec![("outcome", outcome)])
+            .get()
+    }
+
+    /// The broker status changed (and was logged).
+    pub fn broker_status_changed(&self, up: bool) {
+        self.inner.broker_status_changes.inc();
+        self.inner.broker_up.set(i64::from(up));
+    }
+
+    pub fn broker_status_change_count(&self) -> u64 {
+        self.inner.broker_status_changes.get()
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.inner.registry);
+        out
+    }
+}
+
+impl warden_core::ports::FleetGauges for Metrics {
+    fn set_workers(&self, count: usize) {
+        Metrics::set_workers(self, count);
+    }
+}

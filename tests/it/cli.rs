@@ -1,0 +1,134 @@
+//! The binary itself: config errors, --help, and graceful shutdown on SIGTERM.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::support::*;
+
+fn warden() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WARDEN_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn invalid_config_exits_non_zero_naming_key_and_value() {
+    let (ok, _, stderr) = run(warden().args(["serve", "--inspect-interval", "soon"]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("--inspect-interval") && stderr.contains("soon"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = run(warden().args(["serve", "--grpc-addr", "0.0.0.0:0"]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("grpc_addr") && stderr.contains("0.0.0.0:0"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = run(warden()
+        .args(["serve", "--inspect-timeout", "40s"])
+        .env("WARDEN_INSPECT_INTERVAL", "30s"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("inspect_timeout") && stderr.contains("40s"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "broker_url = \"amqp://guest@localhost//\"\n").unwrap();
+    let (ok, _, stderr) = run(warden().args(["serve", "--config"]).arg(&file));
+    assert!(!ok);
+    assert!(
+        stderr.contains("broker_url") && stderr.contains("amqp://"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = run(warden()
+        .args(["serve"])
+        .env("WARDEN_TOKENS", "bob:root:xxxxxxxxxxxxxxxxxxxxxxxx"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("WARDEN_TOKENS") && !stderr.contains("xxxxxxxx"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_help_documents_every_default() {
+    let (ok, stdout, _) = run(warden().args(["serve", "--help"]));
+    assert!(ok);
+    for expected in [
+        "WARDEN_BROKER_URL",
+        "redis://127.0.0.1:6379/0",
+        "WARDEN_GRPC_ADDR",
+        warden::config::DEFAULT_GRPC_ADDR,
+        warden::config::DEFAULT_HTTP_ADDR,
+        "[default: 30s]",
+        "[default: 1s]",
+        "[default: 5s]",
+        "[default: 2s]",
+        "[default: 60s]",
+        "[default: info]",
+        "--insecure",
+        "--tokens-file",
+        "--tls-cert",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "--help lacks {expected:?}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let redis = RedisServer::start();
+    let grpc = free_port();
+    let http = free_port();
+    let mut child = warden()
+        .args(["serve", "--broker", &redis.url(0)])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(grpc, Duration::from_secs(20), "warden");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "warden did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut logs = String::new();
+    use std::io::Read as _;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.contains("shutdown signal received") && logs.contains("warden stopped"),
+        "{logs}"
+    );
+}

@@ -1,0 +1,210 @@
+//! Lifecycle from evidence, and the WatchFleet stream: a warm shutdown is OFFLINE, a SIGKILL
+//! becomes LOST after the critical threshold, a new worker appears in a watch within its
+//! first heartbeat, and revisions can be resumed from.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use tokio_stream::StreamExt as _;
+use warden::proto::v1::{self as pb, watch_fleet_response::Event};
+
+fn lifecycle_of(r: &pb::ListWorkersResponse, name: &str) -> Option<pb::Lifecycle> {
+    find(r, name).map(|w| w.lifecycle())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_threshold() {
+    let redis = RedisServer::start();
+    let broker = redis.url(0);
+    let mut warm = CeleryWorker::start(&broker, "warm@life", WorkerOptions::default());
+    let mut crash = CeleryWorker::start(&broker, "crash@life", WorkerOptions::default());
+    let mut config = test_config(&broker);
+    config.heartbeat_warning = Duration::from_secs(4);
+    config.heartbeat_critical = Duration::from_secs(8);
+    let critical = config.heartbeat_critical;
+    let warden = TestWarden::start(config).await;
+    let client = warden.client().await;
+    eventually(
+        Duration::from_secs(30),
+        "both workers alive with heartbeats",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, false).await;
+                let ok = ["warm@life", "crash@life"].iter().all(|n| {
+                    find(&r, n).is_some_and(|w| {
+                        w.lifecycle() == pb::Lifecycle::Alive && w.heartbeat_interval.is_some()
+                    })
+                });
+                ok.then_some(())
+            }
+        },
+    )
+    .await;
+
+    warm.terminate();
+    eventually(
+        Duration::from_secs(20),
+        "warm shutdown reported OFFLINE",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, false).await;
+                (lifecycle_of(&r, "warm@life")? == pb::Lifecycle::Offline).then_some(())
+            }
+        },
+    )
+    .await;
+
+    crash.kill9();
+    let killed = Instant::now();
+    let lost_after = eventually(
+        critical + Duration::from_secs(6),
+        "SIGKILL reported LOST",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, false).await;
+                match lifecycle_of(&r, "crash@life")? {
+                    pb::Lifecycle::Lost => Some(killed.elapsed()),
+                    pb::Lifecycle::Offline => panic!("a crash is not a goodbye"),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    // Heartbeats come every 2 s, so the last one was at most 2 s before the kill.
+    assert!(
+        lost_after + Duration::from_millis(2500) >= critical,
+        "LOST after {lost_after:?}, before the critical threshold {critical:?}"
+    );
+    let r = list(&mut client.clone(), false).await;
+    assert_eq!(
+        lifecycle_of(&r, "warm@life"),
+        Some(pb::Lifecycle::Offline),
+        "still visible"
+    );
+    let lost = find(&r, "crash@life").unwrap();
+    assert_eq!(lost.activity(), pb::Activity::Unresponsive);
+    assert_eq!(
+        lost.health.as_ref().unwrap().status(),
+        pb::HealthStatus::Critical
+    );
+    warden.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_fleet_streams_a_snapshot_then_changes_and_resumes() {
+    let redis = RedisServer::start();
+    let broker = redis.url(0);
+    let _first = CeleryWorker::start(&broker, "first@watch", WorkerOptions::default());
+    let warden = TestWarden::start(test_config(&broker)).await;
+    let mut client = warden.client().await;
+    eventually(Duration::from_secs(30), "first worker known", || {
+        let mut client = client.clone();
+        async move { find(&list(&mut client, false).await, "first@watch").map(|_| ()) }
+    })
+    .await;
+
+    let mut stream = client
+        .watch_fleet(pb::WatchFleetRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    let Some(Event::Snapshot(snapshot)) = &first.event else {
+        panic!("a stream starts with a snapshot: {first:?}")
+    };
+    assert_eq!(snapshot.reason(), pb::SnapshotReason::Initial);
+    assert!(snapshot.workers.iter().any(|w| w.name == "first@watch"));
+    let mut last_revision = first.revision;
+
+    // A new worker appears within its first heartbeat.
+    let started = Instant::now();
+    let mut second = CeleryWorker::start(&broker, "second@watch", WorkerOptions::default());
+    let added_revision = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let message = stream.next().await.unwrap().unwrap();
+            assert!(message.revision > last_revision, "revisions increase");
+            last_revision = message.revision;
+            if let Some(Event::WorkerAdded(w)) = &message.event
+                && w.name == "second@watch"
+            {
+                return message.revision;
+            }
+        }
+    })
+    .await
+    .expect("the new worker is streamed");
+    eprintln!(
+        "new worker streamed {:?} after its start",
+        started.elapsed()
+    );
+
+    // A status change reaches the watcher within 5 s: a warm shutdown turns OFFLINE.
+    second.terminate();
+    let stopped = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let message = stream.next().await.unwrap().unwrap();
+            if let Some(Event::WorkerUpdated(w)) = &message.event
+                && w.name == "second@watch"
+                && w.lifecycle() == pb::Lifecycle::Offline
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("OFFLINE streamed within 5 s of the warm shutdown");
+    eprintln!("OFFLINE streamed {:?} after SIGTERM", stopped.elapsed());
+
+    // Resuming from a revision replays what came after it, without a snapshot.
+    let mut resumed = client
+        .watch_fleet(pb::WatchFleetRequest {
+            resume_from_revision: added_revision - 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let replayed = resumed.next().await.unwrap().unwrap();
+    assert_eq!(replayed.revision, added_revision, "{replayed:?}");
+    assert!(matches!(&replayed.event, Some(Event::WorkerAdded(w)) if w.name == "second@watch"));
+
+    // A revision the server cannot replay gets a snapshot that says so.
+    let mut future = client
+        .watch_fleet(pb::WatchFleetRequest {
+            resume_from_revision: added_revision + 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let message = future.next().await.unwrap().unwrap();
+    let Some(Event::Snapshot(s)) = &message.event else {
+        panic!("{message:?}")
+    };
+    assert_eq!(s.reason(), pb::SnapshotReason::ResumeUnavailable);
+
+    // Filters apply to the stream: only matching workers.
+    let mut filtered = client
+        .watch_fleet(pb::WatchFleetRequest {
+            filter: Some(pb::WorkerFilter {
+                name_glob: "second@*".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let message = filtered.next().await.unwrap().unwrap();
+    let Some(Event::Snapshot(s)) = &message.event else {
+        panic!("{message:?}")
+    };
+    let names: Vec<_> = s.workers.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, vec!["second@watch"]);
+    warden.stop().await;
+}

@@ -1,0 +1,27 @@
+//! The integration tests: one binary (every file under `tests/` would otherwise link the
+//! whole dependency graph again), one module per area. They run against real parts: Redis
+//! servers and Celery workers started on free ports, the real grpcurl, a generated Python
+//! client.
+mod support;
+
+mod auth;
+mod broker_outage;
+mod broker_timeouts;
+mod broker_url;
+mod celery_versions;
+mod cli;
+mod demo;
+mod discovery;
+mod event_backpressure;
+mod forget;
+mod hostile_input;
+mod hostile_replies;
+mod interop;
+mod lifecycle;
+mod queues;
+mod readiness;
+mod refresh_coalescing;
+mod task_stats;
+mod tls;
+mod validation;
+mod watch_resync;

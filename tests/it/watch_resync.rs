@@ -1,0 +1,110 @@
+//! A WatchFleet client that falls behind is resynchronised with a fresh snapshot, never
+//! silently skipped. Driven in-process: the stream is not polled while thousands of changes
+//! are applied, then read.
+
+use std::time::{Duration, SystemTime};
+
+use tokio_stream::StreamExt as _;
+use tonic::Request;
+use warden::{
+    api::worker_health::WorkerHealthService,
+    fleet::{Backend, InspectReport, InspectRound, Thresholds, owner::FleetMessage},
+    proto::v1::{self as pb, watch_fleet_response::Event, worker_health_server::WorkerHealth as _},
+};
+
+fn round(names: impl Iterator<Item = String>) -> InspectRound {
+    InspectRound {
+        backend: Backend::Celery,
+        started_at: SystemTime::now(),
+        targets: Some(Vec::new()),
+        reports: names
+            .map(|name| InspectReport {
+                name,
+                ping: true,
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_falls_behind_gets_a_resync_snapshot() {
+    // No broker is needed: the fleet is fed directly.
+    let mut config = crate::support::test_config(&format!(
+        "redis://127.0.0.1:{}/0",
+        crate::support::free_port()
+    ));
+    config.broker_timeout = Duration::from_millis(200);
+    let warden = warden::server::Warden::start(config).await.unwrap();
+    let fleet = warden.fleet.clone();
+    let service = WorkerHealthService::new(
+        fleet.clone(),
+        None,
+        Thresholds {
+            warning: Duration::from_secs(30),
+            critical: Duration::from_secs(60),
+        },
+        Duration::from_secs(1),
+        warden.cancellation(),
+    );
+    let mut stream = service
+        .watch_fleet(Request::new(pb::WatchFleetRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(Event::Snapshot(_))));
+
+    // Far more changes than a watcher may buffer, while this one reads nothing.
+    let burst = warden::fleet::owner::WATCH_BUFFER + 1000;
+    fleet
+        .observe(FleetMessage::Inspect(round(
+            (0..burst).map(|i| format!("w{i:05}@burst")),
+        )))
+        .await
+        .unwrap();
+    let revision = fleet.barrier().await.unwrap();
+
+    let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Some(Event::Snapshot(snapshot)) = &message.event else {
+        panic!("expected a resync snapshot, got {message:?}")
+    };
+    assert_eq!(snapshot.reason(), pb::SnapshotReason::Resync);
+    assert_eq!(
+        snapshot.workers.len(),
+        burst,
+        "the snapshot holds every worker"
+    );
+    assert!(message.revision >= revision);
+
+    // After the resync the stream carries on with changes newer than the snapshot. (The
+    // receiver may still sit on the oldest buffered change, which the next change evicts:
+    // then it is resynchronised once more, with a snapshot that already holds the worker.)
+    fleet
+        .observe(FleetMessage::Inspect(round(std::iter::once(
+            "late@burst".to_string(),
+        ))))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let m = stream.next().await.unwrap().unwrap();
+            match &m.event {
+                Some(Event::WorkerAdded(w)) if w.name == "late@burst" => return m,
+                Some(Event::Snapshot(s)) if s.workers.iter().any(|w| w.name == "late@burst") => {
+                    assert_eq!(s.reason(), pb::SnapshotReason::Resync);
+                    return m;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(next.revision > message.revision);
+    warden.shutdown().await;
+}
