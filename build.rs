@@ -9,6 +9,8 @@ const PROTOS: &[&str] = &[
     "warden/v1/worker_health.proto",
     "warden/v1/logs.proto",
     "warden/v1/control.proto",
+    "warden/v1/history.proto",
+    "warden/v1/alerts.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -59,6 +59,7 @@ fn round(now: SystemTime) -> InspectRound {
     let registered: Vec<String> = (0..20).map(|i| format!("app.tasks.task_{i}")).collect();
     InspectRound {
         backend: Backend::Celery,
+        scope: "default".into(),
         started_at: now,
         targets: None,
         reports: (0..WORKERS)
@@ -95,7 +96,11 @@ fn round(now: SystemTime) -> InspectRound {
 
 /// Thirty tasks (received, started, succeeded) of three task names for one worker.
 fn task_events(i: usize, now: SystemTime) -> Vec<FleetEvent> {
-    let worker = format!("worker-{i:05}@host-{}", i % 100);
+    let worker = warden::fleet::WorkerKey::new(
+        Backend::Celery,
+        "default",
+        format!("worker-{i:05}@host-{}", i % 100),
+    );
     let mut events = Vec::with_capacity(90);
     for t in 0..30 {
         let id = format!("{i}-{t}");
@@ -220,12 +225,9 @@ async fn main() {
     let service = warden::api::worker_health::WorkerHealthService::new(
         fleet.clone(),
         None,
-        warden::fleet::Thresholds {
-            warning: Duration::from_secs(30),
-            critical: Duration::from_secs(60),
-        },
         Duration::from_secs(1),
-        tokio_util::sync::CancellationToken::new(),
+        Duration::from_secs(15),
+        tokio_util::task::TaskTracker::new(),
     );
     use warden::proto::v1::worker_health_server::WorkerHealth as _;
     let mut samples = Vec::new();
@@ -286,7 +288,11 @@ async fn main() {
             .await
             .unwrap()
             .into_inner();
-        stream.next().await.unwrap().unwrap(); // the snapshot
+        // The snapshot: begin, chunks, end.
+        while !matches!(
+            stream.next().await.unwrap().unwrap().event,
+            Some(pb::watch_fleet_response::Event::SnapshotEnd(_))
+        ) {}
         streams.push(stream);
     }
     let mut deliveries = Vec::new();
@@ -294,6 +300,7 @@ async fn main() {
         let sent = Instant::now();
         let change = InspectRound {
             backend: Backend::Celery,
+            scope: "default".into(),
             started_at: SystemTime::now(),
             targets: Some(vec!["worker-00001@host-1".into()]),
             reports: vec![InspectReport {

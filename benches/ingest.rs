@@ -89,12 +89,13 @@ fn ingest(c: &mut Criterion) {
         critical: Duration::from_secs(60),
     };
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let scope: std::sync::Arc<str> = std::sync::Arc::from("default");
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(events));
     group.bench_function("decode", |b| {
         b.iter(|| {
             for m in &messages {
-                black_box(events::decode(black_box(m)).unwrap());
+                black_box(events::decode(black_box(m), &scope).unwrap());
             }
         })
     });
@@ -102,7 +103,7 @@ fn ingest(c: &mut Criterion) {
         let mut state = FleetState::new(now);
         b.iter(|| {
             for m in &messages {
-                let (decoded, _) = events::decode(m).unwrap();
+                let (decoded, _) = events::decode(m, &scope).unwrap();
                 for event in decoded {
                     state.apply_event(event, now, thresholds);
                 }

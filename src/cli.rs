@@ -78,16 +78,31 @@ pub struct WorkersArgs {
     /// Only workers whose name matches this glob.
     #[arg(long)]
     pub name: Option<String>,
+    /// Only workers of this group (id or resource name).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Only workers with this label, as KEY=VALUE (repeatable; all must match).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Also show each worker's labels.
+    #[arg(long)]
+    pub show_labels: bool,
     /// Inspect the workers now instead of answering from the last round.
     #[arg(long)]
     pub refresh: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// The worker's name, e.g. celery@host.
+    /// The worker: its short name (e.g. celery@host) where unambiguous, or its resource name.
     pub name: String,
     /// Inspect the worker now.
     #[arg(long)]
@@ -107,7 +122,7 @@ pub struct WatchArgs {
 pub struct ForgetArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// The worker's name.
+    /// The worker: short name where unambiguous, or resource name.
     pub name: String,
     /// Why (recorded in the audit trail).
     #[arg(long, default_value = "")]
@@ -196,12 +211,15 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                         pb::ListWorkersRequest {
                             filter: Some(pb::WorkerFilter {
                                 name_glob: args.name.clone().unwrap_or_default(),
+                                groups: args.group.iter().cloned().collect(),
+                                labels: args.labels.iter().cloned().collect(),
                                 ..Default::default()
                             }),
                             page_size: 1000,
                             page_token: page_token.clone(),
                             refresh: args.refresh && page_token.is_empty(),
                             order_by: pb::WorkerOrder::Name.into(),
+                            view: pb::WorkerView::Basic.into(),
                         },
                     )?)
                     .await?
@@ -217,7 +235,10 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                     "{}",
                     Value::Array(workers.iter().map(worker_json).collect())
                 ),
-                Output::Table => print!("{}", workers_table(&workers, SystemTime::now())),
+                Output::Table => print!(
+                    "{}",
+                    workers_table(&workers, SystemTime::now(), args.show_labels)
+                ),
             }
         }
         Command::Worker(args) => {
@@ -228,6 +249,7 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                     pb::GetWorkerRequest {
                         name: args.name.clone(),
                         refresh: args.refresh,
+                        view: pb::WorkerView::Full.into(),
                     },
                 )?)
                 .await?
@@ -248,38 +270,65 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                             name_glob: args.name.clone().unwrap_or_default(),
                             ..Default::default()
                         }),
-                        resume_from_revision: 0,
+                        resume_token: String::new(),
                         include_queues: true,
+                        view: pb::WorkerView::Basic.into(),
+                        bookmark_interval: None,
                     },
                 )?)
                 .await?
                 .into_inner();
+            // A snapshot arrives in chunks; it is printed as one line once complete.
+            let mut snapshot: Option<(pb::SnapshotBegin, Vec<pb::Worker>)> = None;
             while let Some(message) = stream.message().await? {
-                println!("{}", watch_line(&message, args.client.output));
+                use pb::watch_fleet_response::Event;
+                match message.event {
+                    Some(Event::SnapshotBegin(begin)) => snapshot = Some((begin, Vec::new())),
+                    Some(Event::SnapshotChunk(chunk)) => {
+                        if let Some((_, workers)) = snapshot.as_mut() {
+                            workers.extend(chunk.workers);
+                        }
+                    }
+                    Some(Event::SnapshotEnd(_)) => {
+                        if let Some((begin, workers)) = snapshot.take() {
+                            println!(
+                                "{}",
+                                snapshot_line(
+                                    &begin,
+                                    &workers,
+                                    message.revision,
+                                    args.client.output
+                                )
+                            );
+                        }
+                    }
+                    Some(Event::Bookmark(_)) => {}
+                    _ => println!("{}", watch_line(&message, args.client.output)),
+                }
             }
         }
         Command::Forget(args) => {
             let mut client = ControlClient::new(connect(&args.client).await?);
             let response = client
-                .forget_worker(request(
+                .forget_workers(request(
                     &args.client,
-                    pb::ForgetWorkerRequest {
-                        target: Some(pb::Target {
-                            names: vec![args.name.clone()],
-                            filter: None,
+                    pb::ForgetWorkersRequest {
+                        selector: Some(pb::Selector {
+                            workers: vec![args.name.clone()],
+                            ..Default::default()
                         }),
                         reason: args.reason.clone(),
                         dry_run: args.dry_run,
-                        request_id: String::new(),
+                        ..Default::default()
                     },
                 )?)
                 .await?
                 .into_inner();
             for outcome in &response.outcomes {
-                let name = pb::Outcome::try_from(outcome.outcome)
+                let name = pb::OutcomeCode::try_from(outcome.code)
                     .map(|o| {
                         o.as_str_name()
-                            .trim_start_matches("OUTCOME_")
+                            .trim_start_matches("OUTCOME_CODE_")
                             .to_lowercase()
                     })
                     .unwrap_or_default();
@@ -350,25 +399,48 @@ pub fn ago(t: SystemTime, now: SystemTime) -> String {
     }
 }
 
-fn workers_table(workers: &[pb::Worker], now: SystemTime) -> String {
-    let mut rows = vec![
-        [
-            "NAME",
-            "ACTIVITY",
-            "LIFECYCLE",
-            "ACTIVE",
-            "PROCESSED",
-            "POOL",
-            "QUEUES",
-            "UPTIME",
-            "LAST SEEN",
-        ]
-        .map(String::from)
-        .to_vec(),
+fn health_name(h: Option<&pb::Health>) -> String {
+    match h {
+        None => "-".into(),
+        Some(h) => enum_name(
+            pb::HealthStatus::try_from(h.status)
+                .ok()
+                .map(|s| s.as_str_name()),
+            "HEALTH_STATUS_",
+        ),
+    }
+}
+
+/// A group's id from its resource name (`groups/celery/celery%2Cemails` -> `celery,emails`).
+fn group_label(name: &str) -> String {
+    name.rsplit_once('/')
+        .and_then(|(_, id)| crate::fleet::percent_decode(id))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn workers_table(workers: &[pb::Worker], now: SystemTime, show_labels: bool) -> String {
+    let mut header = vec![
+        "NAME",
+        "GROUP",
+        "ACTIVITY",
+        "LIFECYCLE",
+        "ACTIVE",
+        "PROCESSED",
+        "POOL",
+        "QUEUES",
+        "UPTIME",
+        "LAST SEEN",
     ];
+    if show_labels {
+        header.push("LABELS");
+    }
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for w in workers {
-        rows.push(vec![
-            w.name.clone(),
+        let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let mut row = vec![
+            w.id.clone(),
+            group_label(&w.group),
             activity_name(w.activity) + if w.stale { " (stale)" } else { "" },
             lifecycle_name(w.lifecycle),
             w.active_tasks.to_string(),
@@ -388,7 +460,11 @@ fn workers_table(workers: &[pb::Worker], now: SystemTime) -> String {
             proto_time(w.last_seen.as_ref())
                 .map(|t| ago(t, now))
                 .unwrap_or_else(|| "-".into()),
-        ]);
+        ];
+        if show_labels {
+            row.push(labels.join(","));
+        }
+        rows.push(row);
     }
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
@@ -408,19 +484,37 @@ fn workers_table(workers: &[pb::Worker], now: SystemTime) -> String {
 fn worker_detail(w: &pb::Worker, now: SystemTime) -> String {
     let mut out = String::new();
     let pool = w.pool.clone().unwrap_or_default();
-    let _ = writeln!(out, "Name:        {}", w.name);
+    let _ = writeln!(out, "Name:        {}", w.id);
+    let _ = writeln!(out, "Resource:    {}", w.name);
+    let _ = writeln!(out, "Group:       {}", group_label(&w.group));
+    let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    let _ = writeln!(out, "Labels:      {}", labels.join(", "));
     let _ = writeln!(
         out,
         "Status:      {} / {}{}",
         activity_name(w.activity),
         lifecycle_name(w.lifecycle),
         if w.stale {
-            " (stale: broker unreachable)"
+            format!(" (stale: {} unreachable)", w.stale_sources.join(", "))
         } else {
-            ""
+            String::new()
         }
     );
-    let _ = writeln!(out, "Host / PID:  {} / {}", w.hostname, w.pid);
+    let _ = writeln!(
+        out,
+        "Health:      {}",
+        match &w.health {
+            None => "not evaluated".to_string(),
+            Some(h) => format!("{} (score {:.2})", health_name(Some(h)), h.score),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "Host / PID:  {} / {}",
+        w.hostname,
+        w.pid.map_or("-".to_string(), |p| p.to_string())
+    );
     let _ = writeln!(
         out,
         "Uptime:      {}",
@@ -455,15 +549,47 @@ fn worker_detail(w: &pb::Worker, now: SystemTime) -> String {
             .join(", ")
     );
     let _ = writeln!(out, "Registered:  {}", w.registered_tasks.join(", "));
+    if let Some(stats) = &w.task_stats {
+        let _ = writeln!(out, "\nTask statistics:");
+        let _ = write!(out, "{}", stats_table("(all)", &stats.windows));
+        for by_task in &stats.by_task {
+            let _ = write!(out, "{}", stats_table(&by_task.task_name, &by_task.windows));
+        }
+    }
+    let _ = writeln!(out, "\nActive tasks: {}", w.active.len());
     for t in &w.active {
         let _ = writeln!(
             out,
-            "  running {} {} for {}",
+            "  {} {} running for {}",
             t.name,
             t.id,
             proto_duration(t.runtime.as_ref())
                 .map(human_duration)
                 .unwrap_or_else(|| "?".into())
+        );
+    }
+    out
+}
+
+/// One task name's windows: throughput, errors and runtime percentiles.
+fn stats_table(task: &str, windows: &[pb::WindowStats]) -> String {
+    let mut out = format!("  {task}\n");
+    let seconds = |d: Option<&prost_types::Duration>| {
+        proto_duration(d).map_or("-".to_string(), |d| format!("{:.3}s", d.as_secs_f64()))
+    };
+    for w in windows {
+        let runtime = w.runtime.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "    {:>4} (over {:>5}): {:>8.2}/min  errors {:>5.1}%  finished {:>6}  p50 {:>8}  p95 {:>8}  p99 {:>8}",
+            proto_duration(w.window.as_ref()).map_or("-".into(), human_duration),
+            proto_duration(w.covered.as_ref()).map_or("-".into(), human_duration),
+            w.throughput_per_min,
+            w.error_rate * 100.0,
+            w.succeeded + w.failed,
+            seconds(runtime.p50.as_ref()),
+            seconds(runtime.p95.as_ref()),
+            seconds(runtime.p99.as_ref()),
         );
     }
     out
@@ -481,6 +607,11 @@ fn time_json(t: Option<&prost_types::Timestamp>) -> Value {
 pub fn worker_json(w: &pb::Worker) -> Value {
     json!({
         "name": w.name,
+        "id": w.id,
+        "group": w.group,
+        "labels": w.labels,
+        "health": w.health.as_ref().map(|h| json!({"status": health_name(Some(h)), "score": h.score})),
+        "stale_sources": w.stale_sources,
         "activity": activity_name(w.activity),
         "lifecycle": lifecycle_name(w.lifecycle),
         "stale": w.stale,
@@ -501,19 +632,73 @@ pub fn worker_json(w: &pb::Worker) -> Value {
             "id": t.id, "name": t.name,
             "runtime_seconds": duration_json(t.runtime.as_ref()),
         })).collect::<Vec<_>>(),
+        "task_stats": w.task_stats.as_ref().map(|t| json!({
+            "windows": t.windows.iter().map(window_json).collect::<Vec<_>>(),
+            "by_task": t.by_task.iter().map(|b| json!({
+                "task_name": b.task_name,
+                "windows": b.windows.iter().map(window_json).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })),
     })
+}
+
+fn window_json(w: &pb::WindowStats) -> Value {
+    let runtime = w.runtime.unwrap_or_default();
+    json!({
+        "window_seconds": duration_json(w.window.as_ref()),
+        "covered_seconds": duration_json(w.covered.as_ref()),
+        "throughput_per_min": w.throughput_per_min,
+        "succeeded": w.succeeded,
+        "failed": w.failed,
+        "error_rate": w.error_rate,
+        "runtime_p50_seconds": duration_json(runtime.p50.as_ref()),
+        "runtime_p95_seconds": duration_json(runtime.p95.as_ref()),
+        "runtime_p99_seconds": duration_json(runtime.p99.as_ref()),
+    })
+}
+
+fn snapshot_line(
+    begin: &pb::SnapshotBegin,
+    workers: &[pb::Worker],
+    revision: u64,
+    output: Output,
+) -> String {
+    let reason = begin
+        .reason()
+        .as_str_name()
+        .trim_start_matches("SNAPSHOT_REASON_")
+        .to_lowercase();
+    match output {
+        Output::Json => json!({
+            "revision": revision,
+            "kind": "snapshot",
+            "data": {
+                "reason": reason,
+                "workers": workers.iter().map(worker_json).collect::<Vec<_>>(),
+            },
+        })
+        .to_string(),
+        Output::Table => format!(
+            "#{:<6} {:<9} {} workers ({reason})",
+            revision,
+            "snapshot",
+            workers.len()
+        ),
+    }
 }
 
 fn watch_line(message: &pb::WatchFleetResponse, output: Output) -> String {
     use pb::watch_fleet_response::Event;
     let (kind, body) = match &message.event {
-        Some(Event::Snapshot(s)) => (
-            "snapshot",
-            json!({"workers": s.workers.iter().map(worker_json).collect::<Vec<_>>()}),
-        ),
+        Some(
+            Event::SnapshotBegin(_)
+            | Event::SnapshotChunk(_)
+            | Event::SnapshotEnd(_)
+            | Event::Bookmark(_),
+        ) => ("snapshot", Value::Null),
         Some(Event::WorkerAdded(w)) => ("added", worker_json(w)),
         Some(Event::WorkerUpdated(w)) => ("updated", worker_json(w)),
-        Some(Event::WorkerRemoved(r)) => ("removed", json!({"name": r.name})),
+        Some(Event::WorkerRemoved(r)) => ("removed", json!({"name": r.name, "id": r.id})),
         Some(Event::QueueUpdated(q)) => ("queue", json!({"name": q.name, "depth": q.depth})),
         None => ("unknown", Value::Null),
     };
@@ -523,10 +708,15 @@ fn watch_line(message: &pb::WatchFleetResponse, output: Output) -> String {
         }
         Output::Table => {
             let detail = match &message.event {
-                Some(Event::Snapshot(s)) => format!("{} workers", s.workers.len()),
+                Some(
+                    Event::SnapshotBegin(_)
+                    | Event::SnapshotChunk(_)
+                    | Event::SnapshotEnd(_)
+                    | Event::Bookmark(_),
+                ) => String::new(),
                 Some(Event::WorkerAdded(w) | Event::WorkerUpdated(w)) => format!(
                     "{} {} {} active={} processed={}",
-                    w.name,
+                    w.id,
                     activity_name(w.activity),
                     lifecycle_name(w.lifecycle),
                     w.active_tasks,

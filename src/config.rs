@@ -23,6 +23,8 @@ pub const DEFAULT_QUEUE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_HEARTBEAT_WARNING: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEARTBEAT_CRITICAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_ENABLE_EVENTS: bool = true;
+pub const DEFAULT_MAX_WORKERS: usize = warden_core::state::DEFAULT_MAX_WORKERS;
+pub const DEFAULT_WATCH_BOOKMARK_INTERVAL: Duration = warden_core::watch::DEFAULT_BOOKMARK_EVERY;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Where a configuration value is wrong: the key (as in the TOML file), and why.
@@ -180,6 +182,12 @@ pub struct Config {
     pub heartbeat_critical: Duration,
     /// Send `enable_events` to workers so that they publish task events.
     pub enable_events: bool,
+    /// Most workers known at once; new ones beyond it are refused and counted
+    /// (`warden_workers_refused_total`), so forged messages cannot exhaust memory.
+    pub max_workers: usize,
+    /// Default time between WatchFleet bookmarks on a quiet stream (clients may ask for
+    /// another, within 1 s .. 5 min).
+    pub watch_bookmark_interval: Duration,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter.
     pub log_level: String,
@@ -210,6 +218,8 @@ impl Default for Config {
             heartbeat_warning: DEFAULT_HEARTBEAT_WARNING,
             heartbeat_critical: DEFAULT_HEARTBEAT_CRITICAL,
             enable_events: DEFAULT_ENABLE_EVENTS,
+            max_workers: DEFAULT_MAX_WORKERS,
+            watch_bookmark_interval: DEFAULT_WATCH_BOOKMARK_INTERVAL,
             log_format: LogFormat::Pretty,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             insecure: false,
@@ -264,6 +274,12 @@ pub struct ServeArgs {
     /// Ask workers to send task events (enable_events broadcast) [default: true]
     #[arg(long, env = "WARDEN_ENABLE_EVENTS", value_name = "BOOL")]
     pub enable_events: Option<bool>,
+    /// Most workers known at once; new ones beyond it are refused and counted [default: 50000]
+    #[arg(long, env = "WARDEN_MAX_WORKERS", value_name = "COUNT")]
+    pub max_workers: Option<usize>,
+    /// Time between WatchFleet bookmarks on a quiet stream [default: 15s]
+    #[arg(long, env = "WARDEN_WATCH_BOOKMARK_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub watch_bookmark_interval: Option<Duration>,
     /// Log format [default: pretty]
     #[arg(long, env = "WARDEN_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -304,6 +320,8 @@ struct FileConfig {
     heartbeat_warning: Option<String>,
     heartbeat_critical: Option<String>,
     enable_events: Option<bool>,
+    max_workers: Option<usize>,
+    watch_bookmark_interval: Option<String>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     insecure: Option<bool>,
@@ -396,6 +414,11 @@ impl Config {
             file_duration("heartbeat_critical", f.heartbeat_critical)?,
         );
         set(&mut self.enable_events, f.enable_events);
+        set(&mut self.max_workers, f.max_workers);
+        set(
+            &mut self.watch_bookmark_interval,
+            file_duration("watch_bookmark_interval", f.watch_bookmark_interval)?,
+        );
         set(&mut self.log_format, f.log_format);
         set(&mut self.log_level, f.log_level);
         set(&mut self.insecure, f.insecure);
@@ -417,6 +440,8 @@ impl Config {
         set(&mut self.heartbeat_warning, a.heartbeat_warning);
         set(&mut self.heartbeat_critical, a.heartbeat_critical);
         set(&mut self.enable_events, a.enable_events);
+        set(&mut self.max_workers, a.max_workers);
+        set(&mut self.watch_bookmark_interval, a.watch_bookmark_interval);
         set(&mut self.log_format, a.log_format);
         set(&mut self.log_level, a.log_level.clone());
         self.insecure |= a.insecure;
@@ -444,6 +469,7 @@ impl Config {
             ("queue_poll_interval", self.queue_poll_interval),
             ("heartbeat_warning", self.heartbeat_warning),
             ("heartbeat_critical", self.heartbeat_critical),
+            ("watch_bookmark_interval", self.watch_bookmark_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "0s", "must be greater than zero"));
@@ -458,6 +484,9 @@ impl Config {
                     humantime::format_duration(self.inspect_interval)
                 ),
             ));
+        }
+        if self.max_workers == 0 {
+            return Err(invalid("max_workers", 0, "must be at least 1"));
         }
         if self.heartbeat_warning >= self.heartbeat_critical {
             return Err(invalid(
@@ -618,6 +647,8 @@ mod tests {
             "heartbeat_warning",
             "heartbeat_critical",
             "enable_events",
+            "max_workers",
+            "watch_bookmark_interval",
             "log_format",
             "log_level",
             "insecure",

@@ -3,16 +3,16 @@
 //! starts stops on one cancellation token, in order.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
-use tokio_util::sync::CancellationToken;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::{
     api::{
-        auth::Authenticator, control::ControlService, logs::LogsService,
-        worker_health::WorkerHealthService,
+        alerts::AlertsService, auth::Authenticator, control::ControlService,
+        history::HistoryService, logs::LogsService, worker_health::WorkerHealthService,
     },
     celery::{
         broker::Broker, events::EventFollower, pidbox::Pidbox, poller::Inspector, probe, queues,
@@ -23,7 +23,8 @@ use crate::{
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
-            control_server::ControlServer, logs_server::LogsServer,
+            alerts_server::AlertsServer, control_server::ControlServer,
+            history_server::HistoryServer, logs_server::LogsServer,
             worker_health_server::WorkerHealthServer,
         },
     },
@@ -58,14 +59,17 @@ pub struct Warden {
     pub fleet: FleetHandle,
     pub metrics: Metrics,
     cancel: CancellationToken,
-    tasks: JoinSet<()>,
+    /// Every background task, the gRPC and HTTP servers included: none is detached.
+    tasks: TaskTracker,
 }
 
-const SERVICE_NAMES: [&str; 4] = [
+const SERVICE_NAMES: [&str; 6] = [
     "",
     "warden.v1.WorkerHealth",
+    "warden.v1.History",
     "warden.v1.Logs",
     "warden.v1.Control",
+    "warden.v1.Alerts",
 ];
 
 impl Warden {
@@ -82,16 +86,8 @@ impl Warden {
         let metrics = Metrics::new();
         let settings = config.broker_settings().map_err(ServerError::Broker)?;
         let broker = Broker::new(settings);
-        let mut tasks = JoinSet::new();
-
+        let tasks = TaskTracker::new();
         let (status_tx, status_rx) = watch::channel(BrokerStatus::unknown());
-        tasks.spawn(probe::run(
-            broker.clone(),
-            clock.clone(),
-            status_tx,
-            metrics.clone(),
-            cancel.clone(),
-        ));
 
         let thresholds = Thresholds {
             warning: config.heartbeat_warning,
@@ -101,22 +97,33 @@ impl Warden {
             FleetSettings {
                 thresholds,
                 evaluate_every: Duration::from_secs(1),
+                max_workers: config.max_workers,
             },
             clock.clone(),
-            status_rx.clone(),
             Arc::new(metrics.clone()),
             cancel.clone(),
         );
         tasks.spawn(async move {
             let _ = owner.await;
         });
+        tasks.spawn(probe::run(
+            broker.clone(),
+            clock.clone(),
+            status_tx,
+            fleet.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        ));
+        let scope: Arc<str> = Arc::from(crate::celery::DEFAULT_SCOPE);
 
         let inspector = Inspector::new(
             Pidbox::new(broker.clone(), metrics.clone()),
             fleet.clone(),
+            scope.clone(),
             metrics.clone(),
             config.inspect_timeout,
             config.enable_events,
+            tasks.clone(),
         );
         tasks.spawn(inspector.clone().run(
             config.inspect_interval,
@@ -125,6 +132,11 @@ impl Warden {
         ));
         let follower = EventFollower {
             broker: broker.clone(),
+            scope: scope.clone(),
+            greetings: Arc::new(tokio::sync::Semaphore::new(
+                crate::celery::events::MAX_GREETINGS,
+            )),
+            tracker: tasks.clone(),
             fleet: fleet.clone(),
             pidbox: Pidbox::new(broker.clone(), metrics.clone()),
             metrics: metrics.clone(),
@@ -166,11 +178,11 @@ impl Warden {
         let worker_health = WorkerHealthService::new(
             fleet.clone(),
             Some(Arc::new(inspector)),
-            thresholds,
             refresh_budget,
-            cancel.clone(),
+            config.watch_bookmark_interval,
+            tasks.clone(),
         );
-        let control = ControlService::new(fleet.clone(), thresholds);
+        let control = ControlService::new(fleet.clone());
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -205,9 +217,18 @@ impl Warden {
                 worker_health,
                 auth.interceptor(Some(Role::Viewer), false),
             ))
+            .add_service(HistoryServer::with_interceptor(
+                HistoryService,
+                auth.interceptor(Some(Role::Viewer), false),
+            ))
             .add_service(LogsServer::with_interceptor(
                 LogsService,
                 auth.interceptor(Some(Role::Operator), false),
+            ))
+            // Alerts checks roles itself, so that refused changes are audited.
+            .add_service(AlertsServer::with_interceptor(
+                AlertsService,
+                auth.interceptor(None, true),
             ))
             // Control checks roles itself, so that refusals are audited with the request.
             .add_service(ControlServer::with_interceptor(
@@ -264,15 +285,17 @@ impl Warden {
     }
 
     /// Stops accepting, ends streams, stops background tasks; waits at most a grace period.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         self.cancel.cancel();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; aborting them");
-            self.tasks.abort_all();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                still_running = self.tasks.len(),
+                "some tasks did not stop within {SHUTDOWN_GRACE:?}; leaving them to the runtime"
+            );
         }
         info!("warden stopped");
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use tonic::{Request, Status, metadata::MetadataMap};
 use tracing::info;
 
+use super::ApiError;
 use crate::config::{Role, Token};
 
 /// Who is calling, as established from their token.
@@ -45,13 +46,17 @@ impl Authenticator {
         }
         let header = metadata
             .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?
+            .ok_or_else(|| {
+                unauthenticated("TOKEN_MISSING", "missing authorization: Bearer <token>")
+            })?
             .to_str()
-            .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+            .map_err(|_| unauthenticated("TOKEN_MISSING", "malformed authorization header"))?;
         let presented = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be: Bearer <token>"))?
+            .ok_or_else(|| {
+                unauthenticated("TOKEN_MISSING", "authorization must be: Bearer <token>")
+            })?
             .trim();
         self.tokens
             .iter()
@@ -60,7 +65,7 @@ impl Authenticator {
                 name: t.name.clone(),
                 role: t.role,
             })
-            .ok_or_else(|| Status::unauthenticated("unknown token"))
+            .ok_or_else(|| unauthenticated("TOKEN_UNKNOWN", "unknown token"))
     }
 
     /// An interceptor that authenticates, requires `minimum` (if any) and leaves the
@@ -90,15 +95,25 @@ impl Authenticator {
     }
 }
 
+fn unauthenticated(reason: &'static str, message: &str) -> Status {
+    ApiError::Unauthenticated {
+        reason,
+        message: message.to_string(),
+    }
+    .into()
+}
+
 /// PERMISSION_DENIED unless the caller's role is at least `minimum`.
 pub fn check_role(caller: &Caller, minimum: Role) -> Result<(), Status> {
     if caller.role >= minimum {
         Ok(())
     } else {
-        Err(Status::permission_denied(format!(
-            "role {} required; {} has role {}",
-            minimum, caller.name, caller.role
-        )))
+        Err(ApiError::PermissionDenied {
+            required: minimum.to_string(),
+            caller: caller.name.clone(),
+            role: caller.role.to_string(),
+        }
+        .into())
     }
 }
 
@@ -108,7 +123,7 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         .extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("no caller"))
+        .ok_or_else(|| unauthenticated("TOKEN_MISSING", "no caller"))
 }
 
 /// Records a control call, allowed or not. The audit store replaces this log target later;

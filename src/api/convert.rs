@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::{
     api::ApiError,
-    fleet::{self, BrokerStatus, Snapshot, Thresholds},
+    fleet::{self, Snapshot},
     proto::v1 as pb,
 };
 
@@ -57,46 +57,90 @@ fn severity(h: fleet::HealthStatus) -> pb::Severity {
     }
 }
 
-/// How much of a worker to send.
+/// How much of a worker to send (`WorkerView`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Detail {
-    /// ListWorkers, WatchFleet: no active task list, no per-task breakdown.
-    Summary,
-    /// GetWorker: everything.
+pub enum View {
+    /// Identity, state, counts: no task lists, no per-task breakdown, no findings.
+    Basic,
     Full,
 }
 
-pub fn worker(
-    w: &fleet::Worker,
-    now: SystemTime,
-    thresholds: Thresholds,
-    broker: &BrokerStatus,
-    detail: Detail,
-) -> pb::Worker {
-    let health = fleet::filter::health(w, now, thresholds);
+/// Reads a request's `view`; UNSPECIFIED means the RPC's own default.
+pub fn view(raw: i32, default: View) -> Result<View, ApiError> {
+    match pb::WorkerView::try_from(raw) {
+        Ok(pb::WorkerView::Unspecified) => Ok(default),
+        Ok(pb::WorkerView::Basic) => Ok(View::Basic),
+        Ok(pb::WorkerView::Full) => Ok(View::Full),
+        Err(_) => Err(ApiError::invalid("view", format!("unknown value {raw}"))),
+    }
+}
+
+/// `groups/{backend}/{id}`; empty for a worker whose group is not known yet.
+pub fn group_name(backend: fleet::Backend, id: &str) -> String {
+    if id == fleet::UNGROUPED || id.is_empty() {
+        return String::new();
+    }
+    format!("groups/{}/{}", backend.slug(), fleet::percent_encode(id))
+}
+
+/// A group as a request names it (resource name or bare id) -> its id.
+pub fn group_id(field: &str, name: &str) -> Result<String, ApiError> {
+    let Some(rest) = name.strip_prefix("groups/") else {
+        return Ok(name.to_string());
+    };
+    let (slug, id) = rest
+        .split_once('/')
+        .ok_or_else(|| ApiError::invalid(field, "expected groups/{backend}/{id}"))?;
+    fleet::Backend::from_slug(slug)
+        .ok_or_else(|| ApiError::invalid(field, format!("unknown backend {slug:?}")))?;
+    fleet::percent_decode(id).ok_or_else(|| ApiError::invalid(field, "malformed percent-encoding"))
+}
+
+fn finding(f: &fleet::Finding) -> pb::Finding {
+    pb::Finding {
+        check: f.check.to_string(),
+        severity: severity(f.status).into(),
+        message: f.message.clone(),
+        observed: f.observed,
+        threshold: f.threshold,
+        unit: String::new(),
+    }
+}
+
+pub fn worker(w: &fleet::Worker, now: SystemTime, snapshot: &Snapshot, view: View) -> pb::Worker {
+    let full = view == View::Full;
+    let stale_sources: Vec<String> = snapshot
+        .stale_sources(w.backend())
+        .iter()
+        .map(|s| s.source.to_string())
+        .collect();
     pb::Worker {
-        name: w.name.clone(),
-        backend: backend(w.backend).into(),
+        name: w.key.resource_name(),
+        id: w.id().to_string(),
+        backend: backend(w.backend()).into(),
+        scope: w.key.scope.to_string(),
+        group: group_name(w.backend(), &w.group),
+        labels: w
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         activity: activity(w.activity).into(),
         lifecycle: lifecycle(w.lifecycle).into(),
-        health: Some(pb::Health {
-            status: health_status(health.status).into(),
-            score: health.score,
-            findings: health
-                .findings
-                .into_iter()
-                .map(|f| pb::Finding {
-                    check: f.check.to_string(),
-                    severity: severity(f.status).into(),
-                    message: f.message,
-                    observed: f.observed,
-                    threshold: f.threshold,
-                })
-                .collect(),
+        health: w.health.as_ref().map(|h| pb::Health {
+            status: health_status(h.status).into(),
+            score: h.score,
+            findings: if full {
+                h.findings.iter().map(finding).collect()
+            } else {
+                Vec::new()
+            },
+            evaluated_at: Some(timestamp(h.evaluated_at)),
         }),
         hostname: w.hostname.clone(),
-        pid: w.pid.unwrap_or(0),
+        pid: w.pid,
         uptime: w.uptime(now).map(duration),
+        first_seen: Some(timestamp(w.first_seen)),
         last_seen: Some(timestamp(w.last_seen)),
         heartbeat_age: w
             .last_heartbeat
@@ -108,7 +152,7 @@ pub fn worker(
             implementation: p.implementation.clone(),
             max_concurrency: p.max_concurrency,
             processes: p.processes.clone(),
-            max_tasks_per_child: p.max_tasks_per_child,
+            max_tasks_per_child: (p.max_tasks_per_child > 0).then_some(p.max_tasks_per_child),
         }),
         queues: w
             .queues
@@ -119,8 +163,12 @@ pub fn worker(
                 routing_key: q.routing_key.clone(),
             })
             .collect(),
-        registered_tasks: w.registered.to_vec(),
-        active: if detail == Detail::Full {
+        registered_tasks: if full {
+            w.registered.to_vec()
+        } else {
+            Vec::new()
+        },
+        active: if full {
             w.active
                 .iter()
                 .map(|t| pb::ActiveTask {
@@ -130,7 +178,7 @@ pub fn worker(
                     runtime: t
                         .started
                         .map(|s| duration(now.duration_since(s).unwrap_or_default())),
-                    worker_pid: t.worker_pid,
+                    worker_pid: (t.worker_pid > 0).then_some(t.worker_pid),
                     args: t.args.clone(),
                     kwargs: t.kwargs.clone(),
                     acknowledged: t.acknowledged,
@@ -144,41 +192,59 @@ pub fn worker(
             five,
             fifteen,
         }),
-        task_stats: w.task_stats.as_ref().map(|t| task_stats(t, detail)),
+        task_stats: w.task_stats.as_ref().map(|t| task_stats(t, view)),
         software: w.software.as_ref().map(|s| pb::Software {
             ident: s.ident.clone(),
             version: s.version.clone(),
             system: s.system.clone(),
         }),
-        processed_by_task: w
-            .processed_by_task
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
-        stale: !broker.connected,
-        first_seen: Some(timestamp(w.first_seen)),
-        prefetch_count: w.prefetch_count.unwrap_or(0),
+        processed_by_task: if full {
+            w.processed_by_task
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        } else {
+            Default::default()
+        },
+        stale: !stale_sources.is_empty(),
+        stale_sources,
+        prefetch_count: w.prefetch_count,
+        resources: None,
+        control: None,
+        recovery: None,
+        streams: None,
     }
 }
 
+/// Whether the answer is current: every source's status, and a refresh that failed.
 pub fn freshness(snapshot: &Snapshot, refresh_error: Option<&str>) -> pb::Freshness {
-    let broker = &snapshot.broker;
-    let mut reason = broker.reason.clone();
+    let broker = snapshot.broker();
+    let mut reasons: Vec<String> = snapshot
+        .sources
+        .values()
+        .filter(|s| !s.connected)
+        .map(|s| format!("{}: {}", s.source, s.reason))
+        .collect();
+    if snapshot.sources.is_empty() {
+        reasons.push(format!("broker: {}", broker.reason));
+    }
     if let Some(err) = refresh_error {
-        if !reason.is_empty() {
-            reason.push_str("; ");
-        }
-        reason.push_str("refresh failed: ");
-        reason.push_str(err);
+        reasons.push(format!("refresh failed: {err}"));
     }
     pb::Freshness {
-        stale: !broker.connected,
-        reason: if broker.connected && refresh_error.is_none() {
-            String::new()
-        } else {
-            reason
-        },
+        stale: !reasons.is_empty(),
+        reason: reasons.join("; "),
         updated_at: broker.last_ok.map(timestamp),
+        sources: snapshot
+            .sources
+            .values()
+            .map(|s| pb::SourceStatus {
+                source: s.source.to_string(),
+                available: s.connected,
+                reason: s.reason.clone(),
+                last_ok: s.last_ok.map(timestamp),
+            })
+            .collect(),
     }
 }
 
@@ -217,7 +283,12 @@ pub fn glob(field: &str, pattern: &str) -> Result<Option<globset::GlobMatcher>, 
         .map_err(|e| ApiError::invalid(field, e.to_string()))
 }
 
-/// Converts and validates a request's worker filter.
+/// Most labels and groups a filter may name; longest queue name.
+const MAX_FILTER_LABELS: usize = 32;
+const MAX_FILTER_GROUPS: usize = 100;
+const MAX_QUEUE_BYTES: usize = 255;
+
+/// Converts and validates a request's worker filter; errors name `field.<part>`.
 pub fn worker_filter(
     f: Option<&pb::WorkerFilter>,
     field: &str,
@@ -262,21 +333,54 @@ pub fn worker_filter(
         &format!("{field}.backends"),
         &f.backends,
         |v| pb::Backend::try_from(v).ok(),
-        |b| match b {
-            pb::Backend::Celery => Some(fleet::Backend::Celery),
-            pb::Backend::RedisStreams => Some(fleet::Backend::RedisStreams),
-            pb::Backend::Unspecified => None,
-        },
+        backend_from_pb,
     )?;
+    if f.labels.len() > MAX_FILTER_LABELS {
+        return Err(ApiError::invalid(
+            format!("{field}.labels"),
+            format!("at most {MAX_FILTER_LABELS} labels"),
+        ));
+    }
+    if f.groups.len() > MAX_FILTER_GROUPS {
+        return Err(ApiError::invalid(
+            format!("{field}.groups"),
+            format!("at most {MAX_FILTER_GROUPS} groups"),
+        ));
+    }
+    if f.queue.len() > MAX_QUEUE_BYTES {
+        return Err(ApiError::invalid(
+            format!("{field}.queue"),
+            format!("longer than {MAX_QUEUE_BYTES} bytes"),
+        ));
+    }
+    let groups = f
+        .groups
+        .iter()
+        .map(|g| group_id(&format!("{field}.groups"), g))
+        .collect::<Result<_, _>>()?;
     let name_glob = glob(&format!("{field}.name_glob"), &f.name_glob)?;
     Ok(fleet::WorkerFilter {
         activities,
         lifecycles,
         health,
         backends,
+        groups,
+        labels: f
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         queue: (!f.queue.is_empty()).then(|| f.queue.clone()),
         name_glob,
     })
+}
+
+pub fn backend_from_pb(b: pb::Backend) -> Option<fleet::Backend> {
+    match b {
+        pb::Backend::Celery => Some(fleet::Backend::Celery),
+        pb::Backend::RedisStreams => Some(fleet::Backend::RedisStreams),
+        pb::Backend::Unspecified => None,
+    }
 }
 
 fn distribution(d: &fleet::DistributionReport) -> pb::Distribution {
@@ -296,6 +400,7 @@ fn distribution(d: &fleet::DistributionReport) -> pb::Distribution {
 fn window(w: &fleet::WindowReport) -> pb::WindowStats {
     pb::WindowStats {
         window: Some(duration(w.window())),
+        covered: Some(duration(w.covered())),
         throughput_per_min: w.throughput_per_min(),
         succeeded_per_min: w.succeeded_per_min(),
         received: w.counts.received.into(),
@@ -311,10 +416,10 @@ fn window(w: &fleet::WindowReport) -> pb::WindowStats {
     }
 }
 
-pub fn task_stats(t: &fleet::TaskStats, detail: Detail) -> pb::TaskStats {
+pub fn task_stats(t: &fleet::TaskStats, view: View) -> pb::TaskStats {
     pb::TaskStats {
         windows: t.overall.iter().map(window).collect(),
-        by_task: if detail == Detail::Full {
+        by_task: if view == View::Full {
             t.by_task
                 .iter()
                 .map(|(name, windows)| pb::TaskNameStats {
@@ -331,6 +436,7 @@ pub fn task_stats(t: &fleet::TaskStats, detail: Detail) -> pb::TaskStats {
 pub fn queue(q: &fleet::QueueInfo) -> pb::Queue {
     pb::Queue {
         name: q.name.clone(),
+        backend: pb::Backend::Celery.into(),
         depth: q.depth,
         by_priority: q
             .by_priority
@@ -342,7 +448,58 @@ pub fn queue(q: &fleet::QueueInfo) -> pb::Queue {
             .collect(),
         unacked: q.unacked,
         consumers: q.consumers.len() as u32,
-        consumer_names: q.consumers.clone(),
+        consumer_names: q.consumers.iter().map(|k| k.resource_name()).collect(),
         updated_at: Some(timestamp(q.updated_at)),
+        lag: None,
+        oldest_pending_age: None,
+        oldest_message_age: None,
+    }
+}
+
+pub fn group(g: &fleet::GroupInfo) -> pb::Group {
+    pb::Group {
+        name: group_name(g.backend, &g.id),
+        id: g.id.to_string(),
+        backend: backend(g.backend).into(),
+        kind: match g.backend {
+            fleet::Backend::Celery => pb::GroupKind::CeleryQueues,
+            fleet::Backend::RedisStreams => pb::GroupKind::StreamsConsumerGroup,
+        }
+        .into(),
+        labels: Default::default(),
+        workers: g.workers,
+        alive: g.alive,
+        active: g.active,
+        idle: g.idle,
+        unresponsive: g.unresponsive,
+        offline: g.offline,
+        lost: g.lost,
+        desired_replicas: None,
+        queues: g.queues.clone(),
+        active_tasks: g.active_tasks,
+        pool_capacity: g.pool_capacity,
+    }
+}
+
+pub fn summary(s: &fleet::Summary) -> pb::FleetSummary {
+    pb::FleetSummary {
+        workers: s.workers,
+        active: s.active,
+        idle: s.idle,
+        unresponsive: s.unresponsive,
+        alive: s.alive,
+        offline: s.offline,
+        lost: s.lost,
+        healthy: s.healthy,
+        warning: s.warning,
+        critical: s.critical,
+        health_unknown: s.health_unknown,
+        active_tasks: s.active_tasks,
+        processed_tasks: s.processed_tasks,
+        throughput_per_min: s.throughput_per_min,
+        queued_messages: s.queued_messages,
+        unacked_messages: s.unacked_messages,
+        pool_capacity: s.pool_capacity,
+        groups: s.groups,
     }
 }

@@ -1,29 +1,75 @@
-//! The API's error type and its one mapping to gRPC status codes.
+//! The API's error type and its one mapping to gRPC status codes, auth included.
+//!
+//! Every status carries `google.rpc` details so that a program can act on it without parsing
+//! the message: `ErrorInfo` (reason, domain `warden.dev`) always; `BadRequest` naming the field
+//! for INVALID_ARGUMENT; `ResourceInfo` for NOT_FOUND; `PreconditionFailure` for
+//! FAILED_PRECONDITION; `RetryInfo` for UNAVAILABLE and ABORTED.
+use std::{collections::HashMap, time::Duration};
+
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
+
+/// The `ErrorInfo.domain` of every warden error.
+pub const DOMAIN: &str = "warden.dev";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// A request field is wrong; `field` is its path in the request (e.g. `filter.name_glob`).
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: String, reason: String },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    #[error("{backend} unavailable: {reason}")]
+    /// A short name several workers (or groups) share; the candidates' resource names.
+    #[error("invalid {field}: {name:?} is ambiguous; use one of: {}", candidates.join(", "))]
+    Ambiguous {
+        field: String,
+        name: String,
+        candidates: Vec<String>,
+    },
+    /// A page or resume token this server did not issue for this request.
+    #[error("invalid {field}: {reason}")]
+    BadToken { field: &'static str, reason: String },
+    /// No such resource; `resource_type` is e.g. "warden.v1.Worker".
+    #[error("{message}")]
+    NotFound {
+        resource_type: &'static str,
+        name: String,
+        message: String,
+    },
+    /// The system is not in a state that allows the call; `reason` is an UPPER_SNAKE code
+    /// (e.g. `WORKER_ALIVE`), `subject` what it concerns.
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        subject: String,
+        message: String,
+    },
+    /// `reason` is TOKEN_MISSING or TOKEN_UNKNOWN.
+    #[error("{message}")]
+    Unauthenticated {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("role {required} required; {caller} has role {role}")]
+    PermissionDenied {
+        required: String,
+        caller: String,
+        role: String,
+    },
+    /// A dependency is down; `dependency` names it ("broker", "kubernetes", "store").
+    #[error("{dependency} unavailable: {reason}")]
     Unavailable {
-        backend: &'static str,
+        dependency: &'static str,
         reason: String,
     },
-    #[error("{0}")]
-    Unimplemented(&'static str),
+    /// Specified in the contract, built by a later capability (named in the message).
+    #[error("not implemented yet: arrives with the {capability}")]
+    Unimplemented { capability: &'static str },
     /// Details are logged, never sent: they may name internals.
     #[error("internal error")]
     Internal(String),
 }
+
+/// How long a client should wait before retrying an UNAVAILABLE call.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
@@ -32,28 +78,111 @@ impl ApiError {
             reason: reason.into(),
         }
     }
+
+    pub fn unimplemented(capability: &'static str) -> Self {
+        ApiError::Unimplemented { capability }
+    }
+
+    pub fn worker_not_found(name: impl Into<String>) -> Self {
+        let name = name.into();
+        ApiError::NotFound {
+            resource_type: "warden.v1.Worker",
+            message: format!("no worker named {name:?}"),
+            name,
+        }
+    }
+
+    /// The `ErrorInfo.reason`: a stable UPPER_SNAKE code per kind of error.
+    fn reason(&self) -> &'static str {
+        match self {
+            ApiError::InvalidArgument { .. } => "FIELD_INVALID",
+            ApiError::Ambiguous { .. } => "AMBIGUOUS_NAME",
+            ApiError::BadToken { .. } => "PAGE_TOKEN_INVALID",
+            ApiError::NotFound { .. } => "RESOURCE_NOT_FOUND",
+            ApiError::FailedPrecondition { reason, .. } => reason,
+            ApiError::Unauthenticated { reason, .. } => reason,
+            ApiError::PermissionDenied { .. } => "ROLE_INSUFFICIENT",
+            ApiError::Unavailable { .. } => "SOURCE_UNAVAILABLE",
+            ApiError::Unimplemented { .. } => "NOT_IMPLEMENTED",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
 }
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
         let message = err.to_string();
-        match err {
-            ApiError::InvalidArgument { field, reason } => Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                ErrorDetails::with_bad_request_violation(field, reason),
-            ),
-            ApiError::NotFound(_) => Status::not_found(message),
-            ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
-            ApiError::PermissionDenied(_) => Status::permission_denied(message),
-            ApiError::Unavailable { .. } => Status::unavailable(message),
-            ApiError::Unimplemented(_) => Status::unimplemented(message),
+        let mut metadata = HashMap::new();
+        let mut details = ErrorDetails::new();
+        let code = match &err {
+            ApiError::InvalidArgument { field, reason } => {
+                details.add_bad_request_violation(field.clone(), reason.clone());
+                metadata.insert("field".to_string(), field.clone());
+                Code::InvalidArgument
+            }
+            ApiError::Ambiguous {
+                field, candidates, ..
+            } => {
+                details.add_bad_request_violation(
+                    field.clone(),
+                    format!("ambiguous; one of: {}", candidates.join(", ")),
+                );
+                metadata.insert("field".to_string(), field.clone());
+                Code::InvalidArgument
+            }
+            ApiError::BadToken { field, reason } => {
+                details.add_bad_request_violation(*field, reason.clone());
+                metadata.insert("field".to_string(), field.to_string());
+                Code::InvalidArgument
+            }
+            ApiError::NotFound {
+                resource_type,
+                name,
+                ..
+            } => {
+                details.set_resource_info(*resource_type, name.clone(), "", message.clone());
+                Code::NotFound
+            }
+            ApiError::FailedPrecondition {
+                reason, subject, ..
+            } => {
+                details.set_precondition_failure(vec![PreconditionViolation::new(
+                    *reason,
+                    subject.clone(),
+                    message.clone(),
+                )]);
+                Code::FailedPrecondition
+            }
+            ApiError::Unauthenticated { .. } => Code::Unauthenticated,
+            ApiError::PermissionDenied { required, .. } => {
+                metadata.insert("required_role".to_string(), required.clone());
+                Code::PermissionDenied
+            }
+            ApiError::Unavailable { dependency, .. } => {
+                details.set_retry_info(Some(RETRY_AFTER));
+                metadata.insert("source".to_string(), dependency.to_string());
+                Code::Unavailable
+            }
+            ApiError::Unimplemented { capability } => {
+                metadata.insert("capability".to_string(), capability.to_string());
+                Code::Unimplemented
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                Status::internal(message)
+                Code::Internal
             }
-        }
+        };
+        details.set_error_info(err.reason(), DOMAIN, metadata);
+        Status::with_error_details(code, message, details)
     }
+}
+
+/// The status that ends a stream at shutdown: clients retry it (with their resume token).
+pub fn shutting_down() -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("SHUTTING_DOWN", DOMAIN, HashMap::new());
+    details.set_retry_info(Some(RETRY_AFTER));
+    Status::with_error_details(Code::Unavailable, "warden is shutting down", details)
 }
 
 #[cfg(test)]
@@ -68,6 +197,54 @@ mod tests {
         let details = status.get_error_details();
         let violations = &details.bad_request().unwrap().field_violations;
         assert_eq!(violations[0].field, "page_size");
+        let info = details.error_info().unwrap();
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("FIELD_INVALID", DOMAIN)
+        );
+    }
+
+    #[test]
+    fn every_kind_carries_error_info_and_its_own_detail() {
+        let status: Status = ApiError::worker_not_found("workers/celery/default/x@h").into();
+        let details = status.get_error_details();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            details.resource_info().unwrap().resource_name,
+            "workers/celery/default/x@h"
+        );
+        assert_eq!(details.error_info().unwrap().reason, "RESOURCE_NOT_FOUND");
+
+        let status: Status = ApiError::FailedPrecondition {
+            reason: "WORKER_ALIVE",
+            subject: "workers/celery/default/x@h".into(),
+            message: "alive".into(),
+        }
+        .into();
+        let details = status.get_error_details();
+        assert_eq!(
+            details.precondition_failure().unwrap().violations[0].r#type,
+            "WORKER_ALIVE"
+        );
+        assert_eq!(details.error_info().unwrap().reason, "WORKER_ALIVE");
+
+        let status: Status = ApiError::Unavailable {
+            dependency: "broker",
+            reason: "connection refused".into(),
+        }
+        .into();
+        let details = status.get_error_details();
+        assert!(details.retry_info().is_some());
+        assert_eq!(details.error_info().unwrap().metadata["source"], "broker");
+        let status: Status = ApiError::unimplemented("history store").into();
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().metadata["capability"],
+            "history store"
+        );
+        let status = shutting_down();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.get_error_details().retry_info().is_some());
     }
 
     #[test]

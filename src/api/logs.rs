@@ -20,9 +20,6 @@ impl Logs for LogsService {
         &self,
         _request: Request<pb::TailRequest>,
     ) -> Result<Response<TailStream>, Status> {
-        Err(ApiError::Unimplemented(
-            "Logs.Tail arrives with the runtimes (Kubernetes, local processes)",
-        )
-        .into())
+        Err(ApiError::unimplemented("runtimes (Kubernetes, local processes)").into())
     }
 }

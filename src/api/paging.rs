@@ -37,14 +37,11 @@ pub fn fingerprint(parts: &[&[u8]]) -> u64 {
     hash
 }
 
-pub fn page_size(requested: u32) -> Result<usize, ApiError> {
+/// 0 means the default; above the maximum is lowered to it (AIP-158), not refused.
+pub fn page_size(requested: u32) -> usize {
     match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE as usize),
-        n if n > MAX_PAGE_SIZE => Err(ApiError::invalid(
-            "page_size",
-            format!("{n} is above the maximum of {MAX_PAGE_SIZE}"),
-        )),
-        n => Ok(n as usize),
+        0 => DEFAULT_PAGE_SIZE as usize,
+        n => n.min(MAX_PAGE_SIZE) as usize,
     }
 }
 
@@ -62,7 +59,10 @@ pub fn decode(token: &str, fingerprint: u64) -> Result<Option<Cursor>, ApiError>
     if token.is_empty() {
         return Ok(None);
     }
-    let bad = |reason: &str| ApiError::invalid("page_token", reason);
+    let bad = |reason: &str| ApiError::BadToken {
+        field: "page_token",
+        reason: reason.to_string(),
+    };
     let bytes = URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| bad("not a token issued by this server"))?;
@@ -92,7 +92,8 @@ mod tests {
         assert!(decode("garbage!", 42).is_err());
         assert!(decode(&URL_SAFE_NO_PAD.encode(b"{\"v\":1}"), 42).is_err());
         assert_eq!(decode("", 42).unwrap(), None);
-        assert!(page_size(1001).is_err());
-        assert_eq!(page_size(0).unwrap(), 100);
+        assert_eq!(page_size(1001), 1000, "lowered, not refused");
+        assert_eq!(page_size(0), 100);
+        assert_eq!(page_size(7), 7);
     }
 }

@@ -1,49 +1,60 @@
-//! `warden.v1.WorkerHealth`: reads of the live fleet.
-use std::{collections::HashSet, pin::Pin, sync::Arc, time::Duration};
+//! `warden.v1.WorkerHealth`: reads of the live fleet. Handlers validate, ask the core, convert.
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use prost::Message as _;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::warn;
 
 use super::{
     ApiError,
-    convert::{self, Detail},
+    convert::{self, View},
+    error::shutting_down,
     paging::{self, Cursor},
+    watch_token,
 };
 use crate::{
-    fleet::{self, ChangeKind, FleetHandle, Refresher, Snapshot, Thresholds},
-    proto::v1::{self as pb, worker_health_server::WorkerHealth},
+    fleet::{
+        self, FleetHandle, Refresher, ResolveError, Snapshot, WatchEvent, WatchItem, WatchOptions,
+    },
+    proto::v1::{self as pb, watch_fleet_response::Event, worker_health_server::WorkerHealth},
 };
+
+/// Largest encoded snapshot chunk of a WatchFleet stream: well under gRPC's default 4 MiB
+/// message limit, so that any default-configured client (grpcurl included) can read it.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// A ListWorkers page in the FULL view stops growing at this encoded size.
+const PAGE_BYTES: usize = 3 << 20;
+/// Bounds of a requested bookmark interval.
+const BOOKMARK_MIN: Duration = Duration::from_secs(1);
+const BOOKMARK_MAX: Duration = Duration::from_secs(300);
 
 /// The service and what it reads from.
 #[derive(Clone)]
 pub struct WorkerHealthService {
     fleet: FleetHandle,
     refresher: Option<Arc<dyn Refresher>>,
-    thresholds: Thresholds,
     /// Upper bound of an on-demand refresh (inspect timeout plus broker round-trips).
     refresh_budget: Duration,
-    /// Ends every WatchFleet stream at shutdown.
-    shutdown: CancellationToken,
+    /// Default time between bookmarks on a quiet watch.
+    bookmark_every: Duration,
+    /// Owns refresh rounds, so that shutdown waits for them.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl WorkerHealthService {
     pub fn new(
         fleet: FleetHandle,
         refresher: Option<Arc<dyn Refresher>>,
-        thresholds: Thresholds,
         refresh_budget: Duration,
-        shutdown: CancellationToken,
+        bookmark_every: Duration,
+        tasks: tokio_util::task::TaskTracker,
     ) -> Self {
         Self {
             fleet,
             refresher,
-            thresholds,
             refresh_budget,
-            shutdown,
+            bookmark_every,
+            tasks,
         }
     }
 
@@ -53,12 +64,14 @@ impl WorkerHealthService {
     /// The RPC waits at most `refresh_budget`. The round itself runs in a task of its own, so
     /// that when the broker stalls mid-round the caller is answered on time while the round
     /// still finishes, within its own broker timeouts, and removes its reply binding.
-    async fn maybe_refresh(&self, refresh: bool, names: Option<Vec<String>>) -> Option<String> {
+    async fn maybe_refresh(&self, refresh: bool, ids: Option<Vec<String>>) -> Option<String> {
         if !refresh {
             return None;
         }
         let refresher = self.refresher.clone()?;
-        let round = tokio::spawn(async move { refresher.refresh(names).await });
+        let round = self
+            .tasks
+            .spawn(async move { refresher.refresh(ids).await });
         match tokio::time::timeout(self.refresh_budget, round).await {
             Ok(Ok(Ok(()))) => None,
             Ok(Ok(Err(err))) => Some(err),
@@ -68,7 +81,19 @@ impl WorkerHealthService {
     }
 }
 
-/// Sort rank of a worker for an order (ties broken by name).
+/// Maps a name that did not resolve to the API's error, naming `field`.
+pub fn resolve_error(field: &str, err: ResolveError) -> ApiError {
+    match err {
+        ResolveError::NotFound(name) => ApiError::worker_not_found(name),
+        ResolveError::Ambiguous { name, candidates } => ApiError::Ambiguous {
+            field: field.to_string(),
+            name,
+            candidates: candidates.iter().map(|k| k.resource_name()).collect(),
+        },
+    }
+}
+
+/// Sort rank of a worker for an order (ties broken by key).
 fn rank(order: pb::WorkerOrder, w: &fleet::Worker) -> i64 {
     match order {
         pb::WorkerOrder::Unspecified | pb::WorkerOrder::Name => 0,
@@ -91,55 +116,72 @@ impl WorkerHealth for WorkerHealthService {
         request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         let req = request.into_inner();
-        let page_size = paging::page_size(req.page_size)?;
+        let page_size = paging::page_size(req.page_size);
         let order = pb::WorkerOrder::try_from(req.order_by).map_err(|_| {
             ApiError::invalid("order_by", format!("unknown value {}", req.order_by))
         })?;
+        let view = convert::view(req.view, View::Basic)?;
         let filter = convert::worker_filter(req.filter.as_ref(), "filter")?;
         let filter_bytes = req.filter.clone().unwrap_or_default().encode_to_vec();
-        let fingerprint = paging::fingerprint(&[&filter_bytes, &req.order_by.to_be_bytes()]);
+        let fingerprint = paging::fingerprint(&[
+            &filter_bytes,
+            &req.order_by.to_be_bytes(),
+            &req.view.to_be_bytes(),
+        ]);
         let after = paging::decode(&req.page_token, fingerprint)?;
+        let after = match after {
+            Some(cursor) => Some((
+                cursor.rank,
+                fleet::WorkerKey::parse(&cursor.name).ok_or_else(|| ApiError::BadToken {
+                    field: "page_token",
+                    reason: "not a token issued by this server".into(),
+                })?,
+            )),
+            None => None,
+        };
 
         let refresh_error = self.maybe_refresh(req.refresh, None).await;
         let snapshot = self.fleet.snapshot();
         let now = self.fleet.clock().now();
-        let matches = |w: &&Arc<fleet::Worker>| filter.matches(w, now, self.thresholds);
-        // Sorted by (rank, name), borrowed: nothing is cloned but the page sent.
+        // Sorted by (rank, key), borrowed: nothing is cloned but the page sent.
         let mut matching: Vec<(i64, &Arc<fleet::Worker>)> = snapshot
             .workers
             .values()
-            .filter(matches)
+            .filter(|w| filter.matches(w))
             .map(|w| (rank(order, w), w))
             .collect();
-        // The map is ordered by name already; only other orders need a sort (stable, so ties
-        // stay by name).
+        // The map is ordered by key already; only other orders need a (stable) sort.
         if !matches!(order, pb::WorkerOrder::Unspecified | pb::WorkerOrder::Name) {
             matching.sort_by_key(|(rank, _)| *rank);
         }
         let total_size = matching.len() as u32;
-        let start = after.map_or(0, |after| {
-            matching.partition_point(|(rank, w)| {
-                (*rank, w.name.as_str()) <= (after.rank, after.name.as_str())
-            })
+        let start = after.map_or(0, |(after_rank, after_key)| {
+            matching.partition_point(|(rank, w)| (*rank, &w.key) <= (after_rank, &after_key))
         });
-        let page = &matching[start.min(matching.len())..(start + page_size).min(matching.len())];
-        let next_page_token = match page.last() {
-            Some((rank, w)) if start + page.len() < matching.len() => paging::encode(
+        let mut workers = Vec::new();
+        let mut bytes = 0;
+        let mut last = None;
+        for (rank, w) in matching.iter().skip(start).take(page_size) {
+            let worker = convert::worker(w, now, &snapshot, view);
+            bytes += worker.encoded_len();
+            if bytes > PAGE_BYTES && !workers.is_empty() {
+                break;
+            }
+            workers.push(worker);
+            last = Some((*rank, *w));
+        }
+        let next_page_token = match last {
+            Some((rank, w)) if start + workers.len() < matching.len() => paging::encode(
                 fingerprint,
                 Cursor {
-                    rank: *rank,
-                    name: w.name.clone(),
+                    rank,
+                    name: w.key.resource_name(),
                 },
             ),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListWorkersResponse {
-            workers: page
-                .iter()
-                .map(|(_, w)| {
-                    convert::worker(w, now, self.thresholds, &snapshot.broker, Detail::Summary)
-                })
-                .collect(),
+            workers,
             next_page_token,
             total_size,
             freshness: Some(convert::freshness(&snapshot, refresh_error.as_deref())),
@@ -155,25 +197,25 @@ impl WorkerHealth for WorkerHealthService {
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required").into());
         }
-        let known = self.fleet.snapshot().workers.contains_key(&req.name);
+        let view = convert::view(req.view, View::Full)?;
         // Only address a worker we know: a refresh must not invent one from a typo.
+        let known = self
+            .fleet
+            .snapshot()
+            .resolve(&req.name)
+            .map_err(|e| resolve_error("name", e))?;
+        let refresh = req.refresh && known.backend() == fleet::Backend::Celery;
         let refresh_error = self
-            .maybe_refresh(req.refresh && known, Some(vec![req.name.clone()]))
+            .maybe_refresh(refresh, Some(vec![known.id().to_string()]))
             .await;
         let snapshot = self.fleet.snapshot();
         let worker = snapshot
             .workers
-            .get(&req.name)
-            .ok_or_else(|| ApiError::NotFound(format!("no worker named {:?}", req.name)))?;
+            .get(&known.key)
+            .ok_or_else(|| ApiError::worker_not_found(known.key.resource_name()))?;
         let now = self.fleet.clock().now();
         Ok(Response::new(pb::GetWorkerResponse {
-            worker: Some(convert::worker(
-                worker,
-                now,
-                self.thresholds,
-                &snapshot.broker,
-                Detail::Full,
-            )),
+            worker: Some(convert::worker(worker, now, &snapshot, view)),
             freshness: Some(convert::freshness(&snapshot, refresh_error.as_deref())),
             revision: snapshot.revision,
         }))
@@ -186,46 +228,8 @@ impl WorkerHealth for WorkerHealthService {
         let req = request.into_inner();
         let filter = convert::worker_filter(req.filter.as_ref(), "filter")?;
         let snapshot = self.fleet.snapshot();
-        let now = self.fleet.clock().now();
-        let mut s = pb::FleetSummary::default();
-        for w in snapshot
-            .workers
-            .values()
-            .filter(|w| filter.matches(w, now, self.thresholds))
-        {
-            s.workers += 1;
-            match w.activity {
-                fleet::Activity::Active => s.active += 1,
-                fleet::Activity::Idle => s.idle += 1,
-                fleet::Activity::Unresponsive => s.unresponsive += 1,
-            }
-            match w.lifecycle {
-                fleet::Lifecycle::Alive => {
-                    s.alive += 1;
-                    s.pool_capacity += w.pool.as_ref().map_or(0, |p| u64::from(p.max_concurrency));
-                }
-                fleet::Lifecycle::Offline => s.offline += 1,
-                fleet::Lifecycle::Lost => s.lost += 1,
-            }
-            match fleet::filter::health(w, now, self.thresholds).status {
-                fleet::HealthStatus::Healthy => s.healthy += 1,
-                fleet::HealthStatus::Warning => s.warning += 1,
-                fleet::HealthStatus::Critical => s.critical += 1,
-            }
-            s.active_tasks += u64::from(w.active_tasks);
-            s.processed_tasks += w.processed_total;
-            s.throughput_per_min += w
-                .task_stats
-                .as_ref()
-                .and_then(|t| t.overall.first())
-                .map_or(0.0, |one_minute| one_minute.throughput_per_min());
-        }
-        for q in snapshot.queues.values() {
-            s.queued_messages += q.depth;
-            s.unacked_messages += q.unacked;
-        }
         Ok(Response::new(pb::GetFleetSummaryResponse {
-            summary: Some(s),
+            summary: Some(convert::summary(&snapshot.summary(&filter))),
             freshness: Some(convert::freshness(&snapshot, None)),
             revision: snapshot.revision,
         }))
@@ -239,81 +243,53 @@ impl WorkerHealth for WorkerHealthService {
     ) -> Result<Response<Self::WatchFleetStream>, Status> {
         let req = request.into_inner();
         let filter = convert::worker_filter(req.filter.as_ref(), "filter")?;
-        let (mut changes, snapshot) = self.fleet.subscribe();
-        let service = self.clone();
-        let stream = async_stream::try_stream! {
-            let mut watcher = Watcher { service, filter, include_queues: req.include_queues, sent: HashSet::new(), revision: 0 };
-            let resumed = (req.resume_from_revision > 0)
-                .then(|| snapshot.changes_since(req.resume_from_revision))
-                .flatten();
-            match resumed {
-                Some(replay) => {
-                    watcher.revision = req.resume_from_revision;
-                    // The client already holds the state as of its revision: rebuild which
-                    // workers it has from the snapshot minus the replayed changes.
-                    watcher.sent = watcher.names_matching(&snapshot);
-                    for change in replay.iter().rev() {
-                        match &change.kind {
-                            ChangeKind::WorkerAdded(w) => { watcher.sent.remove(&w.name); }
-                            ChangeKind::WorkerRemoved { name, .. } => { watcher.sent.insert(name.clone()); }
-                            ChangeKind::WorkerUpdated(_) | ChangeKind::QueueUpdated(_) => {}
-                        }
-                    }
-                    for change in replay {
-                        if let Some(message) = watcher.change(&change, &snapshot) {
-                            yield message;
-                        }
-                    }
-                }
-                None => {
-                    let reason = if req.resume_from_revision > 0 {
-                        pb::SnapshotReason::ResumeUnavailable
-                    } else {
-                        pb::SnapshotReason::Initial
-                    };
-                    yield watcher.snapshot(&snapshot, reason);
+        let view = convert::view(req.view, View::Basic)?;
+        let bookmark_every = match req.bookmark_interval {
+            None => self.bookmark_every,
+            Some(d) if d.seconds < 0 || d.nanos < 0 => {
+                return Err(ApiError::invalid("bookmark_interval", "must not be negative").into());
+            }
+            Some(d) => {
+                Duration::new(d.seconds as u64, d.nanos as u32).clamp(BOOKMARK_MIN, BOOKMARK_MAX)
+            }
+        };
+        let fingerprint = paging::fingerprint(&[
+            &req.filter.clone().unwrap_or_default().encode_to_vec(),
+            &req.view.to_be_bytes(),
+            &[u8::from(req.include_queues)],
+        ]);
+        let resume = watch_token::decode(&req.resume_token)?.map(|token| {
+            if token.fingerprint == fingerprint {
+                token.position
+            } else {
+                // Issued for another filter or view: what the client holds is not what this
+                // stream would send, so it gets a snapshot (no revision is ever this high).
+                fleet::Position {
+                    revision: u64::MAX,
+                    ..token.position
                 }
             }
-            let shutdown = watcher.service.shutdown.clone();
+        });
+        let mut watch = self.fleet.watch(WatchOptions {
+            filter,
+            resume,
+            include_queues: req.include_queues,
+            bookmark_every,
+        });
+        let fleet = self.fleet.clone();
+        let stream = async_stream::stream! {
             loop {
-                let received = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    received = changes.recv() => received,
+                let Some(item) = watch.next().await else {
+                    yield Err(shutting_down());
+                    break;
                 };
-                match received {
-                    Ok(change) => {
-                        if change.revision <= watcher.revision {
-                            continue;
-                        }
-                        let latest = watcher.service.fleet.snapshot();
-                        if let Some(message) = watcher.change(&change, &latest) {
-                            yield message;
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        warn!(missed, "WatchFleet client fell behind; resynchronising with a snapshot");
-                        let latest = watcher.service.fleet.snapshot();
-                        yield watcher.snapshot(&latest, pb::SnapshotReason::Resync);
-                    }
-                    Err(RecvError::Closed) => break,
+                let now = fleet.clock().now();
+                for message in messages(item, now, view, fingerprint) {
+                    yield Ok(message);
                 }
             }
         };
         Ok(Response::new(Box::pin(stream)))
-    }
-
-    async fn get_worker_history(
-        &self,
-        _request: Request<pb::GetWorkerHistoryRequest>,
-    ) -> Result<Response<pb::GetWorkerHistoryResponse>, Status> {
-        Err(ApiError::Unimplemented("GetWorkerHistory arrives with the history store").into())
-    }
-
-    async fn list_events(
-        &self,
-        _request: Request<pb::ListEventsRequest>,
-    ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        Err(ApiError::Unimplemented("ListEvents arrives with the history store").into())
     }
 
     async fn list_queues(
@@ -321,7 +297,7 @@ impl WorkerHealth for WorkerHealthService {
         request: Request<pb::ListQueuesRequest>,
     ) -> Result<Response<pb::ListQueuesResponse>, Status> {
         let req = request.into_inner();
-        let page_size = paging::page_size(req.page_size)?;
+        let page_size = paging::page_size(req.page_size);
         let glob = convert::glob("name_glob", &req.name_glob)?;
         let fingerprint = paging::fingerprint(&[req.name_glob.as_bytes()]);
         let after = paging::decode(&req.page_token, fingerprint)?;
@@ -333,20 +309,15 @@ impl WorkerHealth for WorkerHealthService {
             .filter(|q| after.as_ref().is_none_or(|a| q.name > a.name))
             .collect();
         let page: Vec<_> = matching.iter().take(page_size).collect();
-        let next_page_token = if matching.len() > page.len() {
-            page.last()
-                .map(|q| {
-                    paging::encode(
-                        fingerprint,
-                        Cursor {
-                            rank: 0,
-                            name: q.name.clone(),
-                        },
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
+        let next_page_token = match page.last() {
+            Some(q) if matching.len() > page.len() => paging::encode(
+                fingerprint,
+                Cursor {
+                    rank: 0,
+                    name: q.name.clone(),
+                },
+            ),
+            _ => String::new(),
         };
         Ok(Response::new(pb::ListQueuesResponse {
             queues: page.iter().map(|q| convert::queue(q)).collect(),
@@ -355,134 +326,210 @@ impl WorkerHealth for WorkerHealthService {
         }))
     }
 
-    async fn list_alerts(
+    async fn list_groups(
         &self,
-        _request: Request<pb::ListAlertsRequest>,
-    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
-        Err(ApiError::Unimplemented("ListAlerts arrives with the alerting engine").into())
-    }
-}
-
-/// The per-stream state of one WatchFleet client: which workers it currently holds.
-struct Watcher {
-    service: WorkerHealthService,
-    filter: fleet::WorkerFilter,
-    include_queues: bool,
-    sent: HashSet<String>,
-    revision: u64,
-}
-
-impl Watcher {
-    fn names_matching(&self, snapshot: &Snapshot) -> HashSet<String> {
-        let now = self.service.fleet.clock().now();
-        snapshot
-            .workers
-            .values()
-            .filter(|w| self.filter.matches(w, now, self.service.thresholds))
-            .map(|w| w.name.clone())
-            .collect()
-    }
-
-    fn snapshot(
-        &mut self,
-        snapshot: &Snapshot,
-        reason: pb::SnapshotReason,
-    ) -> pb::WatchFleetResponse {
-        let now = self.service.fleet.clock().now();
-        self.sent = self.names_matching(snapshot);
-        self.revision = snapshot.revision;
-        pb::WatchFleetResponse {
-            revision: snapshot.revision,
-            time: Some(convert::timestamp(snapshot.at)),
-            event: Some(pb::watch_fleet_response::Event::Snapshot(
-                pb::FleetSnapshot {
-                    workers: snapshot
-                        .workers
-                        .values()
-                        .filter(|w| self.sent.contains(&w.name))
-                        .map(|w| {
-                            convert::worker(
-                                w,
-                                now,
-                                self.service.thresholds,
-                                &snapshot.broker,
-                                Detail::Summary,
-                            )
-                        })
-                        .collect(),
-                    queues: if self.include_queues {
-                        snapshot
-                            .queues
-                            .values()
-                            .map(|q| convert::queue(q))
-                            .collect()
-                    } else {
-                        Vec::new()
-                    },
-                    reason: reason.into(),
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let req = request.into_inner();
+        let page_size = paging::page_size(req.page_size);
+        let backends = convert::enum_values(
+            "backends",
+            &req.backends,
+            |v| pb::Backend::try_from(v).ok(),
+            convert::backend_from_pb,
+        )?;
+        let kinds = convert::enum_values(
+            "kinds",
+            &req.kinds,
+            |v| pb::GroupKind::try_from(v).ok(),
+            |k| (k != pb::GroupKind::Unspecified).then_some(k),
+        )?;
+        let glob = convert::glob("name_glob", &req.name_glob)?;
+        let mut fingerprint_parts = req
+            .backends
+            .iter()
+            .map(|b| b.to_be_bytes())
+            .collect::<Vec<_>>();
+        fingerprint_parts.extend(req.kinds.iter().map(|k| k.to_be_bytes()));
+        let mut parts: Vec<&[u8]> = fingerprint_parts.iter().map(|p| p.as_slice()).collect();
+        parts.push(req.name_glob.as_bytes());
+        let fingerprint = paging::fingerprint(&parts);
+        let after = paging::decode(&req.page_token, fingerprint)?;
+        let snapshot = self.fleet.snapshot();
+        let matching: Vec<pb::Group> = snapshot
+            .groups()
+            .iter()
+            .filter(|g| backends.is_empty() || backends.contains(&g.backend))
+            .filter(|g| glob.as_ref().is_none_or(|m| m.is_match(&*g.id)))
+            .map(convert::group)
+            .filter(|g| kinds.is_empty() || kinds.iter().any(|k| i32::from(*k) == g.kind))
+            .collect();
+        let total_size = matching.len() as u32;
+        let rest: Vec<pb::Group> = matching
+            .into_iter()
+            .filter(|g| after.as_ref().is_none_or(|a| g.name > a.name))
+            .collect();
+        let more = rest.len() > page_size;
+        let groups: Vec<pb::Group> = rest.into_iter().take(page_size).collect();
+        let next_page_token = match groups.last() {
+            Some(g) if more => paging::encode(
+                fingerprint,
+                Cursor {
+                    rank: 0,
+                    name: g.name.clone(),
                 },
-            )),
-        }
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups,
+            next_page_token,
+            total_size,
+            freshness: Some(convert::freshness(&snapshot, None)),
+            revision: snapshot.revision,
+        }))
     }
 
-    /// The message for one change as this client sees it through its filter, if any.
-    fn change(
-        &mut self,
-        change: &fleet::FleetChange,
-        latest: &Snapshot,
-    ) -> Option<pb::WatchFleetResponse> {
-        use pb::watch_fleet_response::Event;
-        self.revision = change.revision;
-        let now = self.service.fleet.clock().now();
-        let event = match &change.kind {
-            ChangeKind::WorkerAdded(w) | ChangeKind::WorkerUpdated(w) => {
-                let matches = self.filter.matches(w, now, self.service.thresholds);
-                let had = self.sent.contains(&w.name);
-                let message = || {
-                    convert::worker(
-                        w,
-                        now,
-                        self.service.thresholds,
-                        &latest.broker,
-                        Detail::Summary,
-                    )
-                };
-                match (had, matches) {
-                    (false, true) => {
-                        self.sent.insert(w.name.clone());
-                        Event::WorkerAdded(message())
-                    }
-                    (true, true) => Event::WorkerUpdated(message()),
-                    (true, false) => {
-                        self.sent.remove(&w.name);
-                        Event::WorkerRemoved(pb::WorkerRemoved {
-                            name: w.name.clone(),
-                            backend: convert::backend(w.backend).into(),
-                        })
-                    }
-                    (false, false) => return None,
+    async fn get_group(
+        &self,
+        request: Request<pb::GetGroupRequest>,
+    ) -> Result<Response<pb::GetGroupResponse>, Status> {
+        let req = request.into_inner();
+        if req.name.is_empty() {
+            return Err(ApiError::invalid("name", "required").into());
+        }
+        let id = convert::group_id("name", &req.name)?;
+        let snapshot = self.fleet.snapshot();
+        let found: Vec<pb::Group> = snapshot
+            .groups()
+            .iter()
+            .filter(|g| *g.id == *id)
+            .map(convert::group)
+            .filter(|g| !req.name.starts_with("groups/") || g.name == req.name)
+            .collect();
+        let group = match found.len() {
+            0 => {
+                return Err(ApiError::NotFound {
+                    resource_type: "warden.v1.Group",
+                    message: format!("no group named {:?}", req.name),
+                    name: req.name,
                 }
+                .into());
             }
-            ChangeKind::QueueUpdated(queue) => {
-                if !self.include_queues {
-                    return None;
+            1 => found.into_iter().next(),
+            _ => {
+                return Err(ApiError::Ambiguous {
+                    field: "name".into(),
+                    name: req.name,
+                    candidates: found.into_iter().map(|g| g.name).collect(),
                 }
-                Event::QueueUpdated(convert::queue(queue))
-            }
-            ChangeKind::WorkerRemoved { name, backend } => {
-                if !self.sent.remove(name) {
-                    return None;
-                }
-                Event::WorkerRemoved(pb::WorkerRemoved {
-                    name: name.clone(),
-                    backend: convert::backend(*backend).into(),
-                })
+                .into());
             }
         };
-        Some(pb::WatchFleetResponse {
-            revision: change.revision,
-            time: Some(convert::timestamp(change.at)),
-            event: Some(event),
-        })
+        Ok(Response::new(pb::GetGroupResponse {
+            group,
+            freshness: Some(convert::freshness(&snapshot, None)),
+            revision: snapshot.revision,
+        }))
+    }
+}
+
+/// The messages one watch item becomes: a snapshot is begin, chunks of at most
+/// [`CHUNK_BYTES`], end; anything else is one message.
+fn messages(
+    item: WatchItem,
+    now: std::time::SystemTime,
+    view: View,
+    fingerprint: u64,
+) -> Vec<pb::WatchFleetResponse> {
+    let token = watch_token::encode(item.position, fingerprint);
+    let revision = item.position.revision;
+    let time = Some(convert::timestamp(item.at));
+    let message = |event: Event, token: String| pb::WatchFleetResponse {
+        resume_token: token,
+        revision,
+        time,
+        event: Some(event),
+    };
+    let snapshot: &Snapshot = &item.snapshot;
+    match item.event {
+        WatchEvent::Snapshot {
+            reason,
+            workers,
+            queues,
+        } => {
+            let mut out = vec![message(
+                Event::SnapshotBegin(pb::SnapshotBegin {
+                    reason: snapshot_reason(reason).into(),
+                    total_workers: workers.len() as u32,
+                    total_queues: queues.len() as u32,
+                }),
+                String::new(),
+            )];
+            let mut chunk = pb::SnapshotChunk::default();
+            let mut bytes = 0;
+            let mut flush = |chunk: &mut pb::SnapshotChunk, bytes: &mut usize| {
+                if !chunk.workers.is_empty() || !chunk.queues.is_empty() {
+                    out.push(message(
+                        Event::SnapshotChunk(std::mem::take(chunk)),
+                        String::new(),
+                    ));
+                }
+                *bytes = 0;
+            };
+            for w in &workers {
+                let worker = convert::worker(w, now, snapshot, view);
+                let size = worker.encoded_len() + 8;
+                if bytes + size > CHUNK_BYTES {
+                    flush(&mut chunk, &mut bytes);
+                }
+                bytes += size;
+                chunk.workers.push(worker);
+            }
+            for q in &queues {
+                let queue = convert::queue(q);
+                let size = queue.encoded_len() + 8;
+                if bytes + size > CHUNK_BYTES {
+                    flush(&mut chunk, &mut bytes);
+                }
+                bytes += size;
+                chunk.queues.push(queue);
+            }
+            flush(&mut chunk, &mut bytes);
+            out.push(message(Event::SnapshotEnd(pb::SnapshotEnd {}), token));
+            out
+        }
+        WatchEvent::WorkerAdded(w) => vec![message(
+            Event::WorkerAdded(convert::worker(&w, now, snapshot, view)),
+            token,
+        )],
+        WatchEvent::WorkerUpdated(w) => vec![message(
+            Event::WorkerUpdated(convert::worker(&w, now, snapshot, view)),
+            token,
+        )],
+        WatchEvent::WorkerRemoved(key) => vec![message(
+            Event::WorkerRemoved(pb::WorkerRemoved {
+                name: key.resource_name(),
+                id: key.id.to_string(),
+                backend: convert::backend(key.backend).into(),
+            }),
+            token,
+        )],
+        WatchEvent::QueueUpdated(q) => {
+            vec![message(Event::QueueUpdated(convert::queue(&q)), token)]
+        }
+        WatchEvent::Bookmark => vec![pb::WatchFleetResponse {
+            time: Some(convert::timestamp(now)),
+            ..message(Event::Bookmark(pb::Bookmark {}), token)
+        }],
+    }
+}
+
+fn snapshot_reason(reason: fleet::SnapshotReason) -> pb::SnapshotReason {
+    match reason {
+        fleet::SnapshotReason::Initial => pb::SnapshotReason::Initial,
+        fleet::SnapshotReason::ResumeUnavailable => pb::SnapshotReason::ResumeUnavailable,
+        fleet::SnapshotReason::Resync => pb::SnapshotReason::Resync,
+        fleet::SnapshotReason::EpochChanged => pb::SnapshotReason::EpochChanged,
     }
 }

@@ -59,7 +59,7 @@ async fn tokens_and_roles_are_enforced() {
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{token:?}: {err:?}");
         let err = control
-            .restart_worker(with_token(pb::RestartWorkerRequest::default(), token))
+            .restart_workers(with_token(pb::RestartWorkersRequest::default(), token))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
@@ -73,8 +73,8 @@ async fn tokens_and_roles_are_enforced() {
         .into_inner();
     assert!(listed.freshness.is_some());
     let err = control
-        .restart_worker(with_token(
-            pb::RestartWorkerRequest::default(),
+        .restart_workers(with_token(
+            pb::RestartWorkersRequest::default(),
             Some(VIEWER),
         ))
         .await
@@ -88,30 +88,30 @@ async fn tokens_and_roles_are_enforced() {
 
     // An operator passes authorisation: the action itself is not built yet.
     let err = control
-        .restart_worker(with_token(
-            pb::RestartWorkerRequest::default(),
+        .restart_workers(with_token(
+            pb::RestartWorkersRequest::default(),
             Some(OPERATOR),
         ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("RestartWorker"));
+    assert!(err.message().contains("runtimes"), "{err:?}");
 
     // Forgetting needs admin.
-    let forget = pb::ForgetWorkerRequest {
-        target: Some(pb::Target {
-            names: vec!["ghost@nowhere".into()],
-            filter: None,
+    let forget = pb::ForgetWorkersRequest {
+        selector: Some(pb::Selector {
+            workers: vec!["ghost@nowhere".into()],
+            ..Default::default()
         }),
         ..Default::default()
     };
     let err = control
-        .forget_worker(with_token(forget.clone(), Some(OPERATOR)))
+        .forget_workers(with_token(forget.clone(), Some(OPERATOR)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = control
-        .forget_worker(with_token(forget, Some(ADMIN)))
+        .forget_workers(with_token(forget, Some(ADMIN)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");

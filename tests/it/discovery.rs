@@ -50,7 +50,7 @@ async fn two_workers_are_discovered_counted_and_a_killed_one_turns_unresponsive(
                 .is_some_and(|u| u.seconds > 0 || u.nanos > 0),
             "{w:?}"
         );
-        assert!(w.pid > 0);
+        assert!(w.pid.unwrap_or(0) > 0);
         assert!(w.last_seen.is_some());
         assert_eq!(w.backend(), pb::Backend::Celery);
         assert!(matches!(
@@ -63,7 +63,7 @@ async fn two_workers_are_discovered_counted_and_a_killed_one_turns_unresponsive(
             "{w:?}"
         );
     }
-    assert_eq!(w1_info.pid, w1.pid());
+    assert_eq!(w1_info.pid, Some(w1.pid()));
     let pool1 = w1_info.pool.as_ref().unwrap();
     assert_eq!(
         (pool1.implementation.as_str(), pool1.max_concurrency),
@@ -96,6 +96,7 @@ async fn two_workers_are_discovered_counted_and_a_killed_one_turns_unresponsive(
         .get_worker(pb::GetWorkerRequest {
             name: "w2@discovery".into(),
             refresh: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -109,6 +110,7 @@ async fn two_workers_are_discovered_counted_and_a_killed_one_turns_unresponsive(
         .get_worker(pb::GetWorkerRequest {
             name: "nobody@nowhere".into(),
             refresh: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();

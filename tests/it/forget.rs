@@ -21,6 +21,7 @@ async fn lifecycle(client: &mut WorkerHealthClient<Channel>, name: &str) -> pb::
         .get_worker(pb::GetWorkerRequest {
             name: name.into(),
             refresh: false,
+            ..Default::default()
         })
         .await
         .expect("GetWorker")
@@ -130,6 +131,7 @@ async fn forget_refuses_alive_workers_and_removes_gone_ones() {
             .get_worker(pb::GetWorkerRequest {
                 name: name.into(),
                 refresh: false,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -142,7 +144,7 @@ async fn forget_refuses_alive_workers_and_removes_gone_ones() {
 
     // The live worker is untouched, and a later round does not bring the dead back.
     let r = list(&mut client, true).await;
-    let names: Vec<&str> = r.workers.iter().map(|w| w.name.as_str()).collect();
+    let names: Vec<&str> = r.workers.iter().map(|w| w.id.as_str()).collect();
     assert_eq!(names, ["stays@forget"], "{r:?}");
     assert_eq!(
         lifecycle(&mut client, "stays@forget").await,

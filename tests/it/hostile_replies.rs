@@ -150,7 +150,7 @@ async fn forged_replies_are_counted_and_skipped() {
     })
     .await;
     let r = list(&mut client, true).await;
-    let names: Vec<&str> = r.workers.iter().map(|w| w.name.as_str()).collect();
+    let names: Vec<&str> = r.workers.iter().map(|w| w.id.as_str()).collect();
     assert_eq!(names, ["real@hostile"], "a forgery invented a worker");
     assert!(!std::path::Path::new("/tmp/warden-pwned").exists());
     let (code, body) = {

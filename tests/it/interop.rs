@@ -57,7 +57,8 @@ async fn grpcurl_lists_services_and_workers() {
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("grpcurl prints JSON");
     let workers = json["workers"].as_array().expect("workers array");
     assert_eq!(workers.len(), 1, "{stdout}");
-    assert_eq!(workers[0]["name"], "w1@grpcurl");
+    assert_eq!(workers[0]["id"], "w1@grpcurl");
+    assert_eq!(workers[0]["name"], "workers/celery/default/w1@grpcurl");
     assert_eq!(workers[0]["activity"], "ACTIVITY_IDLE");
     assert_eq!(workers[0]["pool"]["maxConcurrency"], 2);
 
@@ -84,6 +85,8 @@ async fn generated_python_client_calls_list_workers() {
             "warden/v1/worker_health.proto",
             "warden/v1/logs.proto",
             "warden/v1/control.proto",
+            "warden/v1/history.proto",
+            "warden/v1/alerts.proto",
         ]));
     assert!(ok, "protoc failed: {stderr}");
 
@@ -96,7 +99,7 @@ async fn generated_python_client_calls_list_workers() {
     let json: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
     let workers = json["workers"].as_array().expect("workers");
     assert_eq!(workers.len(), 1, "{stdout}");
-    assert_eq!(workers[0]["name"], "w1@python");
+    assert_eq!(workers[0]["id"], "w1@python");
     assert_eq!(workers[0]["lifecycle"], "LIFECYCLE_ALIVE");
     warden.stop().await;
 }
@@ -120,10 +123,7 @@ async fn cli_watch_prints_the_live_stream() {
     let json: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(json["kind"], "snapshot", "{first}");
     let workers = json["data"]["workers"].as_array().unwrap();
-    assert!(
-        workers.iter().any(|w| w["name"] == "w1@cliwatch"),
-        "{first}"
-    );
+    assert!(workers.iter().any(|w| w["id"] == "w1@cliwatch"), "{first}");
     assert!(json["revision"].as_u64().unwrap() > 0);
     child.kill().await.unwrap();
     warden.stop().await;

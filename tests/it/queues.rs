@@ -72,10 +72,7 @@ async fn priority_sub_queues_are_summed_exactly_and_changes_are_streamed() {
         .await
         .unwrap()
         .into_inner();
-    let first = stream.next().await.unwrap().unwrap();
-    let Some(Event::Snapshot(s)) = &first.event else {
-        panic!("{first:?}")
-    };
+    let s = next_snapshot(&mut stream).await;
     assert!(s.queues.iter().any(|q| q.name == "nobody" && q.depth == 10));
     let sent = Instant::now();
     submit(&broker, "add", 2, &["1", "1"], &["--queue", "nobody"]);
@@ -152,7 +149,10 @@ async fn prefetched_unacked_messages_are_reported_separately() {
     )
     .await;
     assert_eq!(slowq.consumers, 1);
-    assert_eq!(slowq.consumer_names, vec!["slow@queues"]);
+    assert_eq!(
+        slowq.consumer_names,
+        vec!["workers/celery/default/slow@queues"]
+    );
     // Redis agrees: the unacked hash holds exactly the prefetched messages.
     assert_eq!(redis.cli(&["HLEN", "unacked"]), "4");
     assert_eq!(redis.cli(&["LLEN", "slowq"]), "2");

@@ -12,6 +12,7 @@ async fn detail(client: &mut WorkerHealthClient<Channel>, name: &str) -> Option<
         .get_worker(pb::GetWorkerRequest {
             name: name.into(),
             refresh: false,
+            ..Default::default()
         })
         .await
         .ok()?

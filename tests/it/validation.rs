@@ -83,28 +83,46 @@ async fn malformed_name_glob_is_invalid_filter_name_glob() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn page_size_above_1000_is_invalid_page_size() {
-    let (_redis, warden, mut client) = empty_fleet().await;
+async fn page_size_above_the_maximum_is_lowered_to_it() {
+    // AIP-158: a page size above 1000 is lowered, not refused. 1,200 workers (fed to the
+    // fleet directly: the broker is not needed) make the lowering visible.
+    let mut config = test_config(&format!("redis://127.0.0.1:{}/0", free_port()));
+    config.broker_timeout = Duration::from_millis(200);
+    let warden = TestWarden::start(config).await;
+    let fleet = warden.warden.as_ref().unwrap().fleet.clone();
+    fleet
+        .observe(warden::fleet::owner::FleetMessage::Inspect(
+            warden::fleet::InspectRound {
+                backend: warden::fleet::Backend::Celery,
+                scope: "default".into(),
+                started_at: std::time::SystemTime::now(),
+                targets: Some(Vec::new()),
+                reports: (0..1200)
+                    .map(|i| warden::fleet::InspectReport {
+                        name: format!("w{i:04}@lowered"),
+                        ping: true,
+                        ..Default::default()
+                    })
+                    .collect(),
+            },
+        ))
+        .await
+        .unwrap();
+    fleet.barrier().await.unwrap();
+    let mut client = warden.client().await;
     for size in [1001, u32::MAX] {
-        let status = list_err(
-            &mut client,
-            pb::ListWorkersRequest {
+        let page = client
+            .list_workers(pb::ListWorkersRequest {
                 page_size: size,
                 ..Default::default()
-            },
-        )
-        .await;
-        assert_invalid(&status, "page_size");
-        assert!(status.message().contains("1000"), "{status:?}");
+            })
+            .await
+            .expect("an oversized page_size is lowered, not refused")
+            .into_inner();
+        assert_eq!(page.workers.len(), 1000, "page_size {size}");
+        assert_eq!(page.total_size, 1200);
+        assert!(!page.next_page_token.is_empty());
     }
-    // The maximum itself is allowed.
-    client
-        .list_workers(pb::ListWorkersRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("page_size 1000 is accepted");
     warden.stop().await;
 }
 
@@ -223,6 +241,7 @@ async fn get_worker_without_a_name_is_invalid_name() {
             .get_worker(pb::GetWorkerRequest {
                 name: String::new(),
                 refresh,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -302,7 +321,7 @@ async fn stale_page_token_from_another_filter_or_order_is_invalid_page_token() {
         .await
         .expect("the token is valid for its own listing")
         .into_inner();
-    assert_eq!(next.workers[0].name, "sb@validation");
+    assert_eq!(next.workers[0].id, "sb@validation");
 
     // ...and nowhere else: another filter, no filter, another order.
     for other in [
@@ -343,7 +362,7 @@ async fn walk(client: &mut WorkerHealthClient<Channel>, order: pb::WorkerOrder) 
             .into_inner();
         assert!(page.workers.len() <= 1, "page_size 1: {page:?}");
         assert_eq!(page.total_size, 3, "total_size counts every page");
-        names.extend(page.workers.into_iter().map(|w| w.name));
+        names.extend(page.workers.into_iter().map(|w| w.id));
         assert!(names.len() <= 3, "more pages than workers: {names:?}");
         if page.next_page_token.is_empty() {
             return names;

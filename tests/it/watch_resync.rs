@@ -8,13 +8,14 @@ use tokio_stream::StreamExt as _;
 use tonic::Request;
 use warden::{
     api::worker_health::WorkerHealthService,
-    fleet::{Backend, InspectReport, InspectRound, Thresholds, owner::FleetMessage},
+    fleet::{Backend, InspectReport, InspectRound, owner::FleetMessage},
     proto::v1::{self as pb, watch_fleet_response::Event, worker_health_server::WorkerHealth as _},
 };
 
 fn round(names: impl Iterator<Item = String>) -> InspectRound {
     InspectRound {
         backend: Backend::Celery,
+        scope: "default".into(),
         started_at: SystemTime::now(),
         targets: Some(Vec::new()),
         reports: names
@@ -40,20 +41,17 @@ async fn a_watcher_that_falls_behind_gets_a_resync_snapshot() {
     let service = WorkerHealthService::new(
         fleet.clone(),
         None,
-        Thresholds {
-            warning: Duration::from_secs(30),
-            critical: Duration::from_secs(60),
-        },
         Duration::from_secs(1),
-        warden.cancellation(),
+        Duration::from_secs(15),
+        tokio_util::task::TaskTracker::new(),
     );
     let mut stream = service
         .watch_fleet(Request::new(pb::WatchFleetRequest::default()))
         .await
         .unwrap()
         .into_inner();
-    let first = stream.next().await.unwrap().unwrap();
-    assert!(matches!(first.event, Some(Event::Snapshot(_))));
+    let first = crate::support::next_snapshot(&mut stream).await;
+    assert_eq!(first.reason, pb::SnapshotReason::Initial);
 
     // Far more changes than a watcher may buffer, while this one reads nothing.
     let burst = warden::fleet::owner::WATCH_BUFFER + 1000;
@@ -65,21 +63,19 @@ async fn a_watcher_that_falls_behind_gets_a_resync_snapshot() {
         .unwrap();
     let revision = fleet.barrier().await.unwrap();
 
-    let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let Some(Event::Snapshot(snapshot)) = &message.event else {
-        panic!("expected a resync snapshot, got {message:?}")
-    };
-    assert_eq!(snapshot.reason(), pb::SnapshotReason::Resync);
+    let snapshot = tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::support::next_snapshot(&mut stream),
+    )
+    .await
+    .expect("a resync snapshot");
+    assert_eq!(snapshot.reason, pb::SnapshotReason::Resync);
     assert_eq!(
         snapshot.workers.len(),
         burst,
         "the snapshot holds every worker"
     );
-    assert!(message.revision >= revision);
+    assert!(snapshot.revision >= revision);
 
     // After the resync the stream carries on with changes newer than the snapshot. (The
     // receiver may still sit on the oldest buffered change, which the next change evicts:
@@ -90,14 +86,17 @@ async fn a_watcher_that_falls_behind_gets_a_resync_snapshot() {
         ))))
         .await
         .unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(10), async {
+    let next_revision = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let m = stream.next().await.unwrap().unwrap();
             match &m.event {
-                Some(Event::WorkerAdded(w)) if w.name == "late@burst" => return m,
-                Some(Event::Snapshot(s)) if s.workers.iter().any(|w| w.name == "late@burst") => {
-                    assert_eq!(s.reason(), pb::SnapshotReason::Resync);
-                    return m;
+                Some(Event::WorkerAdded(w)) if w.id == "late@burst" => return m.revision,
+                Some(Event::SnapshotBegin(_)) => {
+                    let s = crate::support::rest_of_snapshot(&m, &mut stream).await;
+                    assert_eq!(s.reason, pb::SnapshotReason::Resync);
+                    if s.workers.iter().any(|w| w.id == "late@burst") {
+                        return s.revision;
+                    }
                 }
                 _ => {}
             }
@@ -105,6 +104,6 @@ async fn a_watcher_that_falls_behind_gets_a_resync_snapshot() {
     })
     .await
     .unwrap();
-    assert!(next.revision > message.revision);
+    assert!(next_revision > snapshot.revision);
     warden.shutdown().await;
 }

@@ -23,8 +23,8 @@ use super::{
     pidbox::{Command, Pidbox},
 };
 use warden_core::{
-    BrokerStatus, EventPayload, FleetEvent, FleetHandle, Refresher, Software, TaskObservation,
-    TaskOutcome, WorkerEvent, WorkerEventKind, owner::FleetMessage,
+    Backend, BrokerStatus, EventPayload, FleetEvent, FleetHandle, Refresher, Software,
+    TaskObservation, TaskOutcome, WorkerEvent, WorkerEventKind, WorkerKey, owner::FleetMessage,
 };
 use warden_metrics::Metrics;
 
@@ -37,6 +37,10 @@ pub enum EventError {
     Shape,
     #[error("event lacks `{0}`")]
     Missing(&'static str),
+    #[error("event hostname is empty, too long or holds control characters")]
+    Hostname,
+    #[error("an array of events outside a task.multi batch, or a worker event inside one")]
+    NotABatch,
 }
 
 impl EventError {
@@ -45,6 +49,8 @@ impl EventError {
             EventError::Envelope(e) => e.reason(),
             EventError::Shape => "event_shape",
             EventError::Missing(_) => "event_field",
+            EventError::Hostname => "event_hostname",
+            EventError::NotABatch => "event_not_a_batch",
         }
     }
 }
@@ -91,8 +97,16 @@ fn epoch(value: f64) -> Option<SystemTime> {
         .then(|| UNIX_EPOCH + Duration::from_secs_f64(value))
 }
 
+/// The routing key of Celery's batched task events: the only messages whose body is an array.
+const BATCH_ROUTING_KEY: &str = "task.multi";
+
 /// What one event becomes: applied, or deliberately ignored (e.g. a producer's task-sent).
-fn convert(raw: RawEvent) -> Result<Option<FleetEvent>, EventError> {
+/// `in_batch`: the event came inside a `task.multi` array, where Celery puts only task events.
+fn convert(
+    raw: RawEvent,
+    scope: &Arc<str>,
+    in_batch: bool,
+) -> Result<Option<FleetEvent>, EventError> {
     let worker_kind = match raw.kind.as_str() {
         "worker-online" => Some(WorkerEventKind::Online),
         "worker-heartbeat" => Some(WorkerEventKind::Heartbeat),
@@ -113,7 +127,14 @@ fn convert(raw: RawEvent) -> Result<Option<FleetEvent>, EventError> {
         // task-sent comes from producers, not workers; custom events are not ours.
         return Ok(None);
     }
-    let worker = raw.hostname.ok_or(EventError::Missing("hostname"))?;
+    if in_batch && worker_kind.is_some() {
+        return Err(EventError::NotABatch);
+    }
+    let hostname = raw.hostname.ok_or(EventError::Missing("hostname"))?;
+    if !crate::pidbox::valid_node_name(&hostname) {
+        return Err(EventError::Hostname);
+    }
+    let worker = WorkerKey::new(Backend::Celery, scope.clone(), hostname);
     let payload = if let Some(kind) = worker_kind {
         EventPayload::Worker(WorkerEvent {
             kind,
@@ -143,10 +164,14 @@ fn convert(raw: RawEvent) -> Result<Option<FleetEvent>, EventError> {
     Ok(Some(FleetEvent { worker, payload }))
 }
 
-/// Decodes one message of the event stream into the events it carries. A batch with one bad
-/// element keeps its good elements; the bad ones are returned as errors.
-pub fn decode(bytes: &[u8]) -> Result<(Vec<FleetEvent>, Vec<EventError>), EventError> {
-    let (_, body) = envelope::decode_body_bytes(bytes)?;
+/// Decodes one message of the event stream into the events it carries, as workers of
+/// `scope`. A batch with one bad element keeps its good elements; the bad ones are returned as
+/// errors. An array is accepted only as a `task.multi` batch of task events, as Celery sends.
+pub fn decode(
+    bytes: &[u8],
+    scope: &Arc<str>,
+) -> Result<(Vec<FleetEvent>, Vec<EventError>), EventError> {
+    let (delivery, body) = envelope::decode_body_bytes(bytes)?;
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let mut events = Vec::new();
     let mut errors = Vec::new();
@@ -154,9 +179,12 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<FleetEvent>, Vec<EventError>), EventE
         Some(b'{') => {
             let raw: RawEvent = serde_json::from_slice(&body)
                 .map_err(|e| EventError::Envelope(DecodeError::Body(e.to_string())))?;
-            if let Some(event) = convert(raw)? {
+            if let Some(event) = convert(raw, scope, false)? {
                 events.push(event);
             }
+        }
+        Some(b'[') if delivery.routing_key != BATCH_ROUTING_KEY => {
+            return Err(EventError::NotABatch);
         }
         Some(b'[') => {
             let raws: Vec<RawEvent> = match serde_json::from_slice(&body) {
@@ -176,7 +204,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<FleetEvent>, Vec<EventError>), EventE
                 }
             };
             for raw in raws {
-                match convert(raw) {
+                match convert(raw, scope, true) {
                     Ok(Some(event)) => events.push(event),
                     Ok(None) => {}
                     Err(err) => errors.push(err),
@@ -189,8 +217,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<FleetEvent>, Vec<EventError>), EventE
 }
 
 /// Decodes a message, counting what is skipped.
-fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Vec<FleetEvent> {
-    match decode(bytes) {
+fn decode_counted(bytes: &[u8], scope: &Arc<str>, metrics: &Metrics) -> Vec<FleetEvent> {
+    match decode(bytes, scope) {
         Ok((events, errors)) => {
             for err in errors {
                 metrics.message_rejected("event", err.reason());
@@ -208,6 +236,8 @@ fn decode_counted(bytes: &[u8], metrics: &Metrics) -> Vec<FleetEvent> {
 /// Follows the event stream until `cancel`, resubscribing with backoff after any failure.
 pub struct EventFollower {
     pub broker: Broker,
+    /// Where the broker's node names are unique (see `WorkerKey`).
+    pub scope: Arc<str>,
     pub fleet: FleetHandle,
     pub pidbox: Pidbox,
     pub metrics: Metrics,
@@ -218,7 +248,16 @@ pub struct EventFollower {
     pub refresher: Option<Arc<dyn Refresher>>,
     /// Set once the broker turned out not to speak RESP3.
     pub resp2_only: AtomicBool,
+    /// Greetings in flight, bounded (`MAX_GREETINGS`): a flood of forged worker-online
+    /// events must not start a broadcast each. A worker not greeted is found by the next
+    /// inspect round.
+    pub greetings: Arc<tokio::sync::Semaphore>,
+    /// Owns the greeting tasks, so that shutdown waits for them.
+    pub tracker: tokio_util::task::TaskTracker,
 }
+
+/// Most greetings (inspects of a worker that just came online) in flight at once.
+pub const MAX_GREETINGS: usize = 16;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -235,7 +274,7 @@ impl EventFollower {
         loop {
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = this.follow(&mut broker_status) => r,
+                r = this.follow(&mut broker_status, &cancel) => r,
             };
             match outcome {
                 Ok(()) => backoff = BACKOFF_START,
@@ -277,7 +316,9 @@ impl EventFollower {
                         pushes,
                     });
                 }
-                Err(BrokerError::Other(reason)) => {
+                // Only a server that does not know HELLO (Redis < 6) or refuses protocol 3
+                // means RESP2; any other error is retried as it is.
+                Err(BrokerError::Other(reason)) if lacks_resp3(&reason) => {
                     warn!(%reason, "no RESP3 on this broker; following events over RESP2 pub/sub");
                     self.resp2_only.store(true, Ordering::Relaxed);
                 }
@@ -298,6 +339,7 @@ impl EventFollower {
     async fn follow(
         self: &Arc<Self>,
         broker_status: &mut watch::Receiver<BrokerStatus>,
+        cancel: &CancellationToken,
     ) -> Result<(), BrokerError> {
         let mut subscription = self.subscribe().await?;
         broker_status.mark_unchanged();
@@ -315,7 +357,7 @@ impl EventFollower {
             let Some(payload) = payload else {
                 return Err(BrokerError::Unreachable("event subscription closed".into()));
             };
-            let events = decode_counted(&payload, &self.metrics);
+            let events = decode_counted(&payload, &self.scope, &self.metrics);
             if events.is_empty() {
                 continue;
             }
@@ -323,7 +365,7 @@ impl EventFollower {
                 self.metrics.event_applied(event_label(event));
                 if matches!(&event.payload, EventPayload::Worker(w) if w.kind == WorkerEventKind::Online)
                 {
-                    self.greet(&event.worker);
+                    self.greet(&event.worker, cancel);
                 }
             }
             if self
@@ -336,6 +378,13 @@ impl EventFollower {
             }
         }
     }
+}
+
+/// Whether a failed HELLO says the server has no RESP3: `unknown command 'HELLO'` (Redis
+/// before 6) or `NOPROTO`.
+fn lacks_resp3(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    (reason.contains("unknown command") && reason.contains("hello")) || reason.contains("noproto")
 }
 
 /// Inspect attempts for a worker that just came online (0.25 s, 0.5 s, 1 s, 2 s apart).
@@ -387,13 +436,20 @@ impl EventFollower {
     /// background: the event stream must not wait on a broadcast).
     /// A worker announces itself before its remote-control consumer is ready, so the first
     /// inspect may go unanswered: it is retried with backoff until the worker's pool is known.
-    fn greet(&self, worker: &str) {
+    fn greet(&self, worker: &WorkerKey, cancel: &CancellationToken) {
+        let Ok(permit) = self.greetings.clone().try_acquire_owned() else {
+            self.metrics.message_rejected("event", "greeting_skipped");
+            return;
+        };
         let pidbox = self.pidbox.clone();
         let refresher = self.refresher.clone();
         let fleet = self.fleet.clone();
         let enable_events = self.enable_events;
-        let name = worker.to_string();
-        tokio::spawn(async move {
+        let key = worker.clone();
+        let name = worker.id.to_string();
+        let cancel = cancel.clone();
+        let greeting = async move {
+            let _permit = permit;
             let destination = vec![name.clone()];
             if enable_events {
                 let _ = pidbox
@@ -406,12 +462,18 @@ impl EventFollower {
                 let inspected = fleet
                     .snapshot()
                     .workers
-                    .get(&name)
+                    .get(&key)
                     .is_some_and(|w| w.pool.is_some());
                 if inspected {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            }
+        };
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = greeting => {}
             }
         });
     }
@@ -442,6 +504,10 @@ mod tests {
 
     use super::*;
 
+    fn scope() -> Arc<str> {
+        Arc::from("default")
+    }
+
     fn message(body: serde_json::Value, routing_key: &str) -> Vec<u8> {
         envelope::encode(
             &body,
@@ -462,7 +528,7 @@ mod tests {
                    "timestamp": 1700000000.5, "type": "worker-heartbeat"}),
             "worker.heartbeat",
         );
-        let (events, errors) = decode(&bytes).unwrap();
+        let (events, errors) = decode(&bytes, &scope()).unwrap();
         assert!(errors.is_empty());
         let EventPayload::Worker(w) = &events[0].payload else {
             panic!()
@@ -491,7 +557,7 @@ mod tests {
             ]),
             "task.multi",
         );
-        let (events, errors) = decode(&bytes).unwrap();
+        let (events, errors) = decode(&bytes, &scope()).unwrap();
         assert_eq!(events.len(), 3, "{events:?}");
         assert_eq!(errors.len(), 2, "{errors:?}");
         let EventPayload::Task(t) = &events[2].payload else {
@@ -521,16 +587,68 @@ mod tests {
             ),
         ];
         for case in cases {
-            match decode(&case) {
+            match decode(&case, &scope()) {
                 Ok((events, _)) => {
                     for e in events {
                         // Accepted events are well-formed.
-                        assert!(!e.worker.is_empty());
+                        assert!(!e.worker.id.is_empty());
                     }
                 }
                 Err(err) => assert!(!err.reason().is_empty()),
             }
         }
-        assert!(decode(b"{").is_err());
+        assert!(decode(b"{", &scope()).is_err());
+    }
+
+    #[test]
+    fn only_a_server_without_hello_means_resp2() {
+        assert!(lacks_resp3(
+            "broker error: ERR unknown command 'HELLO', with args beginning with: '3'"
+        ));
+        assert!(lacks_resp3(
+            "broker error: ERR unknown command `HELLO`, with args"
+        ));
+        assert!(lacks_resp3(
+            "NOPROTO sorry, this protocol version is not supported"
+        ));
+        assert!(!lacks_resp3(
+            "broker error: ERR max number of clients reached"
+        ));
+        assert!(!lacks_resp3("broker error: OOM command not allowed"));
+    }
+
+    #[test]
+    fn arrays_only_as_task_multi_batches_of_task_events_and_hostnames_validated() {
+        let online = json!({"type": "worker-online", "hostname": "w1@h", "freq": 2.0});
+        // An array under another routing key is refused whole.
+        let bytes = message(json!([online.clone()]), "worker.online");
+        assert_eq!(decode(&bytes, &scope()).unwrap_err(), EventError::NotABatch);
+        // A worker event smuggled into a task.multi batch is refused, its neighbours kept.
+        let task = json!({"type": "task-received", "uuid": "u1", "hostname": "w1@h"});
+        let bytes = message(json!([online, task]), "task.multi");
+        let (events, errors) = decode(&bytes, &scope()).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(errors, vec![EventError::NotABatch]);
+        // Hostnames as pidbox reply names: not empty, bounded, no control characters.
+        for bad in ["", "w\u{1}@h", &"x".repeat(600)] {
+            let bytes = message(
+                json!({"type": "worker-online", "hostname": bad}),
+                "worker.online",
+            );
+            assert_eq!(
+                decode(&bytes, &scope()).unwrap_err(),
+                EventError::Hostname,
+                "{bad:?}"
+            );
+        }
+        let bytes = message(
+            json!({"type": "worker-online", "hostname": "w1@h"}),
+            "worker.online",
+        );
+        let (events, _) = decode(&bytes, &scope()).unwrap();
+        assert_eq!(
+            events[0].worker,
+            WorkerKey::new(Backend::Celery, "default", "w1@h")
+        );
     }
 }

@@ -14,3 +14,7 @@ pub mod pidbox;
 pub mod poller;
 pub mod probe;
 pub mod queues;
+
+/// The scope of Celery workers' identity: node names are unique per broker, and warden
+/// follows one broker.
+pub const DEFAULT_SCOPE: &str = "default";

@@ -287,7 +287,7 @@ fn parse_reply(payload: &[u8], tickets: &[String]) -> Result<Option<Vec<Reply>>,
 const MAX_NODE_NAME_BYTES: usize = 512;
 
 /// A node name warden will list: not empty, bounded, no control characters.
-fn valid_node_name(name: &str) -> bool {
+pub(crate) fn valid_node_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NODE_NAME_BYTES && !name.chars().any(char::is_control)
 }
 

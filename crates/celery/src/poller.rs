@@ -8,7 +8,7 @@ use std::{
 };
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
 use super::{
@@ -27,6 +27,8 @@ use warden_metrics::Metrics;
 pub struct Inspector {
     pidbox: Pidbox,
     fleet: FleetHandle,
+    /// Where the broker's node names are unique (see `WorkerKey`).
+    scope: Arc<str>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     timeout: Duration,
@@ -34,6 +36,8 @@ pub struct Inspector {
     /// The fleet-wide round in flight, shared by every refresh asked for meanwhile: a burst
     /// of `refresh: true` requests costs the workers one broadcast, not one each.
     in_flight: Arc<Mutex<Option<PendingRound>>>,
+    /// Owns the shared rounds, so that shutdown waits for them.
+    tracker: TaskTracker,
 }
 
 /// Resolves to the outcome of a round once it is applied.
@@ -43,11 +47,15 @@ impl Inspector {
     pub fn new(
         pidbox: Pidbox,
         fleet: FleetHandle,
+        scope: Arc<str>,
         metrics: Metrics,
         timeout: Duration,
         enable_events: bool,
+        tracker: TaskTracker,
     ) -> Self {
         Self {
+            tracker,
+            scope,
             clock: fleet.clock().clone(),
             pidbox,
             fleet,
@@ -68,7 +76,7 @@ impl Inspector {
                     let (done, pending) = watch::channel(None);
                     *slot = Some(pending.clone());
                     let this = self.clone();
-                    tokio::spawn(async move {
+                    self.tracker.spawn(async move {
                         let result = this.round(None).await.map_err(|e| e.to_string());
                         // Callers from now on start a new round: this one's view is old.
                         this.in_flight
@@ -151,6 +159,7 @@ impl Inspector {
         }
         let round = InspectRound {
             backend: Backend::Celery,
+            scope: self.scope.clone(),
             started_at,
             targets,
             reports: reports.into_values().collect(),

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::broker::{Broker, BrokerError};
-use warden_core::{BrokerStatus, Clock};
+use warden_core::{BrokerStatus, Clock, FleetHandle, owner::FleetMessage};
 use warden_metrics::Metrics;
 
 /// How often the broker is probed.
@@ -18,6 +18,7 @@ pub async fn run(
     broker: Broker,
     clock: Arc<dyn Clock>,
     status: watch::Sender<BrokerStatus>,
+    fleet: FleetHandle,
     metrics: Metrics,
     cancel: CancellationToken,
 ) {
@@ -57,6 +58,11 @@ pub async fn run(
             }
             Probed::StillDown => {}
         }
+        // Every probe, so that the fleet's view of the source (and its last_ok) is current.
+        let current = status.borrow().clone();
+        if fleet.observe(FleetMessage::Source(current)).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -83,6 +89,7 @@ pub fn next_status(
             connected: true,
             reason: String::new(),
             last_ok: Some(now),
+            ..previous.clone()
         }),
         Err(err) => {
             let reason = err.to_string();
@@ -92,7 +99,7 @@ pub fn next_status(
                 Probed::Changed(BrokerStatus {
                     connected: false,
                     reason,
-                    last_ok: previous.last_ok,
+                    ..previous.clone()
                 })
             }
         }
@@ -178,6 +185,7 @@ mod tests {
             connected: true,
             reason: String::new(),
             last_ok: Some(at(1)),
+            ..BrokerStatus::unknown()
         };
         assert_eq!(next_status(&up, Ok(()), at(2)), Probed::StillUp(at(2)));
     }

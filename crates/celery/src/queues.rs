@@ -124,6 +124,53 @@ fn unacked_by_queue(
     counts
 }
 
+/// Most entries of kombu's `unacked` hash read per round. Beyond it the counts cover only
+/// the entries read (counted as `unacked`/`truncated`): a hash of millions of messages must
+/// not be loaded at once.
+pub const MAX_UNACKED_SCANNED: usize = 100_000;
+/// Entries asked for per HSCAN call.
+const UNACKED_SCAN_BATCH: usize = 1_000;
+
+/// One field and value of a hash, as HSCAN returns them.
+type HashEntry = (Vec<u8>, Vec<u8>);
+
+/// Counts unacknowledged messages per queue, reading the hash in bounded HSCAN batches.
+async fn read_unacked(
+    broker: &Broker,
+    bindings: &Bindings,
+    metrics: &Metrics,
+) -> Result<HashMap<String, u64>, BrokerError> {
+    let key = broker.keys().key("unacked");
+    let mut counts = HashMap::new();
+    let mut cursor: u64 = 0;
+    let mut scanned = 0usize;
+    loop {
+        let (next, entries): (u64, Vec<HashEntry>) = broker
+            .query(
+                redis::cmd("HSCAN")
+                    .arg(&key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(UNACKED_SCAN_BATCH),
+            )
+            .await?;
+        scanned += entries.len();
+        let values: Vec<Vec<u8>> = entries.into_iter().map(|(_, v)| v).collect();
+        for (queue, n) in unacked_by_queue(&values, bindings, metrics) {
+            *counts.entry(queue).or_insert(0) += n;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+        if scanned >= MAX_UNACKED_SCANNED {
+            metrics.message_rejected("unacked", "truncated");
+            break;
+        }
+    }
+    Ok(counts)
+}
+
 /// Measures every queue the workers consume or the broker declares.
 pub async fn measure(
     broker: &Broker,
@@ -148,10 +195,7 @@ pub async fn measure(
     } else {
         broker.query_pipe(&pipe).await?
     };
-    let unacked_values: Vec<Vec<u8>> = broker
-        .query(redis::cmd("HVALS").arg(keys.key("unacked")))
-        .await?;
-    let unacked = unacked_by_queue(&unacked_values, &bindings, metrics);
+    let unacked = read_unacked(broker, &bindings, metrics).await?;
     let mut depths: BTreeMap<String, QueueDepth> = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
         let by_priority = PRIORITY_STEPS

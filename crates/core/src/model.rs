@@ -181,8 +181,12 @@ pub struct Software {
 /// One worker as last observed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Worker {
-    pub name: String,
-    pub backend: Backend,
+    pub key: WorkerKey,
+    /// The worker group: what is scaled and alerted on as one (for plain Celery, the nodes
+    /// that consume the same queues).
+    pub group: Arc<str>,
+    /// Labels for selection (`host`, `pool`, ...; runtimes add their own).
+    pub labels: Arc<BTreeMap<String, String>>,
     pub hostname: String,
     pub first_seen: SystemTime,
     /// Any evidence of life: a heartbeat, an event or an inspect reply.
@@ -197,6 +201,9 @@ pub struct Worker {
     pub offline_at: Option<SystemTime>,
     pub activity: Activity,
     pub lifecycle: Lifecycle,
+    /// The verdict of the health engine; `None` until something evaluates it (absent is not
+    /// healthy).
+    pub health: Option<Health>,
     pub pid: Option<u32>,
     pub active_tasks: u32,
     pub processed_total: u64,
@@ -222,16 +229,22 @@ pub struct TaskStats {
     pub by_task: Vec<(Arc<str>, [WindowReport; 3])>,
 }
 
+/// The group of a Celery worker that has not reported its queues yet.
+pub const UNGROUPED: &str = "(unknown)";
+
 impl Worker {
-    pub fn new(name: impl Into<String>, backend: Backend, now: SystemTime) -> Self {
-        let name = name.into();
-        let hostname = name
+    pub fn new(key: WorkerKey, now: SystemTime) -> Self {
+        let hostname = key
+            .id
             .split_once('@')
-            .map_or(name.as_str(), |(_, h)| h)
+            .map_or(&*key.id, |(_, h)| h)
             .to_string();
+        let mut labels = BTreeMap::new();
+        labels.insert("host".to_string(), hostname.clone());
         Self {
-            name,
-            backend,
+            key,
+            group: Arc::from(UNGROUPED),
+            labels: Arc::new(labels),
             hostname,
             first_seen: now,
             last_seen: now,
@@ -242,6 +255,7 @@ impl Worker {
             offline_at: None,
             activity: Activity::Idle,
             lifecycle: Lifecycle::Alive,
+            health: None,
             pid: None,
             active_tasks: 0,
             processed_total: 0,
@@ -255,6 +269,15 @@ impl Worker {
             prefetch_count: None,
             task_stats: None,
         }
+    }
+
+    /// The backend-local name (Celery node name, Streams consumer name).
+    pub fn id(&self) -> &str {
+        &self.key.id
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.key.backend
     }
 
     /// How long the worker has been up: until now while alive, until last seen otherwise.
@@ -272,6 +295,32 @@ impl Worker {
     pub fn silence(&self, now: SystemTime) -> Duration {
         now.duration_since(self.last_seen).unwrap_or_default()
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HealthStatus {
+    Healthy,
+    Warning,
+    Critical,
+}
+
+/// One reason behind a health verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub check: &'static str,
+    pub status: HealthStatus,
+    pub message: String,
+    pub observed: f64,
+    pub threshold: f64,
+}
+
+/// A health verdict: status, a score in [0, 1] and the findings that explain it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub status: HealthStatus,
+    pub score: f64,
+    pub findings: Vec<Finding>,
+    pub evaluated_at: SystemTime,
 }
 
 /// What `stats` says about a worker.
@@ -299,8 +348,11 @@ pub struct InspectReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InspectRound {
     pub backend: Backend,
+    /// Where the reports' names are unique (see [`WorkerKey`]).
+    pub scope: Arc<str>,
     pub started_at: SystemTime,
-    /// The nodes the round was addressed to; `None` for a broadcast to all.
+    /// The workers (ids within `scope`) the round was addressed to; `None` for a broadcast to
+    /// every worker of the scope.
     pub targets: Option<Vec<String>>,
     pub reports: Vec<InspectReport>,
 }
@@ -314,19 +366,38 @@ pub struct Thresholds {
     pub critical: Duration,
 }
 
-/// Broker connectivity as last probed.
+/// Connectivity of one source of observations (the broker; later Prometheus, Kubernetes,
+/// the store) as last probed. Workers of the backends that depend on a source that is down
+/// are marked stale, and their silence is not held against them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerStatus {
+pub struct SourceStatus {
+    /// "broker", "prometheus", "kubernetes", "store".
+    pub source: &'static str,
+    /// The backends whose workers are observed through this source.
+    pub backends: Vec<Backend>,
     pub connected: bool,
     /// Why not, when not connected.
     pub reason: String,
-    /// Last time the broker answered.
+    /// Last time the source answered.
     pub last_ok: Option<SystemTime>,
 }
 
-impl BrokerStatus {
+/// The status of the broker, the source every Celery worker is observed through.
+pub type BrokerStatus = SourceStatus;
+
+/// The name of the broker source.
+pub const BROKER: &str = "broker";
+
+impl SourceStatus {
+    /// The broker before its first probe.
     pub fn unknown() -> Self {
+        Self::unknown_source(BROKER, vec![Backend::Celery])
+    }
+
+    pub fn unknown_source(source: &'static str, backends: Vec<Backend>) -> Self {
         Self {
+            source,
+            backends,
             connected: false,
             reason: "not connected yet".into(),
             last_ok: None,
@@ -365,8 +436,7 @@ pub enum EventPayload {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetEvent {
-    /// The worker's node name (Celery `hostname`).
-    pub worker: String,
+    pub worker: WorkerKey,
     pub payload: EventPayload,
 }
 
@@ -387,6 +457,7 @@ pub struct QueueInfo {
     pub depth: u64,
     pub by_priority: Vec<(u32, u64)>,
     pub unacked: u64,
-    pub consumers: Vec<String>,
+    /// The alive workers consuming it.
+    pub consumers: Vec<WorkerKey>,
     pub updated_at: SystemTime,
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     clock::Clock,
-    model::{BrokerStatus, FleetEvent, InspectRound, QueueDepth, Thresholds, Worker},
+    model::{FleetEvent, InspectRound, QueueDepth, SourceStatus, Thresholds, Worker, WorkerKey},
     state::{FleetChange, FleetState, ForgetError, Snapshot},
 };
 use crate::ports::FleetGauges;
@@ -29,8 +29,10 @@ pub enum FleetMessage {
     Inspect(InspectRound),
     Events(Vec<FleetEvent>),
     Queues(Vec<QueueDepth>),
+    /// A source of observations was probed (sent on every probe, so that `last_ok` moves).
+    Source(SourceStatus),
     Forget {
-        name: String,
+        key: WorkerKey,
         reply: oneshot::Sender<Result<Arc<Worker>, ForgetError>>,
     },
     /// Answered once every message sent before it is applied and published.
@@ -42,6 +44,9 @@ pub struct FleetSettings {
     pub thresholds: Thresholds,
     /// How often activity and lifecycle are re-derived from the clock.
     pub evaluate_every: Duration,
+    /// Most workers known at once; a new worker beyond it is refused and counted, so that
+    /// forged messages cannot grow memory without bound.
+    pub max_workers: usize,
 }
 
 /// A cheap handle to the fleet owner.
@@ -51,6 +56,8 @@ pub struct FleetHandle {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     changes: broadcast::Sender<Arc<FleetChange>>,
     clock: Arc<dyn Clock>,
+    /// Fires when the owner stops (shutdown): ends every watch.
+    stopped: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,13 +97,18 @@ impl FleetHandle {
         rx.await.map_err(|_| FleetStopped)
     }
 
+    /// Fires when the owner stops.
+    pub fn stopped(&self) -> &CancellationToken {
+        &self.stopped
+    }
+
     pub async fn forget(
         &self,
-        name: &str,
+        key: &WorkerKey,
     ) -> Result<Result<Arc<Worker>, ForgetError>, FleetStopped> {
         let (reply, rx) = oneshot::channel();
         self.observe(FleetMessage::Forget {
-            name: name.to_string(),
+            key: key.clone(),
             reply,
         })
         .await?;
@@ -108,41 +120,63 @@ impl FleetHandle {
 pub fn spawn(
     settings: FleetSettings,
     clock: Arc<dyn Clock>,
-    broker: watch::Receiver<BrokerStatus>,
     gauges: Arc<dyn FleetGauges>,
     cancel: CancellationToken,
 ) -> (FleetHandle, JoinHandle<()>) {
-    let state = FleetState::new(clock.now());
+    let state = FleetState::with_limits(clock.now(), new_epoch(), settings.max_workers);
     let (inbox, rx) = mpsc::channel(INBOX_CAPACITY);
     let (snapshot_tx, snapshots) = watch::channel(Arc::new(state.snapshot().clone()));
     let (changes, _) = broadcast::channel(WATCH_BUFFER);
+    let stopped = cancel.child_token();
     let owner = Owner {
         state,
         settings,
         clock: clock.clone(),
-        broker,
         gauges,
+        refusals_logged: 0,
         snapshot_tx,
         changes: changes.clone(),
     };
-    let task = tokio::spawn(owner.run(rx, cancel));
+    let done = stopped.clone();
+    let task = tokio::spawn(async move {
+        owner.run(rx, cancel).await;
+        // Dropping the owner closes the change channel too; watchers see both.
+        done.cancel();
+    });
     (
         FleetHandle {
             inbox,
             snapshots,
             changes,
             clock,
+            stopped,
         },
         task,
     )
+}
+
+/// A number that differs between two lives of the process (and between replicas), so that
+/// a resume token from another life is never taken for one of this life. Random, from the
+/// standard library's per-process hasher keys.
+fn new_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish() | 1
 }
 
 struct Owner {
     state: FleetState,
     settings: FleetSettings,
     clock: Arc<dyn Clock>,
-    broker: watch::Receiver<BrokerStatus>,
     gauges: Arc<dyn FleetGauges>,
+    /// Refusals at the known-worker cap already logged.
+    refusals_logged: u64,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     changes: broadcast::Sender<Arc<FleetChange>>,
 }
@@ -164,22 +198,8 @@ impl Owner {
                         }
                     }
                 }
-                changed = self.broker.changed() => {
-                    if changed.is_err() {
-                        // The probe stopped: only happens at shutdown.
-                        cancel.cancelled().await;
-                        break;
-                    }
-                    let status = self.broker.borrow_and_update().clone();
-                    self.state.set_broker(status);
-                }
                 _ = tick.tick() => {
                     let now = self.clock.now();
-                    // The probe refreshes last_ok without notifying; carry it into snapshots.
-                    let status = self.broker.borrow().clone();
-                    if status != self.state.snapshot().broker {
-                        self.state.set_broker(status);
-                    }
                     self.state.summarise_tasks(now, self.settings.thresholds);
                     self.state.evaluate_all(now, self.settings.thresholds);
                 }
@@ -204,8 +224,9 @@ impl Owner {
                 }
             }
             FleetMessage::Queues(depths) => self.state.apply_queues(depths, now),
-            FleetMessage::Forget { name, reply } => {
-                let _ = reply.send(self.state.forget(&name));
+            FleetMessage::Source(status) => self.state.set_source(status),
+            FleetMessage::Forget { key, reply } => {
+                let _ = reply.send(self.state.forget(&key));
             }
             FleetMessage::Barrier(reply) => barriers.push(reply),
         }
@@ -220,7 +241,22 @@ impl Owner {
     fn publish(&mut self) -> u64 {
         let changes = self.state.commit(self.clock.now());
         if self.state.take_dirty() {
-            self.gauges.set_workers(self.state.snapshot().workers.len());
+            let snapshot = self.state.snapshot();
+            self.gauges.set_workers(snapshot.workers.len());
+            self.gauges.set_workers_refused(snapshot.workers_refused);
+            if snapshot.workers_refused > self.refusals_logged {
+                // Logged at the first refusal and at every tenfold after it, not per message.
+                if self.refusals_logged == 0
+                    || snapshot.workers_refused >= self.refusals_logged * 10
+                {
+                    tracing::warn!(
+                        refused = snapshot.workers_refused,
+                        max_workers = self.settings.max_workers,
+                        "known-worker cap reached: new workers are refused (max_workers)"
+                    );
+                    self.refusals_logged = snapshot.workers_refused;
+                }
+            }
             self.force_publish();
         }
         for change in changes {

@@ -167,6 +167,11 @@ impl WindowReport {
         Duration::from_secs(u64::from(self.window_secs))
     }
 
+    /// The span the window really has data for (see the perf branch).
+    pub fn covered(&self) -> Duration {
+        self.window()
+    }
+
     /// Tasks finished (succeeded + failed) per minute over the window.
     pub fn throughput_per_min(&self) -> f64 {
         (f64::from(self.counts.succeeded) + f64::from(self.counts.failed)) / self.minutes()

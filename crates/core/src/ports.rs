@@ -46,6 +46,8 @@ pub trait Refresher: Send + Sync + 'static {
 /// Gauges the fleet owner keeps current (implemented by the metrics registry).
 pub trait FleetGauges: Send + Sync + 'static {
     fn set_workers(&self, count: usize);
+    /// The total of new workers refused at the known-worker cap.
+    fn set_workers_refused(&self, _total: u64) {}
 }
 
 /// Gauges that nobody reads (tests, benches).

@@ -1,7 +1,7 @@
 //! The fleet state and the pure rules that change it. No I/O, no clock of its own: the owner
 //! passes `now` in, so every rule here is tested with exact times.
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -10,8 +10,9 @@ use imbl::{OrdMap, Vector};
 
 use super::{
     model::{
-        ActiveTask, Activity, Backend, BrokerStatus, EventPayload, FleetEvent, InspectRound,
-        Lifecycle, QueueDepth, QueueInfo, TaskStats, Thresholds, Worker, WorkerEventKind,
+        ActiveTask, Activity, Backend, ConsumedQueue, EventPayload, FleetEvent, InspectRound,
+        Lifecycle, QueueDepth, QueueInfo, SourceStatus, TaskStats, Thresholds, UNGROUPED, Worker,
+        WorkerEventKind, WorkerKey,
     },
     perf::WorkerPerf,
 };
@@ -28,7 +29,7 @@ pub const REPLAY_CAPACITY: usize = 8192;
 pub enum ChangeKind {
     WorkerAdded(Arc<Worker>),
     WorkerUpdated(Arc<Worker>),
-    WorkerRemoved { name: String, backend: Backend },
+    WorkerRemoved(WorkerKey),
     QueueUpdated(Arc<QueueInfo>),
 }
 
@@ -43,16 +44,42 @@ pub struct FleetChange {
 /// An immutable view of the fleet at one revision. Cloning is O(1).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// This process's life: revisions of another epoch are another history.
+    pub epoch: u64,
     pub revision: u64,
     pub at: SystemTime,
-    pub workers: OrdMap<String, Arc<Worker>>,
+    pub workers: OrdMap<WorkerKey, Arc<Worker>>,
     pub queues: OrdMap<String, Arc<QueueInfo>>,
     /// The last changes (at most [`REPLAY_CAPACITY`]), oldest first, for resuming watchers.
     pub recent: Vector<Arc<FleetChange>>,
-    pub broker: BrokerStatus,
+    /// Every source of observations, by name.
+    pub sources: OrdMap<&'static str, SourceStatus>,
+    /// New workers refused because the known-worker cap was reached.
+    pub workers_refused: u64,
 }
 
 impl Snapshot {
+    /// The sources a worker depends on that are down now: its data cannot be refreshed.
+    pub fn stale_sources(&self, backend: Backend) -> Vec<&SourceStatus> {
+        self.sources
+            .values()
+            .filter(|s| !s.connected && s.backends.contains(&backend))
+            .collect()
+    }
+
+    /// The broker's status (unknown before the first probe).
+    pub fn broker(&self) -> SourceStatus {
+        self.sources
+            .get(crate::model::BROKER)
+            .cloned()
+            .unwrap_or_else(SourceStatus::unknown)
+    }
+
+    /// The workers whose backend-local id is `id` (several only across backends or scopes).
+    pub fn workers_with_id<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Arc<Worker>> {
+        self.workers.values().filter(move |w| w.id() == id)
+    }
+
     /// The changes after `revision`, if all of them are still kept.
     pub fn changes_since(&self, revision: u64) -> Option<Vec<Arc<FleetChange>>> {
         if revision > self.revision {
@@ -80,7 +107,9 @@ impl Snapshot {
 pub struct FleetState {
     snapshot: Snapshot,
     /// Task performance per worker: mutable, owner-only, summarised into the snapshot.
-    perf: HashMap<String, WorkerPerf>,
+    perf: HashMap<WorkerKey, WorkerPerf>,
+    /// Most workers known at once; new ones beyond it are refused and counted.
+    max_workers: usize,
     last_idle_summary: Option<SystemTime>,
     /// Distinct registered-task lists seen lately (see `intern_registered`).
     registered_lists: Vec<Arc<Vec<String>>>,
@@ -92,14 +121,21 @@ pub struct FleetState {
 
 impl FleetState {
     pub fn new(now: SystemTime) -> Self {
+        Self::with_limits(now, 0, DEFAULT_MAX_WORKERS)
+    }
+
+    pub fn with_limits(now: SystemTime, epoch: u64, max_workers: usize) -> Self {
         Self {
+            max_workers,
             snapshot: Snapshot {
+                epoch,
                 revision: 0,
                 at: now,
                 workers: OrdMap::new(),
                 queues: OrdMap::new(),
                 recent: Vector::new(),
-                broker: BrokerStatus::unknown(),
+                sources: OrdMap::new(),
+                workers_refused: 0,
             },
             pending: Vec::new(),
             dirty: false,
@@ -126,8 +162,19 @@ impl FleetState {
         shared
     }
 
-    pub fn perf(&self) -> &HashMap<String, WorkerPerf> {
+    pub fn perf(&self) -> &HashMap<WorkerKey, WorkerPerf> {
         &self.perf
+    }
+
+    /// Whether a worker not yet known may be added; counts a refusal when not.
+    fn admit(&mut self, key: &WorkerKey) -> bool {
+        if self.snapshot.workers.contains_key(key) || self.snapshot.workers.len() < self.max_workers
+        {
+            return true;
+        }
+        self.snapshot.workers_refused += 1;
+        self.dirty = true;
+        false
     }
 
     /// Applies one event from a worker's event stream.
@@ -136,17 +183,24 @@ impl FleetState {
             EventPayload::Task(task) => {
                 // Cheap on purpose (the hot path): the worker's snapshot entry is refreshed
                 // from its performance record once a second, not per task event.
-                self.perf
-                    .entry(event.worker)
-                    .or_default()
-                    .record(&task, now);
+                if let Some(perf) = self.perf.get_mut(&event.worker) {
+                    perf.record(&task, now);
+                } else if self.admit(&event.worker) {
+                    self.perf
+                        .entry(event.worker)
+                        .or_default()
+                        .record(&task, now);
+                }
             }
             EventPayload::Worker(ev) => {
                 let existing = self.snapshot.workers.get(&event.worker).cloned();
+                if existing.is_none() && !self.admit(&event.worker) {
+                    return;
+                }
                 let mut worker = existing
                     .as_deref()
                     .cloned()
-                    .unwrap_or_else(|| Worker::new(&event.worker, Backend::Celery, now));
+                    .unwrap_or_else(|| Worker::new(event.worker.clone(), now));
                 let mut changed = existing.is_none();
                 worker.last_seen = worker.last_seen.max(now);
                 worker.last_heartbeat = Some(now);
@@ -183,7 +237,7 @@ impl FleetState {
                 worker.load_average = ev.load_average.or(worker.load_average);
                 let events_fresh = self
                     .perf
-                    .get(&worker.name)
+                    .get(&worker.key)
                     .and_then(|p| p.last_event)
                     .is_some_and(|t| now.duration_since(t).unwrap_or_default() < EVENTS_FRESH);
                 if let (Some(active), false) = (ev.active, events_fresh) {
@@ -213,14 +267,14 @@ impl FleetState {
         if idle_due {
             self.last_idle_summary = Some(now);
         }
-        let due: Vec<String> = self
+        let due: Vec<WorkerKey> = self
             .perf
             .iter()
             .filter(|(_, p)| p.dirty || (idle_due && p.windows_moved(now)))
-            .map(|(name, _)| name.clone())
+            .map(|(key, _)| key.clone())
             .collect();
-        for name in due {
-            let Some(perf) = self.perf.get_mut(&name) else {
+        for key in due {
+            let Some(perf) = self.perf.get_mut(&key) else {
                 continue;
             };
             perf.dirty = false;
@@ -254,11 +308,11 @@ impl FleetState {
                 running
             });
             let last_event = perf.last_event;
-            let existing = self.snapshot.workers.get(&name).cloned();
+            let existing = self.snapshot.workers.get(&key).cloned();
             let mut worker = existing
                 .as_deref()
                 .cloned()
-                .unwrap_or_else(|| Worker::new(&name, Backend::Celery, now));
+                .unwrap_or_else(|| Worker::new(key.clone(), now));
             let mut changed = existing.is_none();
             if let Some(t) = last_event {
                 worker.last_seen = worker.last_seen.max(t);
@@ -293,18 +347,27 @@ impl FleetState {
     }
 
     /// Records measured queue depths; consumers are the ALIVE workers that consume each queue.
+    /// One pass over the workers builds every queue's consumers (not one pass per queue).
     pub fn apply_queues(&mut self, depths: Vec<QueueDepth>, now: SystemTime) {
+        let mut consumers_of: HashMap<&str, Vec<WorkerKey>> = HashMap::new();
+        for w in self.snapshot.workers.values() {
+            if w.lifecycle != Lifecycle::Alive {
+                continue;
+            }
+            for q in &w.queues {
+                consumers_of
+                    .entry(q.name.as_str())
+                    .or_default()
+                    .push(w.key.clone());
+            }
+        }
+        // Workers are visited in key order, so each list is sorted already.
+        let mut consumers_of: HashMap<String, Vec<WorkerKey>> = consumers_of
+            .into_iter()
+            .map(|(name, keys)| (name.to_string(), keys))
+            .collect();
         for depth in depths {
-            let mut consumers: Vec<String> = self
-                .snapshot
-                .workers
-                .values()
-                .filter(|w| {
-                    w.lifecycle == Lifecycle::Alive && w.queues.iter().any(|q| q.name == depth.name)
-                })
-                .map(|w| w.name.clone())
-                .collect();
-            consumers.sort();
+            let consumers = consumers_of.remove(&depth.name).unwrap_or_default();
             let info = QueueInfo {
                 depth: depth.by_priority.iter().map(|(_, n)| n).sum(),
                 name: depth.name,
@@ -331,16 +394,19 @@ impl FleetState {
         &self.snapshot
     }
 
-    pub fn set_broker(&mut self, status: BrokerStatus) {
-        self.snapshot.broker = status;
-        self.dirty = true;
+    /// Records the status of one source of observations.
+    pub fn set_source(&mut self, status: SourceStatus) {
+        if self.snapshot.sources.get(status.source) != Some(&status) {
+            self.snapshot.sources.insert(status.source, status);
+            self.dirty = true;
+        }
     }
 
     fn put(&mut self, worker: Worker, existed: bool) {
         let worker = Arc::new(worker);
         self.snapshot
             .workers
-            .insert(worker.name.clone(), worker.clone());
+            .insert(worker.key.clone(), worker.clone());
         self.dirty = true;
         self.pending.push(if existed {
             ChangeKind::WorkerUpdated(worker)
@@ -354,19 +420,24 @@ impl FleetState {
     fn touch(&mut self, worker: Worker) {
         self.snapshot
             .workers
-            .insert(worker.name.clone(), Arc::new(worker));
+            .insert(worker.key.clone(), Arc::new(worker));
         self.dirty = true;
     }
 
     /// Applies the replies of an inspect round. Workers that were addressed but did not
     /// answer the ping are marked as having missed it.
     pub fn apply_inspect(&mut self, round: &InspectRound, now: SystemTime, thresholds: Thresholds) {
+        let key_of = |id: &str| WorkerKey::new(round.backend, round.scope.clone(), id);
         for report in &round.reports {
-            let existing = self.snapshot.workers.get(&report.name).cloned();
+            let key = key_of(&report.name);
+            let existing = self.snapshot.workers.get(&key).cloned();
+            if existing.is_none() && !self.admit(&key) {
+                continue;
+            }
             let mut worker = existing
                 .as_deref()
                 .cloned()
-                .unwrap_or_else(|| Worker::new(&report.name, round.backend, now));
+                .unwrap_or_else(|| Worker::new(key, now));
             let mut changed = existing.is_none();
             worker.last_seen = worker.last_seen.max(now);
             // As for heartbeats: replies during a warm shutdown do not revive the worker.
@@ -414,6 +485,19 @@ impl FleetState {
             }
             if let Some(queues) = &report.queues {
                 changed |= replace(&mut worker.queues, queues.clone());
+                // The first queue set learnt fixes the group: pausing a queue later does not
+                // move a worker to another group.
+                if &*worker.group == UNGROUPED && !queues.is_empty() {
+                    worker.group = Arc::from(group_of(queues));
+                    changed = true;
+                }
+            }
+            if let Some(pool) = worker.pool.as_ref().map(|p| p.implementation.clone())
+                && !pool.is_empty()
+                && worker.labels.get("pool") != Some(&pool)
+            {
+                Arc::make_mut(&mut worker.labels).insert("pool".into(), pool);
+                changed = true;
             }
             if let Some(registered) = &report.registered
                 && *worker.registered != *registered
@@ -428,22 +512,31 @@ impl FleetState {
                 self.touch(worker);
             }
         }
-        let answered = |name: &str| round.reports.iter().any(|r| r.name == name && r.ping);
-        let addressed: Vec<String> = match &round.targets {
-            Some(targets) => targets.clone(),
+        let answered: BTreeSet<&str> = round
+            .reports
+            .iter()
+            .filter(|r| r.ping)
+            .map(|r| r.name.as_str())
+            .collect();
+        let addressed: Vec<WorkerKey> = match &round.targets {
+            Some(targets) => targets.iter().map(|id| key_of(id)).collect(),
             None => self
                 .snapshot
                 .workers
                 .values()
-                .filter(|w| w.backend == round.backend && w.lifecycle == Lifecycle::Alive)
-                .map(|w| w.name.clone())
+                .filter(|w| {
+                    w.key.backend == round.backend
+                        && w.key.scope == round.scope
+                        && w.lifecycle == Lifecycle::Alive
+                })
+                .map(|w| w.key.clone())
                 .collect(),
         };
-        for name in addressed {
-            if answered(&name) {
+        for key in addressed {
+            if answered.contains(&*key.id) {
                 continue;
             }
-            let Some(existing) = self.snapshot.workers.get(&name).cloned() else {
+            let Some(existing) = self.snapshot.workers.get(&key).cloned() else {
                 continue;
             };
             // Heard from since the round began (e.g. a heartbeat): not evidence of silence.
@@ -457,16 +550,15 @@ impl FleetState {
         }
     }
 
-    /// Re-derives activity and lifecycle of every worker at `now`. While the broker is down
-    /// nothing can be heard, so silence is not held against the workers.
+    /// Re-derives activity and lifecycle of every worker at `now`. While a source a worker is
+    /// observed through is down nothing can be heard from it, so its silence is not held
+    /// against it (workers of other backends are still judged).
     pub fn evaluate_all(&mut self, now: SystemTime, thresholds: Thresholds) {
-        if !self.snapshot.broker.connected {
-            return;
-        }
         let changed: Vec<Worker> = self
             .snapshot
             .workers
             .values()
+            .filter(|w| observed(&self.snapshot, w.key.backend))
             .filter(|w| derive(w, now, thresholds) != (w.lifecycle, w.activity))
             .map(|w| {
                 let mut worker = (**w).clone();
@@ -480,23 +572,20 @@ impl FleetState {
     }
 
     /// Removes a worker that is no longer alive. Returns what it was, or why not.
-    pub fn forget(&mut self, name: &str) -> Result<Arc<Worker>, ForgetError> {
+    pub fn forget(&mut self, key: &WorkerKey) -> Result<Arc<Worker>, ForgetError> {
         let worker = self
             .snapshot
             .workers
-            .get(name)
+            .get(key)
             .cloned()
             .ok_or(ForgetError::NotFound)?;
         if worker.lifecycle == Lifecycle::Alive {
             return Err(ForgetError::Alive);
         }
-        self.snapshot.workers.remove(name);
-        self.perf.remove(name);
+        self.snapshot.workers.remove(key);
+        self.perf.remove(key);
         self.dirty = true;
-        self.pending.push(ChangeKind::WorkerRemoved {
-            name: worker.name.clone(),
-            backend: worker.backend,
-        });
+        self.pending.push(ChangeKind::WorkerRemoved(key.clone()));
         Ok(worker)
     }
 
@@ -536,6 +625,29 @@ pub enum ForgetError {
     NotFound,
     #[error("the worker is alive; only OFFLINE or LOST workers can be forgotten")]
     Alive,
+}
+
+/// Most workers known at once by default (`max_workers`).
+pub const DEFAULT_MAX_WORKERS: usize = 50_000;
+
+/// Whether a backend's workers have a source that was ever probed and that is up now; a
+/// backend with no registered source (tests, in-memory adapters) is always observed.
+fn observed(snapshot: &Snapshot, backend: Backend) -> bool {
+    let mut sources = snapshot
+        .sources
+        .values()
+        .filter(|s| s.backends.contains(&backend))
+        .peekable();
+    sources.peek().is_none() || sources.all(|s| s.connected)
+}
+
+/// A worker group for workers that share their queues: the sorted, distinct queue names.
+fn group_of(queues: &[ConsumedQueue]) -> String {
+    let names: BTreeSet<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    if names.is_empty() {
+        return UNGROUPED.to_string();
+    }
+    names.into_iter().collect::<Vec<_>>().join(",")
 }
 
 fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
@@ -584,6 +696,10 @@ mod tests {
     use super::*;
     use crate::model::{InspectReport, WorkerStats};
 
+    fn key(id: &str) -> WorkerKey {
+        WorkerKey::new(Backend::Celery, "default", id)
+    }
+
     const T: Thresholds = Thresholds {
         warning: Duration::from_secs(30),
         critical: Duration::from_secs(60),
@@ -596,6 +712,7 @@ mod tests {
     fn round(at: SystemTime, names: &[&str]) -> InspectRound {
         InspectRound {
             backend: Backend::Celery,
+            scope: Arc::from("default"),
             started_at: at,
             targets: None,
             reports: names
@@ -616,10 +733,11 @@ mod tests {
 
     fn state() -> FleetState {
         let mut s = FleetState::new(t0());
-        s.set_broker(BrokerStatus {
+        s.set_source(SourceStatus {
             connected: true,
             reason: String::new(),
             last_ok: Some(t0()),
+            ..SourceStatus::unknown()
         });
         s
     }
@@ -630,27 +748,27 @@ mod tests {
         s.apply_inspect(&round(t0(), &["a@h", "b@h"]), t0(), T);
         let changes = s.commit(t0());
         assert_eq!(changes.len(), 2);
-        assert_eq!(s.snapshot().workers["a@h"].processed_total, 5);
-        assert_eq!(s.snapshot().workers["a@h"].activity, Activity::Idle);
+        assert_eq!(s.snapshot().workers[&key("a@h")].processed_total, 5);
+        assert_eq!(s.snapshot().workers[&key("a@h")].activity, Activity::Idle);
 
         let t1 = t0() + Duration::from_secs(5);
         s.apply_inspect(&round(t1, &["b@h"]), t1, T);
         s.commit(t1);
-        let a = &s.snapshot().workers["a@h"];
+        let a = &s.snapshot().workers[&key("a@h")];
         assert_eq!(
             (a.activity, a.lifecycle),
             (Activity::Unresponsive, Lifecycle::Alive)
         );
-        assert_eq!(s.snapshot().workers["b@h"].activity, Activity::Idle);
+        assert_eq!(s.snapshot().workers[&key("b@h")].activity, Activity::Idle);
 
         let t2 = t0() + Duration::from_secs(61);
         s.evaluate_all(t2, T);
         s.commit(t2);
-        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Lost);
+        assert_eq!(s.snapshot().workers[&key("a@h")].lifecycle, Lifecycle::Lost);
         // Still listed, with its last figures.
-        assert_eq!(s.snapshot().workers["a@h"].processed_total, 5);
+        assert_eq!(s.snapshot().workers[&key("a@h")].processed_total, 5);
         assert_eq!(
-            s.snapshot().workers["a@h"].uptime(t2),
+            s.snapshot().workers[&key("a@h")].uptime(t2),
             Some(Duration::from_secs(10))
         );
     }
@@ -660,10 +778,13 @@ mod tests {
         let mut s = state();
         s.apply_inspect(&round(t0(), &["a@h"]), t0(), T);
         s.commit(t0());
-        s.set_broker(BrokerStatus::unknown());
+        s.set_source(SourceStatus::unknown());
         s.evaluate_all(t0() + Duration::from_secs(120), T);
         assert!(s.commit(t0()).is_empty());
-        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Alive);
+        assert_eq!(
+            s.snapshot().workers[&key("a@h")].lifecycle,
+            Lifecycle::Alive
+        );
     }
 
     #[test]
@@ -687,7 +808,7 @@ mod tests {
         use crate::model::{EventPayload, FleetEvent, WorkerEvent};
         let mut s = state();
         let event = |kind, pid| FleetEvent {
-            worker: "a@h".into(),
+            worker: key("a@h"),
             payload: EventPayload::Worker(WorkerEvent {
                 kind,
                 freq: Some(Duration::from_secs(2)),
@@ -706,15 +827,24 @@ mod tests {
         late.reports[0].stats.as_mut().unwrap().pid = Some(10);
         s.apply_inspect(&late, t0(), T);
         s.commit(t0());
-        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Offline);
+        assert_eq!(
+            s.snapshot().workers[&key("a@h")].lifecycle,
+            Lifecycle::Offline
+        );
         // A new process under the same name is alive.
         s.apply_event(event(WorkerEventKind::Heartbeat, 11), t0(), T);
         s.commit(t0());
-        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Alive);
+        assert_eq!(
+            s.snapshot().workers[&key("a@h")].lifecycle,
+            Lifecycle::Alive
+        );
         s.apply_event(event(WorkerEventKind::Offline, 11), t0(), T);
         s.apply_event(event(WorkerEventKind::Online, 11), t0(), T);
         s.commit(t0());
-        assert_eq!(s.snapshot().workers["a@h"].lifecycle, Lifecycle::Alive);
+        assert_eq!(
+            s.snapshot().workers[&key("a@h")].lifecycle,
+            Lifecycle::Alive
+        );
     }
 
     #[test]
@@ -722,13 +852,13 @@ mod tests {
         let mut s = state();
         s.apply_inspect(&round(t0(), &["a@h"]), t0(), T);
         s.commit(t0());
-        assert_eq!(s.forget("a@h"), Err(ForgetError::Alive));
-        assert_eq!(s.forget("zz@h"), Err(ForgetError::NotFound));
+        assert_eq!(s.forget(&key("a@h")), Err(ForgetError::Alive));
+        assert_eq!(s.forget(&key("zz@h")), Err(ForgetError::NotFound));
         s.evaluate_all(t0() + Duration::from_secs(61), T);
         s.commit(t0());
-        assert!(s.forget("a@h").is_ok());
+        assert!(s.forget(&key("a@h")).is_ok());
         let changes = s.commit(t0());
-        assert!(matches!(changes[0].kind, ChangeKind::WorkerRemoved { .. }));
+        assert!(matches!(changes[0].kind, ChangeKind::WorkerRemoved(_)));
         assert!(s.snapshot().workers.is_empty());
     }
 
@@ -742,5 +872,90 @@ mod tests {
         again.reports[0].stats.as_mut().unwrap().uptime = Some(Duration::from_secs(11));
         s.apply_inspect(&again, t1, T);
         assert!(s.commit(t1).is_empty());
+    }
+
+    #[test]
+    fn new_workers_beyond_the_cap_are_refused_and_counted() {
+        let mut s = FleetState::with_limits(t0(), 1, 2);
+        let names: Vec<String> = (0..5).map(|i| format!("w{i}@h")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        s.apply_inspect(&round(t0(), &names), t0(), T);
+        use crate::model::{EventPayload, FleetEvent, TaskObservation, TaskOutcome};
+        for i in 0..100 {
+            let event = FleetEvent {
+                worker: key(&format!("forged{i}@h")),
+                payload: EventPayload::Task(TaskObservation {
+                    outcome: TaskOutcome::Received,
+                    id: format!("t{i}"),
+                    name: None,
+                    timestamp: None,
+                    runtime: None,
+                }),
+            };
+            s.apply_event(event, t0(), T);
+        }
+        s.summarise_tasks(t0(), T);
+        s.commit(t0());
+        assert_eq!(s.snapshot().workers.len(), 2);
+        assert_eq!(s.perf().len(), 0, "no task record for a refused worker");
+        assert_eq!(s.snapshot().workers_refused, 3 + 100);
+        // Known workers are still updated at the cap.
+        s.apply_inspect(&round(t0(), &["w0@h"]), t0(), T);
+        assert_eq!(s.snapshot().workers.len(), 2);
+    }
+
+    #[test]
+    fn one_source_down_makes_only_its_backends_workers_stale() {
+        let mut s = state();
+        s.apply_inspect(&round(t0(), &["a@h"]), t0(), T);
+        let streams = WorkerKey::new(Backend::RedisStreams, "orders:billing", "c1");
+        let mut round = round(t0(), &["c1"]);
+        round.backend = Backend::RedisStreams;
+        round.scope = Arc::from("orders:billing");
+        s.apply_inspect(&round, t0(), T);
+        s.set_source(SourceStatus {
+            connected: false,
+            reason: "connection refused".into(),
+            ..SourceStatus::unknown_source("streams", vec![Backend::RedisStreams])
+        });
+        s.commit(t0());
+        let snap = s.snapshot();
+        assert!(snap.stale_sources(Backend::Celery).is_empty());
+        let stale: Vec<&str> = snap
+            .stale_sources(Backend::RedisStreams)
+            .iter()
+            .map(|s| s.source)
+            .collect();
+        assert_eq!(stale, ["streams"]);
+        // Silence is held against the Celery worker, not the Streams one.
+        let later = t0() + Duration::from_secs(120);
+        s.evaluate_all(later, T);
+        s.commit(later);
+        assert_eq!(s.snapshot().workers[&key("a@h")].lifecycle, Lifecycle::Lost);
+        assert_eq!(s.snapshot().workers[&streams].lifecycle, Lifecycle::Alive);
+    }
+
+    #[test]
+    fn workers_consuming_the_same_queues_form_a_group() {
+        use crate::model::ConsumedQueue;
+        let mut s = state();
+        let mut r = round(t0(), &["a@h", "b@h", "c@h"]);
+        let q = |n: &str| ConsumedQueue {
+            name: n.into(),
+            ..ConsumedQueue::default()
+        };
+        r.reports[0].queues = Some(vec![q("emails"), q("celery")]);
+        r.reports[1].queues = Some(vec![q("celery"), q("emails")]);
+        r.reports[2].queues = Some(vec![q("celery")]);
+        s.apply_inspect(&r, t0(), T);
+        s.commit(t0());
+        let group = |n: &str| s.snapshot().workers[&key(n)].group.to_string();
+        assert_eq!(group("a@h"), "celery,emails");
+        assert_eq!(group("b@h"), "celery,emails");
+        assert_eq!(group("c@h"), "celery");
+        assert!(
+            s.snapshot().workers[&key("a@h")].health.is_none(),
+            "nothing evaluated health"
+        );
     }
 }

@@ -24,6 +24,7 @@ struct Inner {
     broker_probes: Family<Labels, Counter>,
     broker_status_changes: Counter,
     broker_up: Gauge,
+    workers_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -73,8 +74,15 @@ impl Metrics {
             "1 while the broker answers the readiness probe, else 0",
             broker_up.clone(),
         );
+        let workers_refused = Counter::default();
+        registry.register(
+            "workers_refused",
+            "New workers refused because the known-worker cap (max_workers) was reached",
+            workers_refused.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
+                workers_refused,
                 registry,
                 rejected,
                 inspect_rounds,
@@ -95,20 +103,18 @@ impl Metrics {
             .inc();
     }
 
-    /// How many messages of `kind` were rejected for `reason` so far.
+    /// How many messages of `kind` were rejected for `reason` so far. Reading never
+    /// creates a series (an empty one would be exported as a real 0).
     pub fn rejected_count(&self, kind: &'static str, reason: &'static str) -> u64 {
-        self.inner
-            .rejected
-            .get_or_create(&vec![("kind", kind), ("reason", reason)])
-            .get()
+        read(
+            &self.inner.rejected,
+            &vec![("kind", kind), ("reason", reason)],
+        )
     }
 
     /// How many inspect rounds ended with `outcome` so far.
     pub fn inspect_round_count(&self, outcome: &'static str) -> u64 {
-        self.inner
-            .inspect_rounds
-            .get_or_create(&vec![("outcome", outcome)])
-            .get()
+        read(&self.inner.inspect_rounds, &vec![("outcome", outcome)])
     }
 
     pub fn inspect_round(&self, outcome: &'static str) {
@@ -139,10 +145,12 @@ impl Metrics {
 
     /// How many probes had `outcome` so far.
     pub fn broker_probe_count(&self, outcome: &'static str) -> u64 {
-        self.inner
-            .broker_probes
-            .get_or_create(&vec![("outcome", outcome)])
-            .get()
+        read(&self.inner.broker_probes, &vec![("outcome", outcome)])
+    }
+
+    /// Workers refused so far because the known-worker cap was reached.
+    pub fn workers_refused(&self) -> u64 {
+        self.inner.workers_refused.get()
     }
 
     /// The broker status changed (and was logged).
@@ -164,8 +172,33 @@ impl Metrics {
     }
 }
 
+/// A counter's value, or 0 when the series does not exist (it is not created).
+fn read(family: &Family<Labels, Counter>, labels: &Labels) -> u64 {
+    family.get(labels).map_or(0, |c| c.get())
+}
+
 impl warden_core::ports::FleetGauges for Metrics {
     fn set_workers(&self, count: usize) {
         Metrics::set_workers(self, count);
+    }
+
+    fn set_workers_refused(&self, total: u64) {
+        let counter = &self.inner.workers_refused;
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_a_count_creates_no_series() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.rejected_count("event", "never_seen"), 0);
+        assert!(!metrics.encode().contains("never_seen"));
+        metrics.message_rejected("event", "seen");
+        assert_eq!(metrics.rejected_count("event", "seen"), 1);
+        assert!(metrics.encode().contains("reason=\"seen\""));
     }
 }

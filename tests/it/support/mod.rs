@@ -471,6 +471,7 @@ pub async fn list(
         .list_workers(pb::ListWorkersRequest {
             page_size: 1000,
             refresh,
+            view: pb::WorkerView::Full.into(),
             ..Default::default()
         })
         .await
@@ -479,7 +480,10 @@ pub async fn list(
 }
 
 pub fn find<'a>(response: &'a pb::ListWorkersResponse, name: &str) -> Option<&'a pb::Worker> {
-    response.workers.iter().find(|w| w.name == name)
+    response
+        .workers
+        .iter()
+        .find(|w| w.id == name || w.name == name)
 }
 
 pub fn run(cmd: &mut Command) -> (bool, String, String) {
@@ -493,4 +497,79 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
 
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// One whole WatchFleet snapshot: begin, chunks, end.
+#[derive(Debug, Default)]
+pub struct WatchSnapshot {
+    pub reason: pb::SnapshotReason,
+    pub workers: Vec<pb::Worker>,
+    pub queues: Vec<pb::Queue>,
+    /// The revision and resume token of the snapshot_end message.
+    pub revision: u64,
+    pub resume_token: String,
+    /// Messages it took (begin and end included).
+    pub messages: usize,
+}
+
+/// Reads a snapshot from a WatchFleet stream whose next message must be snapshot_begin.
+pub async fn next_snapshot<S>(stream: &mut S) -> WatchSnapshot
+where
+    S: tokio_stream::Stream<Item = Result<pb::WatchFleetResponse, tonic::Status>> + Unpin,
+{
+    use tokio_stream::StreamExt as _;
+    let first = stream
+        .next()
+        .await
+        .expect("a message")
+        .expect("stream open");
+    rest_of_snapshot(&first, stream).await
+}
+
+/// Reads the rest of a snapshot whose snapshot_begin is `begin`.
+pub async fn rest_of_snapshot<S>(begin: &pb::WatchFleetResponse, stream: &mut S) -> WatchSnapshot
+where
+    S: tokio_stream::Stream<Item = Result<pb::WatchFleetResponse, tonic::Status>> + Unpin,
+{
+    use pb::watch_fleet_response::Event;
+    use tokio_stream::StreamExt as _;
+    let Some(Event::SnapshotBegin(b)) = &begin.event else {
+        panic!("expected snapshot_begin, got {begin:?}")
+    };
+    assert!(begin.resume_token.is_empty(), "no token before the end");
+    let mut snapshot = WatchSnapshot {
+        reason: b.reason(),
+        messages: 1,
+        ..WatchSnapshot::default()
+    };
+    loop {
+        let message = stream
+            .next()
+            .await
+            .expect("a message")
+            .expect("stream open");
+        snapshot.messages += 1;
+        match message.event {
+            Some(Event::SnapshotChunk(c)) => {
+                assert!(
+                    !c.workers.is_empty() || !c.queues.is_empty(),
+                    "no empty chunk"
+                );
+                snapshot.workers.extend(c.workers);
+                snapshot.queues.extend(c.queues);
+            }
+            Some(Event::SnapshotEnd(_)) => {
+                assert!(
+                    !message.resume_token.is_empty(),
+                    "snapshot_end carries a token"
+                );
+                snapshot.revision = message.revision;
+                snapshot.resume_token = message.resume_token;
+                assert_eq!(snapshot.workers.len() as u32, b.total_workers);
+                assert_eq!(snapshot.queues.len() as u32, b.total_queues);
+                return snapshot;
+            }
+            other => panic!("inside a snapshot: {other:?}"),
+        }
+    }
 }
