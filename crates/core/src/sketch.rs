@@ -5,22 +5,26 @@
 //! ([`RELATIVE_ERROR`]) of every value of the bin. So every figure read from a sketch (a
 //! quantile, the min, the max, and each term of the mean) is within α of a value that was
 //! really recorded. α is 1.95 % so that figures rounded to `f32` for reporting stay within 2 %.
-//! Values below 1 µs count as 0 (a bin of their own, next to the lowest), values above a day
-//! as a day: at most 648 bins, whatever the count.
+//! Values from 1 ns (a `Duration`'s resolution) to a day are binned, 0 has a bin of its own
+//! (next to the lowest) and values above a day count as a day: at most 825 bins, whatever the
+//! count.
 //!
 //! A sketch has two forms. [`Sketch`] is dense counters from the lowest bin used to the
 //! highest, the form to record into, merge and read. Its encoding ([`Sketch::encode`], read
-//! back by [`Sketch::merge_encoded`]) is what time slots keep: the smaller of
+//! back by [`Sketch::merge_encoded`]) is what time slots keep: a tag, the lowest bin, then the
+//! smallest of
 //!
-//! - dense: the lowest bin, then one counter per bin up to the highest, all of the same width,
-//!   4, 8, 16 or 32 bits, the narrowest that holds the largest count (100 runtimes spread over
-//!   a decade: ~60 bins of 4 bits, ~34 bytes);
-//! - sparse: the lowest bin, then (gap to the previous bin, count) varint pairs, for a few
-//!   values spread wide (3 runtimes over a decade: ~9 bytes).
+//! - Rice codes: one per bin up to the highest, `count >> k` in unary then the `k` low bits,
+//!   with the `k` that gives the fewest bits (100 runtimes spread over a decade, ~60 bins:
+//!   k = 0, ~160 bits, ~25 bytes);
+//! - fixed-width counters: 4, 8, 16 or 32 bits per bin, the narrowest that holds the largest
+//!   count (for many values in few bins);
+//! - sparse: (gap to the previous bin, count) varint pairs, for a few values spread wide
+//!   (3 runtimes over a decade: ~9 bytes).
 //!
 //! Merging is exact (bin counts add), so a distribution merged from many slots is the one a
 //! single sketch of all the values would have given.
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 /// Relative accuracy of everything read from a sketch.
 pub const RELATIVE_ERROR: f64 = 0.0195;
@@ -28,12 +32,12 @@ const GAMMA: f64 = (1.0 + RELATIVE_ERROR) / (1.0 - RELATIVE_ERROR);
 /// ln(GAMMA) (checked by a test: `f64::ln` is not `const`).
 const LN_GAMMA: f64 = 0.039_004_944_378_108_88;
 /// Values below this count as 0.
-const MIN_SECONDS: f64 = 1e-6;
+const MIN_SECONDS: f64 = 1e-9;
 /// Values above this count as this.
 const MAX_SECONDS: f64 = 86_400.0;
 /// The bin of MIN_SECONDS.
-const MIN_BIN: i16 = -354;
-/// The bin of the values below MIN_SECONDS, read back as 0.
+const MIN_BIN: i16 = -531;
+/// The bin of 0 (and of anything below MIN_SECONDS), read back as 0.
 const ZERO_BIN: i16 = MIN_BIN - 1;
 /// The bin of MAX_SECONDS.
 const MAX_BIN: i16 = 292;
@@ -45,6 +49,8 @@ const DENSE_8: u8 = 2;
 const DENSE_16: u8 = 3;
 const DENSE_32: u8 = 4;
 const SPARSE: u8 = 5;
+/// RICE + k: Rice codes with parameter k (0..=31).
+const RICE: u8 = 16;
 
 fn bin_of(seconds: f64) -> i16 {
     if seconds.is_nan() || seconds < MIN_SECONDS {
@@ -55,11 +61,29 @@ fn bin_of(seconds: f64) -> i16 {
 
 /// The value a bin stands for: the point of least relative error within it.
 fn value_of(bin: i16) -> f64 {
-    if bin <= ZERO_BIN {
-        0.0
-    } else {
-        2.0 * GAMMA.powi(i32::from(bin)) / (GAMMA + 1.0)
-    }
+    static VALUES: LazyLock<Vec<f64>> = LazyLock::new(|| {
+        (ZERO_BIN..=MAX_BIN)
+            .map(|bin| {
+                if bin == ZERO_BIN {
+                    0.0
+                } else {
+                    2.0 * GAMMA.powi(i32::from(bin)) / (GAMMA + 1.0)
+                }
+            })
+            .collect()
+    });
+    VALUES[usize::from(bin.clamp(ZERO_BIN, MAX_BIN).abs_diff(ZERO_BIN))]
+}
+
+/// What a distribution is reported as, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary<const N: usize> {
+    pub count: u64,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    /// The quantiles asked for, in the same order.
+    pub quantiles: [f64; N],
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,13 +163,7 @@ impl Sketch {
     }
 
     pub fn mean(&self) -> Option<Duration> {
-        (self.count > 0).then(|| {
-            let sum: f64 = self
-                .nonzero()
-                .map(|(bin, n)| value_of(bin) * f64::from(n))
-                .sum();
-            Duration::from_secs_f64(sum / self.count as f64)
-        })
+        Some(Duration::from_secs_f64(self.summary([])?.mean))
     }
 
     pub fn min(&self) -> Option<Duration> {
@@ -159,19 +177,38 @@ impl Sketch {
     /// The q-quantile (0 ≤ q ≤ 1): the value of rank round(q·(count − 1)) among those
     /// recorded, within [`RELATIVE_ERROR`].
     pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let [value] = self.summary([q])?.quantiles;
+        Some(Duration::from_secs_f64(value))
+    }
+
+    /// Count, mean, min, max and the `qs`-quantiles (in increasing order; see
+    /// [`Sketch::quantile`]), in seconds and in one pass; None when empty.
+    pub fn summary<const N: usize>(&self, qs: [f64; N]) -> Option<Summary<N>> {
         if self.count == 0 {
             return None;
         }
-        let rank = (q.clamp(0.0, 1.0) * (self.count - 1) as f64).round() as u64;
-        let mut seen = 0u64;
+        debug_assert!(qs.is_sorted(), "quantiles in increasing order");
+        let ranks = qs.map(|q| (q.clamp(0.0, 1.0) * (self.count - 1) as f64).round() as u64);
+        let max = value_of(self.last_bin());
+        // Only short of a rank when a bin saturated.
+        let mut quantiles = [max; N];
+        let (mut next, mut seen, mut sum) = (0, 0u64, 0.0);
         for (bin, n) in self.nonzero() {
+            let value = value_of(bin);
             seen += u64::from(n);
-            if seen > rank {
-                return Some(Duration::from_secs_f64(value_of(bin)));
+            sum += value * f64::from(n);
+            while next < N && seen > ranks[next] {
+                quantiles[next] = value;
+                next += 1;
             }
         }
-        // Only when a bin saturated.
-        self.max()
+        Some(Summary {
+            count: self.count,
+            mean: sum / seen.max(1) as f64,
+            min: value_of(self.base),
+            max,
+            quantiles,
+        })
     }
 
     /// Heap bytes held.
@@ -179,7 +216,7 @@ impl Sketch {
         self.bins.capacity() * std::mem::size_of::<u32>()
     }
 
-    /// Appends the compact encoding (the smaller of dense and sparse; see the module).
+    /// Appends the compact encoding (the smallest form; see the module).
     pub fn encode(&self, out: &mut Vec<u8>) {
         let (Some(first), Some(last)) = (
             self.bins.iter().position(|n| *n > 0),
@@ -190,25 +227,36 @@ impl Sketch {
         };
         let bins = &self.bins[first..=last];
         let base = self.base + first as i16;
-        let max = bins.iter().copied().max().unwrap_or(0);
+        // One pass for the size of every form: the largest count, the sparse pairs, and the
+        // Rice codes' quotients for the small parameters.
+        let (mut max, mut nonzero, mut sparse_len, mut previous) = (0, 0u64, 3, 0);
+        let mut quotients = [0usize; SMALL_K];
+        for (i, &n) in bins.iter().enumerate() {
+            for (k, q) in quotients.iter_mut().enumerate() {
+                *q += (n >> k) as usize;
+            }
+            if n > 0 {
+                max = max.max(n);
+                sparse_len += varint_len(u64::from(n));
+                if nonzero > 0 {
+                    sparse_len += varint_len((i - previous) as u64);
+                }
+                nonzero += 1;
+                previous = i;
+            }
+        }
+        sparse_len += varint_len(nonzero);
         let (tag, width) = match max {
             0..=0xf => (DENSE_4, 4),
             0x10..=0xff => (DENSE_8, 8),
             0x100..=0xffff => (DENSE_16, 16),
             _ => (DENSE_32, 32),
         };
-        let dense_len = 3 + varint_len(bins.len() as u64) + (bins.len() * width).div_ceil(8);
-        let (mut sparse_len, mut nonzero, mut previous) = (3, 0u64, None);
-        for (i, n) in bins.iter().enumerate().filter(|(_, n)| **n > 0) {
-            if let Some(p) = previous {
-                sparse_len += varint_len((i - p) as u64);
-            }
-            sparse_len += varint_len(u64::from(*n));
-            nonzero += 1;
-            previous = Some(i);
-        }
-        sparse_len += varint_len(nonzero);
-        if sparse_len < dense_len {
+        let header = 3 + varint_len(bins.len() as u64);
+        let dense_len = header + (bins.len() * width).div_ceil(8);
+        let (k, rice_bits) = best_rice(bins, &quotients);
+        let rice_len = header + rice_bits.div_ceil(8);
+        if sparse_len < dense_len.min(rice_len) {
             out.push(SPARSE);
             out.extend_from_slice(&base.to_le_bytes());
             put_varint(out, nonzero);
@@ -220,6 +268,18 @@ impl Sketch {
                 put_varint(out, u64::from(*n));
                 previous = Some(i);
             }
+            return;
+        }
+        if rice_len < dense_len {
+            out.push(RICE + k as u8);
+            out.extend_from_slice(&base.to_le_bytes());
+            put_varint(out, bins.len() as u64);
+            let mut w = BitWriter::new(out);
+            for n in bins {
+                w.unary(u64::from(n >> k));
+                w.bits(u64::from(*n) & ((1 << k) - 1), k);
+            }
+            w.finish();
             return;
         }
         out.push(tag);
@@ -257,6 +317,23 @@ impl Sketch {
                 }
                 self.add(bin, u32::try_from(r.varint()?).ok()?);
             }
+            return Some(());
+        }
+        if (RICE..RICE + 32).contains(&tag) {
+            let k = u32::from(tag - RICE);
+            let last = base.checked_add(n as i16 - 1).filter(|b| *b <= MAX_BIN)?;
+            self.cover(base, last);
+            let offset = usize::from(base.abs_diff(self.base));
+            let mut bits = BitReader::new(r.rest());
+            let mut total = 0u64;
+            for slot in &mut self.bins[offset..offset + n] {
+                let q = bits.unary()?;
+                let v = u32::try_from(q.checked_shl(k)? | bits.bits(k)?).ok()?;
+                *slot = slot.saturating_add(v);
+                total += u64::from(v);
+            }
+            self.count += total;
+            r.take(bits.consumed_bytes())?;
             return Some(());
         }
         let width = match tag {
@@ -308,6 +385,164 @@ impl Sketch {
     }
 }
 
+/// Rice parameters whose sizes [`Sketch::encode`] measures in its one pass.
+const SMALL_K: usize = 4;
+
+/// The Rice parameter that codes `bins` in the fewest bits, and those bits, given the sums of
+/// `n >> k` for k < SMALL_K.
+fn best_rice(bins: &[u32], quotients: &[usize; SMALL_K]) -> (u32, usize) {
+    let size = |k: u32| {
+        let q = quotients
+            .get(k as usize)
+            .copied()
+            .unwrap_or_else(|| bins.iter().map(|n| (n >> k) as usize).sum::<usize>());
+        q + bins.len() * (1 + k as usize)
+    };
+    // The size falls then rises with k: stop at the first rise.
+    let (mut k, mut best) = (0, size(0));
+    while k < 31 {
+        let next = size(k + 1);
+        if next >= best {
+            break;
+        }
+        (k, best) = (k + 1, next);
+    }
+    (k, best)
+}
+
+/// Writes bits, least significant first.
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    acc: u64,
+    len: u32,
+}
+
+impl<'a> BitWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Self {
+            out,
+            acc: 0,
+            len: 0,
+        }
+    }
+
+    /// The `n` (≤ 32) low bits of `v`.
+    fn bits(&mut self, v: u64, n: u32) {
+        self.acc |= v << self.len;
+        self.len += n;
+        while self.len >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.len -= 8;
+        }
+    }
+
+    /// `q` ones, then a zero.
+    fn unary(&mut self, mut q: u64) {
+        while q >= 32 {
+            self.bits(u64::from(u32::MAX), 32);
+            q -= 32;
+        }
+        self.bits((1 << q) - 1, q as u32 + 1);
+    }
+
+    fn finish(self) {
+        if self.len > 0 {
+            self.out.push(self.acc as u8);
+        }
+    }
+}
+
+/// Reads what [`BitWriter`] wrote.
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    /// Bytes moved into `acc`.
+    next: usize,
+    /// Bits to read, least significant first; above `len`, 0 or the bits that follow.
+    acc: u64,
+    len: u32,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            next: 0,
+            acc: 0,
+            len: 0,
+        }
+    }
+
+    /// Tops `acc` up to at least 56 bits, or to the end of the bytes.
+    #[inline]
+    fn refill(&mut self) {
+        if self.len > 56 {
+            return;
+        }
+        if let Some(word) = self.bytes.get(self.next..self.next + 8) {
+            // The whole bytes that fit; the rest of the word lands above `len`, where the
+            // next refill puts the same bits again.
+            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            self.acc |= word << self.len;
+            let taken = (63 - self.len) / 8;
+            self.next += taken as usize;
+            self.len += taken * 8;
+            return;
+        }
+        while self.len <= 56
+            && let Some(b) = self.bytes.get(self.next)
+        {
+            self.acc |= u64::from(*b) << self.len;
+            self.len += 8;
+            self.next += 1;
+        }
+    }
+
+    fn consume(&mut self, n: u32) {
+        self.acc = self.acc.checked_shr(n).unwrap_or(0);
+        self.len -= n;
+    }
+
+    /// `n` (≤ 32) bits.
+    #[inline]
+    fn bits(&mut self, n: u32) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
+        }
+        self.refill();
+        if self.len < n {
+            return None;
+        }
+        let v = self.acc & ((1 << n) - 1);
+        self.consume(n);
+        Some(v)
+    }
+
+    /// Ones up to a zero (consumed), as many as fit a u32.
+    #[inline]
+    fn unary(&mut self) -> Option<u64> {
+        let mut q = 0u64;
+        loop {
+            self.refill();
+            let ones = self.acc.trailing_ones();
+            if ones < self.len {
+                self.consume(ones + 1);
+                return Some(q + u64::from(ones));
+            }
+            if self.len == 0 || q > u64::from(u32::MAX) {
+                return None;
+            }
+            q += u64::from(self.len);
+            self.consume(self.len);
+        }
+    }
+
+    /// Whole bytes read so far (the last one possibly in part).
+    fn consumed_bytes(&self) -> usize {
+        (self.next * 8 - self.len as usize).div_ceil(8)
+    }
+}
+
 /// LEB128.
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -335,6 +570,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn is_done(&self) -> bool {
         self.pos >= self.bytes.len()
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.pos..).unwrap_or_default()
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -436,13 +675,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn values_below_a_microsecond_count_as_zero() {
+    fn zero_is_exact_and_nanoseconds_are_within_the_relative_error() {
         let mut s = Sketch::default();
         s.record(Duration::ZERO);
+        s.record(Duration::ZERO);
+        s.record(Duration::from_nanos(1));
         s.record(Duration::from_nanos(300));
         s.record(Duration::from_millis(5));
         assert_eq!(s.min(), Some(Duration::ZERO));
-        assert_eq!(s.quantile(0.5), Some(Duration::ZERO));
+        assert_eq!(s.quantile(0.25), Some(Duration::ZERO));
+        assert!(relative_error(s.quantile(0.5).unwrap(), 1e-9) <= RELATIVE_ERROR);
+        assert!(relative_error(s.quantile(0.75).unwrap(), 300e-9) <= RELATIVE_ERROR);
         assert!(relative_error(s.max().unwrap(), 0.005) <= RELATIVE_ERROR);
         s.record(Duration::from_secs(10 * 86_400));
         assert!(relative_error(s.max().unwrap(), 86_400.0) <= RELATIVE_ERROR);
@@ -498,8 +741,38 @@ pub(crate) mod tests {
             ("u16", (-100..-90).map(|b| (b, 60_000)).collect(), DENSE_16),
             (
                 "u32",
-                (-100..-90).map(|b| (b, 3_000_000)).collect(),
+                (-100..-90).map(|b| (b, 4_000_000_000)).collect(),
                 DENSE_32,
+            ),
+            (
+                "rice k=0",
+                (-100i16..60)
+                    .map(|b| (b, u32::from(b.unsigned_abs() % 3)))
+                    .collect(),
+                RICE,
+            ),
+            (
+                "rice k=4",
+                (-100i16..-40)
+                    .map(|b| (b, 16 + u32::from(b.unsigned_abs() % 16)))
+                    .collect(),
+                RICE + 4,
+            ),
+            (
+                "rice with long unary runs",
+                (-100i16..100)
+                    .map(|b| {
+                        (
+                            b,
+                            if b == 0 {
+                                100
+                            } else {
+                                u32::from(b.unsigned_abs() % 2)
+                            },
+                        )
+                    })
+                    .collect(),
+                RICE,
             ),
             (
                 "large sparse counts",
@@ -528,6 +801,45 @@ pub(crate) mod tests {
         }
         assert_eq!(Sketch::decode(&[SPARSE, 0]), None, "truncated");
         assert_eq!(Sketch::decode(&[9]), None, "unknown tag");
+    }
+
+    /// Random shapes, encoded back to back (as in a slot) and read back one after the other.
+    #[test]
+    fn random_sketches_round_trip_back_to_back() {
+        let mut rng = Rng(5);
+        for _ in 0..2000 {
+            let sketches: Vec<Sketch> = (0..3)
+                .map(|_| {
+                    let mut s = Sketch::default();
+                    let lo = ZERO_BIN + (rng.next_u64() % 800) as i16;
+                    let span = 1 + rng.next_u64() % 200;
+                    let scale = [1, 3, 20, 300, 70_000, 5_000_000][(rng.next_u64() % 6) as usize];
+                    let density = rng.unit();
+                    for i in 0..span {
+                        let bin = lo.saturating_add(i as i16).min(MAX_BIN);
+                        if rng.unit() < density {
+                            s.add(bin, (rng.next_u64() % (scale + 1)) as u32);
+                        }
+                    }
+                    s
+                })
+                .collect();
+            let mut bytes = Vec::new();
+            for s in &sketches {
+                s.encode(&mut bytes);
+            }
+            let mut r = Reader::new(&bytes);
+            for s in &sketches {
+                let mut back = Sketch::default();
+                back.merge_encoded(&mut r).unwrap();
+                assert_eq!(back.count, s.count);
+                assert_eq!(
+                    back.nonzero().collect::<Vec<_>>(),
+                    s.nonzero().collect::<Vec<_>>()
+                );
+            }
+            assert!(r.is_done());
+        }
     }
 
     #[test]
