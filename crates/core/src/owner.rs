@@ -266,3 +266,84 @@ impl Owner {
         self.state.snapshot().revision
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::{
+        clock::ManualClock,
+        model::{Backend, EventPayload, TaskObservation, TaskOutcome},
+        ports::NoGauges,
+    };
+
+    /// A worker watched for 34 s that finished one task a second shows 60 per minute in
+    /// every window, over a covered span of 34 s: not a fifth or a hundredth of its rate.
+    #[tokio::test]
+    async fn throughput_of_a_young_worker_is_its_real_rate() {
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let cancel = CancellationToken::new();
+        let (fleet, _task) = spawn(
+            FleetSettings {
+                thresholds: Thresholds {
+                    warning: Duration::from_secs(30),
+                    critical: Duration::from_secs(60),
+                },
+                evaluate_every: Duration::from_millis(10),
+                max_workers: 10,
+            },
+            Arc::new(clock.clone()),
+            Arc::new(NoGauges),
+            cancel.clone(),
+        );
+        let key = WorkerKey::new(Backend::Celery, "default", "young@h");
+        let event = |i: u32, outcome| FleetEvent {
+            worker: key.clone(),
+            payload: EventPayload::Task(TaskObservation {
+                outcome,
+                id: format!("t{i}"),
+                name: Some("app.add".into()),
+                timestamp: None,
+                runtime: Some(Duration::from_millis(100)),
+            }),
+        };
+        fleet
+            .observe(FleetMessage::Events(vec![event(0, TaskOutcome::Received)]))
+            .await
+            .unwrap();
+        // Applied at the clock's current time: wait for it before the clock moves.
+        fleet.barrier().await.unwrap();
+        for i in 1..=34 {
+            clock.advance(Duration::from_secs(1));
+            fleet
+                .observe(FleetMessage::Events(vec![event(i, TaskOutcome::Succeeded)]))
+                .await
+                .unwrap();
+            fleet.barrier().await.unwrap();
+        }
+        // The owner folds task statistics into the snapshot on its tick.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let stats = loop {
+            fleet.barrier().await.unwrap();
+            let stats = fleet
+                .snapshot()
+                .workers
+                .get(&key)
+                .and_then(|w| w.task_stats.clone());
+            if let Some(stats) = stats.filter(|s| s.overall[0].counts.succeeded == 34) {
+                break stats;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no summary in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        for window in &stats.overall {
+            assert_eq!(window.covered(), Duration::from_secs(34), "{window:?}");
+            assert!(
+                (window.throughput_per_min() - 60.0).abs() < 1e-9,
+                "{window:?}"
+            );
+        }
+        cancel.cancel();
+    }
+}

@@ -11,7 +11,7 @@ use imbl::{OrdMap, Vector};
 use super::{
     model::{
         ActiveTask, Activity, Backend, ConsumedQueue, EventPayload, FleetEvent, InspectRound,
-        Lifecycle, QueueDepth, QueueInfo, SourceStatus, TaskStats, Thresholds, UNGROUPED, Worker,
+        Lifecycle, QueueDepth, QueueInfo, SourceStatus, Thresholds, UNGROUPED, Worker,
         WorkerEventKind, WorkerKey,
     },
     perf::WorkerPerf,
@@ -279,18 +279,17 @@ impl FleetState {
             };
             perf.dirty = false;
             perf.summarised_at = Some(now);
-            let stats = TaskStats {
-                overall: perf.overall.reports(now),
-                by_task: {
-                    let mut by_task: Vec<_> = perf
-                        .by_task
-                        .iter()
-                        .map(|(task, w)| (task.clone(), w.reports(now)))
-                        .collect();
-                    by_task.sort_by(|a, b| a.0.cmp(&b.0));
-                    by_task
-                },
-            };
+            // Rates are over the time warden has watched the worker (issue 13 §6).
+            let observed_since = self
+                .snapshot
+                .workers
+                .get(&key)
+                .map(|w| w.first_seen)
+                .into_iter()
+                .chain(perf.first_event)
+                .min()
+                .unwrap_or(now);
+            let stats = perf.task_stats(now, observed_since);
             let events_fresh = perf
                 .last_event
                 .is_some_and(|t| now.duration_since(t).unwrap_or_default() < EVENTS_FRESH);
