@@ -199,7 +199,11 @@ fn request<T>(args: &ClientArgs, message: T) -> Result<Request<T>, ClientError> 
 /// Runs a client verb, printing to stdout.
 pub async fn run(command: Command) -> Result<(), ClientError> {
     match command {
-        Command::Serve(_) => unreachable_serve(),
+        Command::Serve(_) => {
+            return Err(ClientError::Input(
+                "`serve` runs the server; it is not a client verb".into(),
+            ));
+        }
         Command::Workers(args) => {
             let mut client = WorkerHealthClient::new(connect(&args.client).await?);
             let mut workers = Vec::new();
@@ -338,10 +342,6 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
         }
     }
     Ok(())
-}
-
-fn unreachable_serve() {
-    // `serve` is dispatched by main before client verbs; nothing to do here.
 }
 
 fn enum_name(name: Option<&str>, prefix: &str) -> String {

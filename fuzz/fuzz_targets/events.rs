@@ -28,12 +28,15 @@ fn check(event: &FleetEvent) {
             }
         }
     }
+    // Accepted hostnames are well-formed (see `pidbox::valid_node_name`).
+    assert!(!event.worker.id.is_empty() && !event.worker.id.chars().any(char::is_control));
     // Everything downstream formats events (logs, metrics labels).
     let _ = format!("{event:?}");
 }
 
 fn run(message: &[u8]) {
-    match events::decode(message) {
+    let scope: std::sync::Arc<str> = std::sync::Arc::from("default");
+    match events::decode(message, &scope) {
         Ok((decoded, errors)) => {
             decoded.iter().for_each(check);
             for err in &errors {

@@ -63,9 +63,6 @@ pub enum ApiError {
     /// Specified in the contract, built by a later capability (named in the message).
     #[error("not implemented yet: arrives with the {capability}")]
     Unimplemented { capability: &'static str },
-    /// Details are logged, never sent: they may name internals.
-    #[error("internal error")]
-    Internal(String),
 }
 
 /// How long a client should wait before retrying an UNAVAILABLE call.
@@ -104,7 +101,6 @@ impl ApiError {
             ApiError::PermissionDenied { .. } => "ROLE_INSUFFICIENT",
             ApiError::Unavailable { .. } => "SOURCE_UNAVAILABLE",
             ApiError::Unimplemented { .. } => "NOT_IMPLEMENTED",
-            ApiError::Internal(_) => "INTERNAL",
         }
     }
 }
@@ -166,10 +162,6 @@ impl From<ApiError> for Status {
             ApiError::Unimplemented { capability } => {
                 metadata.insert("capability".to_string(), capability.to_string());
                 Code::Unimplemented
-            }
-            ApiError::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
-                Code::Internal
             }
         };
         details.set_error_info(err.reason(), DOMAIN, metadata);
@@ -245,11 +237,5 @@ mod tests {
         let status = shutting_down();
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.get_error_details().retry_info().is_some());
-    }
-
-    #[test]
-    fn internal_errors_do_not_leak() {
-        let status: Status = ApiError::Internal("redis://:pw@host".into()).into();
-        assert!(!status.message().contains("pw"));
     }
 }
