@@ -185,12 +185,20 @@ impl FleetState {
                 // from its performance record once a second, not per task event.
                 if let Some(perf) = self.perf.get_mut(&event.worker) {
                     perf.record(&task, now);
-                } else if self.admit(&event.worker) {
-                    self.perf
-                        .entry(event.worker)
-                        .or_default()
-                        .record(&task, now);
+                    return;
                 }
+                if !self.snapshot.workers.contains_key(&event.worker) {
+                    if !self.admit(&event.worker) {
+                        return;
+                    }
+                    // Known from its first task event on, so that it counts against the cap
+                    // at once (not only when its figures are first summarised).
+                    self.put(Worker::new(event.worker.clone(), now), false);
+                }
+                self.perf
+                    .entry(event.worker)
+                    .or_default()
+                    .record(&task, now);
             }
             EventPayload::Worker(ev) => {
                 let existing = self.snapshot.workers.get(&event.worker).cloned();
@@ -897,6 +905,26 @@ mod tests {
         s.commit(t0());
         assert_eq!(s.snapshot().workers.len(), 2);
         assert_eq!(s.perf().len(), 0, "no task record for a refused worker");
+        // Task events of new workers count against the cap when they arrive, not when
+        // summarised: below it, the worker is known at once; at it, refused.
+        let mut small = FleetState::with_limits(t0(), 1, 3);
+        small.apply_inspect(&round(t0(), &["w0@h", "w1@h"]), t0(), T);
+        let task = |host: &str| FleetEvent {
+            worker: key(host),
+            payload: EventPayload::Task(TaskObservation {
+                outcome: TaskOutcome::Received,
+                id: "t".into(),
+                name: None,
+                timestamp: None,
+                runtime: None,
+            }),
+        };
+        small.apply_event(task("busy@h"), t0(), T);
+        small.apply_event(task("late@h"), t0(), T);
+        assert_eq!(small.snapshot().workers.len(), 3);
+        assert!(small.snapshot().workers.contains_key(&key("busy@h")));
+        assert_eq!(small.perf().len(), 1);
+        assert_eq!(small.snapshot().workers_refused, 1);
         assert_eq!(s.snapshot().workers_refused, 3 + 100);
         // Known workers are still updated at the cap.
         s.apply_inspect(&round(t0(), &["w0@h"]), t0(), T);
