@@ -62,7 +62,7 @@ async fn starts_without_a_broker_and_recovers_when_it_appears() {
     );
     assert!(!freshness.reason.is_empty());
 
-    redis.restart();
+    redis.restart().await;
     let _w = CeleryWorker::start(&broker, "late@outage", WorkerOptions::default());
     eventually(
         Duration::from_secs(15),
@@ -88,7 +88,7 @@ async fn starts_without_a_broker_and_recovers_when_it_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_mid_run_keeps_answering_with_stale_data_then_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _w = CeleryWorker::start(&broker, "steady@outage", WorkerOptions::default());
     let warden = TestWarden::start(test_config(&broker)).await;
@@ -101,7 +101,7 @@ async fn broker_killed_mid_run_keeps_answering_with_stale_data_then_recovers() {
     .await;
     assert_eq!(serving(channel.clone()).await, ServingStatus::Serving);
 
-    redis.kill();
+    redis.kill().await;
     eventually(
         Duration::from_secs(10),
         "NOT_SERVING after the broker dies",
@@ -118,7 +118,7 @@ async fn broker_killed_mid_run_keeps_answering_with_stale_data_then_recovers() {
     // Silence caused by the outage is not held against the worker.
     assert_eq!(w.lifecycle(), pb::Lifecycle::Alive);
 
-    redis.restart();
+    redis.restart().await;
     eventually(Duration::from_secs(15), "SERVING again", || {
         let channel = channel.clone();
         async move { (serving(channel).await == ServingStatus::Serving).then_some(()) }

@@ -69,7 +69,7 @@ fn forgeries(ticket: &str) -> Vec<(Vec<u8>, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replies_are_counted_and_skipped() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _worker = CeleryWorker::start(
         &broker,

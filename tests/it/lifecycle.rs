@@ -14,9 +14,9 @@ fn lifecycle_of(r: &pb::ListWorkersResponse, name: &str) -> Option<pb::Lifecycle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_threshold() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
-    let mut warm = CeleryWorker::start(&broker, "warm@life", WorkerOptions::default());
+    let warm = CeleryWorker::start(&broker, "warm@life", WorkerOptions::default());
     let mut crash = CeleryWorker::start(&broker, "crash@life", WorkerOptions::default());
     let mut config = test_config(&broker);
     config.heartbeat_warning = Duration::from_secs(4);
@@ -42,7 +42,7 @@ async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_thresho
     )
     .await;
 
-    warm.terminate();
+    warm.terminate().await;
     eventually(
         Duration::from_secs(20),
         "warm shutdown reported OFFLINE",
@@ -56,7 +56,7 @@ async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_thresho
     )
     .await;
 
-    crash.kill9();
+    crash.kill9().await;
     let killed = Instant::now();
     let lost_after = eventually(
         critical + Duration::from_secs(6),
@@ -94,7 +94,7 @@ async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_thresho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_fleet_streams_a_snapshot_then_changes_and_resumes() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _first = CeleryWorker::start(&broker, "first@watch", WorkerOptions::default());
     let warden = TestWarden::start(test_config(&broker)).await;
@@ -118,7 +118,7 @@ async fn watch_fleet_streams_a_snapshot_then_changes_and_resumes() {
 
     // A new worker appears within its first heartbeat.
     let started = Instant::now();
-    let mut second = CeleryWorker::start(&broker, "second@watch", WorkerOptions::default());
+    let second = CeleryWorker::start(&broker, "second@watch", WorkerOptions::default());
     let (added_revision, token_before) = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let message = stream.next().await.unwrap().unwrap();
@@ -148,7 +148,7 @@ async fn watch_fleet_streams_a_snapshot_then_changes_and_resumes() {
     );
 
     // A status change reaches the watcher within 5 s: a warm shutdown turns OFFLINE.
-    second.terminate();
+    second.terminate().await;
     let stopped = Instant::now();
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
