@@ -1,6 +1,6 @@
 //! ForgetWorker with real workers, through the CLI: an ALIVE worker cannot be forgotten; once
-//! it is gone (warm shutdown or crash) and no longer ALIVE, `warden forget` removes it, and
-//! `--dry-run` changes nothing.
+//! it is gone (OFFLINE after a warm shutdown, LOST after a crash), `warden forget` removes
+//! it, and `--dry-run` changes nothing.
 
 use std::{process::Command, time::Duration};
 
@@ -104,10 +104,13 @@ async fn forget_refuses_alive_workers_and_removes_gone_ones() {
         pb::Lifecycle::Lost,
         "a crash says no goodbye"
     );
+    // A warm shutdown says goodbye (worker-offline): OFFLINE, never LOST. (LOST would mean
+    // the goodbye was missed and only the silence was noticed.)
     let stopped_became = gone(&client, "stopped@forget").await;
-    assert!(
-        matches!(stopped_became, pb::Lifecycle::Lost | pb::Lifecycle::Offline),
-        "{stopped_became:?}"
+    assert_eq!(
+        stopped_became,
+        pb::Lifecycle::Offline,
+        "a warm shutdown is a goodbye"
     );
 
     for name in ["stopped@forget", "crashed@forget"] {
