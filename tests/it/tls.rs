@@ -12,7 +12,7 @@ use crate::support::*;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-use warden::proto::v1::worker_health_client::WorkerHealthClient;
+use warden::proto::v1::{self as pb, worker_health_client::WorkerHealthClient};
 
 struct Reap(Child);
 
@@ -148,6 +148,7 @@ struct WardenBinary {
     _ports: [Port; 2],
     _logs: LogDir,
     grpc_url: String,
+    http_url: String,
 }
 
 async fn start_warden(broker: &str, ca: Option<&Path>) -> WardenBinary {
@@ -173,6 +174,7 @@ async fn start_warden(broker: &str, ca: Option<&Path>) -> WardenBinary {
     WardenBinary {
         _child: child,
         grpc_url: format!("http://127.0.0.1:{grpc}"),
+        http_url: format!("http://127.0.0.1:{http}"),
         _ports: [grpc, http],
         _logs: logs,
     }
@@ -193,6 +195,35 @@ async fn status(url: &str) -> ServingStatus {
         .unwrap()
         .into_inner()
         .status()
+}
+
+/// The broker's entry in ListWorkers' `freshness.sources` (set once a probe has run).
+async fn broker_status(url: &str) -> Option<pb::SourceStatus> {
+    let mut client = WorkerHealthClient::connect(url.to_string()).await.ok()?;
+    broker_source(&list(&mut client, false).await).cloned()
+}
+
+/// Broker probes by outcome, read from the binary's /metrics.
+async fn probe_counts(http_url: &str) -> Vec<(String, f64)> {
+    let text = reqwest::get(format!("{http_url}/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("warden_broker_probes_total{outcome=\"")?;
+            let (outcome, value) = rest.split_once("\"} ")?;
+            Some((outcome.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether a reason names a certificate (or TLS) failure.
+fn certificate_error(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    reason.contains("certificate")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,24 +258,55 @@ async fn rediss_broker_with_a_verified_certificate() {
         }
     })
     .await;
-    // Not trusting it: the certificate is refused, never silently accepted.
+    let source = broker_status(&url).await.expect("probed");
+    assert!(source.available && source.reason.is_empty(), "{source:?}");
+
+    // Not trusting it: the certificate is refused, never silently accepted, and the reason
+    // says so. Before the first probe the broker is merely "not connected yet": a reason
+    // naming the certificate can only come from a probe that failed on it.
     let doubting = start_warden(&broker, None).await;
     let url = doubting.grpc_url.clone();
-    eventually(
+    let source = eventually(
         Duration::from_secs(10),
-        "readiness reports the refusal",
+        "the broker's certificate reported as refused",
         || {
             let url = url.clone();
-            async move { (status(&url).await == ServingStatus::NotServing).then_some(()) }
+            async move {
+                broker_status(&url)
+                    .await
+                    .filter(|s| certificate_error(&s.reason))
+            }
         },
     )
     .await;
+    eprintln!("without the CA: {source:?}");
+    assert!(!source.available, "{source:?}");
+    assert!(source.last_ok.is_none(), "never connected: {source:?}");
+    let probes = probe_counts(&doubting.http_url).await;
+    let failed: f64 = probes
+        .iter()
+        .filter(|(outcome, _)| outcome != "ok")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(failed >= 1.0, "no failed probe counted: {probes:?}");
+    assert!(
+        !probes
+            .iter()
+            .any(|(outcome, n)| outcome == "ok" && *n > 0.0),
+        "a probe succeeded without trusting the CA: {probes:?}"
+    );
+    assert_eq!(status(&url).await, ServingStatus::NotServing);
     // It stays refused (checked over several probes, not one).
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
         assert_eq!(status(&url).await, ServingStatus::NotServing);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let source = broker_status(&url).await.expect("probed");
+    assert!(
+        !source.available && certificate_error(&source.reason),
+        "{source:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,6 +360,7 @@ async fn grpc_port_serves_tls_and_the_cli_verifies_it() {
         .env_remove("SSL_CERT_FILE"))
     .await;
     assert!(!ok, "an untrusted certificate must be refused");
+    eprintln!("the CLI without the CA: {stderr}");
     assert!(!stderr.is_empty());
     // Plaintext to a TLS port fails.
     let (ok, _, _) = run(Command::new(env!("CARGO_BIN_EXE_warden")).args([

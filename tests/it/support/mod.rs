@@ -588,6 +588,15 @@ impl TestWarden {
     }
 }
 
+/// The broker's entry in a response's `freshness.sources` (there once a probe has run).
+pub fn broker_source(r: &pb::ListWorkersResponse) -> Option<&pb::SourceStatus> {
+    r.freshness
+        .as_ref()?
+        .sources
+        .iter()
+        .find(|s| s.source == "broker")
+}
+
 /// Lists every worker (first page of up to 1000).
 pub async fn list(
     client: &mut WorkerHealthClient<Channel>,
