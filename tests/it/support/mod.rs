@@ -17,12 +17,17 @@ use std::{
     os::unix::process::CommandExt as _,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use tonic::transport::Channel;
 use warden::{
     config::{Config, Secret},
+    fleet::{
+        Clock, EventPayload, FleetEvent, WorkerEvent, WorkerEventKind, WorkerKey,
+        owner::FleetMessage,
+    },
     proto::v1::{self as pb, worker_health_client::WorkerHealthClient},
     server::Warden,
 };
@@ -551,6 +556,16 @@ impl TestWarden {
         Self::wrap(Warden::start(config).await.expect("warden starts"))
     }
 
+    /// With an injected clock (e.g. a `ManualClock`): thresholds and windows move when the
+    /// test says so, not with the wall clock.
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Self {
+        Self::wrap(
+            Warden::start_with_clock(config, clock)
+                .await
+                .expect("warden starts"),
+        )
+    }
+
     fn wrap(warden: Warden) -> Self {
         Self {
             grpc_url: format!("http://{}", warden.grpc_addr),
@@ -588,6 +603,29 @@ impl TestWarden {
     }
 }
 
+/// A worker event as an adapter would report it, for feeding the fleet directly
+/// (`warden.fleet.observe(...)`): `kind` from `worker`, announcing a heartbeat every `freq`.
+/// Give a Celery worker a scope of the test's own: the inspect rounds address the default
+/// scope, and would mark a worker that cannot answer as having missed its ping.
+pub fn worker_event(
+    worker: WorkerKey,
+    kind: WorkerEventKind,
+    freq: Option<Duration>,
+) -> FleetMessage {
+    FleetMessage::Events(vec![FleetEvent {
+        worker,
+        payload: EventPayload::Worker(WorkerEvent {
+            kind,
+            freq,
+            active: Some(0),
+            processed: Some(0),
+            load_average: None,
+            software: None,
+            pid: Some(4242),
+        }),
+    }])
+}
+
 /// The broker's entry in a response's `freshness.sources` (there once a probe has run).
 pub fn broker_source(r: &pb::ListWorkersResponse) -> Option<&pb::SourceStatus> {
     r.freshness
@@ -595,6 +633,19 @@ pub fn broker_source(r: &pb::ListWorkersResponse) -> Option<&pb::SourceStatus> {
         .sources
         .iter()
         .find(|s| s.source == "broker")
+}
+
+/// Waits until warden's last probe found the broker up: from then on, silence counts
+/// against the broker's workers.
+pub async fn broker_connected(client: &WorkerHealthClient<Channel>) {
+    eventually(Duration::from_secs(15), "the broker connected", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            broker_source(&r).is_some_and(|s| s.available).then_some(())
+        }
+    })
+    .await;
 }
 
 /// Lists every worker (first page of up to 1000).
