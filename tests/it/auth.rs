@@ -25,7 +25,7 @@ fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
 }
 
 async fn secured_warden() -> (RedisServer, TestWarden, Channel) {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let mut config = test_config(&redis.url(0));
     config.tokens = [
         ("ci-viewer", Role::Viewer, VIEWER),

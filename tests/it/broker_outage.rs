@@ -21,6 +21,12 @@ async fn serving(channel: tonic::transport::Channel) -> ServingStatus {
         .status()
 }
 
+/// Whether a reason says that the broker refused the connection (what `BrokerError`
+/// reports for a port nobody listens on), as opposed to the initial "not connected yet".
+fn refused(reason: &str) -> bool {
+    reason.starts_with("broker unreachable: ") && reason.to_lowercase().contains("refused")
+}
+
 async fn readyz(http_url: &str) -> u16 {
     reqwest::get(format!("{http_url}/readyz"))
         .await
@@ -34,7 +40,7 @@ async fn starts_without_a_broker_and_recovers_when_it_appears() {
     let broker = redis.url(0);
     let warden = TestWarden::start(test_config(&broker)).await;
     let channel = warden.channel().await;
-    let mut client = warden.client().await;
+    let client = warden.client().await;
 
     eventually(
         Duration::from_secs(10),
@@ -54,15 +60,42 @@ async fn starts_without_a_broker_and_recovers_when_it_appears() {
             .as_u16(),
         200
     );
-    let r = list(&mut client, true).await;
-    let freshness = r.freshness.expect("freshness is always set");
+    // Stale, and why: the connection was refused. That is the probe's finding, not the
+    // initial state (before the first probe the broker is merely "not connected yet").
+    let r = eventually(
+        Duration::from_secs(10),
+        "the broker reported as refusing connections",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, true).await;
+                broker_source(&r)
+                    .is_some_and(|s| refused(&s.reason))
+                    .then_some(r)
+            }
+        },
+    )
+    .await;
+    // The reason was there only because probes had run and failed as "unreachable".
+    assert!(warden.metrics().broker_probe_count("unreachable") >= 1);
+    assert_eq!(warden.metrics().broker_probe_count("ok"), 0);
+    let source = broker_source(&r).unwrap();
+    eprintln!("while down: {source:?}");
+    assert!(!source.available, "{source:?}");
+    assert!(source.last_ok.is_none(), "never answered: {source:?}");
+    let freshness = r.freshness.as_ref().unwrap();
     assert!(
         freshness.stale,
         "data is marked stale while the broker is down"
     );
-    assert!(!freshness.reason.is_empty());
+    assert!(
+        freshness
+            .reason
+            .contains(&format!("broker: {}", source.reason)),
+        "{freshness:?}"
+    );
 
-    redis.restart();
+    redis.restart().await;
     let _w = CeleryWorker::start(&broker, "late@outage", WorkerOptions::default());
     eventually(
         Duration::from_secs(15),
@@ -79,7 +112,9 @@ async fn starts_without_a_broker_and_recovers_when_it_appears() {
         async move {
             let r = list(&mut client, false).await;
             let fresh = !r.freshness.as_ref()?.stale;
-            (fresh && find(&r, "late@outage").is_some()).then_some(())
+            let source = broker_source(&r)?;
+            let up = source.available && source.reason.is_empty() && source.last_ok.is_some();
+            (fresh && up && find(&r, "late@outage").is_some()).then_some(())
         }
     })
     .await;
@@ -88,7 +123,7 @@ async fn starts_without_a_broker_and_recovers_when_it_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_mid_run_keeps_answering_with_stale_data_then_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _w = CeleryWorker::start(&broker, "steady@outage", WorkerOptions::default());
     let warden = TestWarden::start(test_config(&broker)).await;
@@ -100,8 +135,12 @@ async fn broker_killed_mid_run_keeps_answering_with_stale_data_then_recovers() {
     })
     .await;
     assert_eq!(serving(channel.clone()).await, ServingStatus::Serving);
+    let r = list(&mut client, false).await;
+    let source = broker_source(&r).expect("probed");
+    assert!(source.available && source.reason.is_empty(), "{source:?}");
+    assert_eq!(warden.metrics().broker_probe_count("unreachable"), 0);
 
-    redis.kill();
+    redis.kill().await;
     eventually(
         Duration::from_secs(10),
         "NOT_SERVING after the broker dies",
@@ -111,14 +150,42 @@ async fn broker_killed_mid_run_keeps_answering_with_stale_data_then_recovers() {
         },
     )
     .await;
-    let r = list(&mut client, true).await;
-    assert!(r.freshness.as_ref().unwrap().stale);
+    // Why: the probes that failed after the kill find the broker unreachable (the dropped
+    // connection first, then refused reconnections).
+    let r = eventually(
+        Duration::from_secs(10),
+        "the broker reported as refusing connections",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, true).await;
+                broker_source(&r)
+                    .is_some_and(|s| refused(&s.reason))
+                    .then_some(r)
+            }
+        },
+    )
+    .await;
+    assert!(warden.metrics().broker_probe_count("unreachable") >= 1);
+    let source = broker_source(&r).unwrap();
+    eprintln!("while down: {source:?}");
+    assert!(!source.available, "{source:?}");
+    assert!(source.last_ok.is_some(), "it did answer before: {source:?}");
+    let freshness = r.freshness.as_ref().unwrap();
+    assert!(
+        freshness.stale
+            && freshness
+                .reason
+                .contains(&format!("broker: {}", source.reason)),
+        "{freshness:?}"
+    );
     let w = find(&r, "steady@outage").expect("the worker is still listed");
     assert!(w.stale, "the worker's data is marked stale");
+    assert_eq!(w.stale_sources, ["broker"], "{w:?}");
     // Silence caused by the outage is not held against the worker.
     assert_eq!(w.lifecycle(), pb::Lifecycle::Alive);
 
-    redis.restart();
+    redis.restart().await;
     eventually(Duration::from_secs(15), "SERVING again", || {
         let channel = channel.clone();
         async move { (serving(channel).await == ServingStatus::Serving).then_some(()) }

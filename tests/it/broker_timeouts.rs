@@ -30,7 +30,7 @@ async fn serving(channel: tonic::transport::Channel) -> ServingStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_broker_never_holds_an_rpc_past_its_deadline() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _w = CeleryWorker::start(
         &broker,
@@ -133,7 +133,7 @@ async fn a_hanging_broker_never_holds_an_rpc_past_its_deadline() {
 
     // Redis wakes up: SERVING, fresh answers, and no reply binding left behind by the rounds
     // the stall interrupted.
-    assert_eq!(hang.join().unwrap(), "OK");
+    assert_eq!(hang.await.unwrap(), "OK");
     eventually(Duration::from_secs(10), "SERVING again", || {
         let channel = channel.clone();
         async move { (serving(channel).await == ServingStatus::Serving).then_some(()) }
@@ -152,7 +152,9 @@ async fn a_hanging_broker_never_holds_an_rpc_past_its_deadline() {
         Duration::from_secs(10),
         "no leaked reply bindings",
         || async {
-            let members = redis.cli(&["SCARD", "_kombu.binding.reply.celery.pidbox"]);
+            let members = redis
+                .cli(&["SCARD", "_kombu.binding.reply.celery.pidbox"])
+                .await;
             (members == "0").then_some(())
         },
     )

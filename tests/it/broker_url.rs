@@ -10,7 +10,7 @@ const PREFIX: &str = "pfx:";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_index_password_and_global_keyprefix_are_honoured() {
-    let redis = RedisServer::start_with_password("s3cret-broker-password");
+    let redis = RedisServer::start_with_password("s3cret-broker-password").await;
     let broker = redis.url(3);
     let env = vec![("WARDEN_TEST_KEYPREFIX", PREFIX.to_string())];
     let _worker = CeleryWorker::start(
@@ -48,7 +48,8 @@ async fn db_index_password_and_global_keyprefix_are_honoured() {
         &["1", "1"],
         &["--queue", "pq"],
         &producer_env,
-    );
+    )
+    .await;
     submit_with_env(
         &broker,
         "add",
@@ -56,7 +57,8 @@ async fn db_index_password_and_global_keyprefix_are_honoured() {
         &["1", "1"],
         &["--queue", "parked"],
         &producer_env,
-    );
+    )
+    .await;
     eventually(
         Duration::from_secs(40),
         "task events and queue depth under the prefix",
@@ -76,7 +78,8 @@ async fn db_index_password_and_global_keyprefix_are_honoured() {
                         &["1", "1"],
                         &["--queue", "pq"],
                         &producer_env,
-                    );
+                    )
+                    .await;
                     return None;
                 }
                 let queues = client
@@ -93,13 +96,17 @@ async fn db_index_password_and_global_keyprefix_are_honoured() {
     .await;
 
     // The keys really are prefixed, in database 3: this test exercised the prefix.
-    let db3 = |args: &[&str]| {
-        let mut full = vec!["-n", "3"];
-        full.extend_from_slice(args);
-        redis.cli(&full)
-    };
-    assert_eq!(db3(&["LLEN", "pfx:parked"]), "5");
-    assert_eq!(db3(&["EXISTS", "parked"]), "0");
-    assert_eq!(db3(&["EXISTS", "pfx:_kombu.binding.parked"]), "1");
+    for (command, expected) in [
+        (["LLEN", "pfx:parked"], "5"),
+        (["EXISTS", "parked"], "0"),
+        (["EXISTS", "pfx:_kombu.binding.parked"], "1"),
+    ] {
+        let [verb, key] = command;
+        assert_eq!(
+            redis.cli(&["-n", "3", verb, key]).await,
+            expected,
+            "{command:?}"
+        );
+    }
     warden.stop().await;
 }

@@ -9,7 +9,7 @@ use warden::proto::v1 as pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn celery_5_3_and_5_7_workers_side_by_side() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _old = CeleryWorker::start(
         &broker,
@@ -63,8 +63,8 @@ async fn celery_5_3_and_5_7_workers_side_by_side() {
     }
 
     // Task events from both (switched on by warden's enable_events), counted per worker.
-    submit(&broker, "add", 3, &["1", "2"], &["--queue", "old"]);
-    submit(&broker, "add", 4, &["1", "2"], &["--queue", "new"]);
+    submit(&broker, "add", 3, &["1", "2"], &["--queue", "old"]).await;
+    submit(&broker, "add", 4, &["1", "2"], &["--queue", "new"]).await;
     eventually(
         Duration::from_secs(40),
         "tasks counted on both versions",
@@ -82,7 +82,7 @@ async fn celery_5_3_and_5_7_workers_side_by_side() {
                 let processed = |name: &str| find(&r, name).map_or(0, |w| w.processed_tasks);
                 if processed("old@versions") >= 3 && succeeded("old@versions") == 0 {
                     // Events were switched on after the first tasks ran: run more.
-                    submit(&broker, "add", 1, &["1", "2"], &["--queue", "old"]);
+                    submit(&broker, "add", 1, &["1", "2"], &["--queue", "old"]).await;
                 }
                 (processed("old@versions") >= 3
                     && processed("new@versions") == 4

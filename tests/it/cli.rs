@@ -2,8 +2,10 @@
 
 use std::{
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use tokio::io::AsyncReadExt as _;
 
 use crate::support::*;
 
@@ -19,23 +21,25 @@ fn warden() -> Command {
 
 #[test]
 fn invalid_config_exits_non_zero_naming_key_and_value() {
-    let (ok, _, stderr) = run(warden().args(["serve", "--inspect-interval", "soon"]));
+    let (ok, _, stderr) = run_blocking(warden().args(["serve", "--inspect-interval", "soon"]));
     assert!(!ok);
     assert!(
         stderr.contains("--inspect-interval") && stderr.contains("soon"),
         "{stderr}"
     );
 
-    let (ok, _, stderr) = run(warden().args(["serve", "--grpc-addr", "0.0.0.0:0"]));
+    let (ok, _, stderr) = run_blocking(warden().args(["serve", "--grpc-addr", "0.0.0.0:0"]));
     assert!(!ok);
     assert!(
         stderr.contains("grpc_addr") && stderr.contains("0.0.0.0:0"),
         "{stderr}"
     );
 
-    let (ok, _, stderr) = run(warden()
-        .args(["serve", "--inspect-timeout", "40s"])
-        .env("WARDEN_INSPECT_INTERVAL", "30s"));
+    let (ok, _, stderr) = run_blocking(
+        warden()
+            .args(["serve", "--inspect-timeout", "40s"])
+            .env("WARDEN_INSPECT_INTERVAL", "30s"),
+    );
     assert!(!ok);
     assert!(
         stderr.contains("inspect_timeout") && stderr.contains("40s"),
@@ -45,16 +49,18 @@ fn invalid_config_exits_non_zero_naming_key_and_value() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "broker_url = \"amqp://guest@localhost//\"\n").unwrap();
-    let (ok, _, stderr) = run(warden().args(["serve", "--config"]).arg(&file));
+    let (ok, _, stderr) = run_blocking(warden().args(["serve", "--config"]).arg(&file));
     assert!(!ok);
     assert!(
         stderr.contains("broker_url") && stderr.contains("amqp://"),
         "{stderr}"
     );
 
-    let (ok, _, stderr) = run(warden()
-        .args(["serve"])
-        .env("WARDEN_TOKENS", "bob:root:xxxxxxxxxxxxxxxxxxxxxxxx"));
+    let (ok, _, stderr) = run_blocking(
+        warden()
+            .args(["serve"])
+            .env("WARDEN_TOKENS", "bob:root:xxxxxxxxxxxxxxxxxxxxxxxx"),
+    );
     assert!(!ok);
     assert!(
         stderr.contains("WARDEN_TOKENS") && !stderr.contains("xxxxxxxx"),
@@ -64,7 +70,7 @@ fn invalid_config_exits_non_zero_naming_key_and_value() {
 
 #[test]
 fn serve_help_documents_every_default() {
-    let (ok, stdout, _) = run(warden().args(["serve", "--help"]));
+    let (ok, stdout, _) = run_blocking(warden().args(["serve", "--help"]));
     assert!(ok);
     for expected in [
         "WARDEN_BROKER_URL",
@@ -89,44 +95,36 @@ fn serve_help_documents_every_default() {
     }
 }
 
-#[test]
-fn sigterm_shuts_down_gracefully() {
-    let redis = RedisServer::start();
-    let grpc = free_port();
-    let http = free_port();
-    let mut child = warden()
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully() {
+    let redis = RedisServer::start().await;
+    let (grpc, http) = (reserve_port(), reserve_port());
+    let mut child = tokio::process::Command::from(warden())
         .args(["serve", "--broker", &redis.url(0)])
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    wait_for_port(grpc, Duration::from_secs(20), "warden");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
+    // Read its log while it runs (a full pipe would stall it).
+    let mut stdout = child.stdout.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut logs = String::new();
+        let _ = stdout.read_to_string(&mut logs).await;
+        logs
+    });
+    wait_for_port(grpc.get(), Duration::from_secs(20), "warden").await;
+    let pid = child.id().expect("running").to_string();
+    let (ok, _, stderr) = run(Command::new("kill").args(["-TERM", &pid])).await;
+    assert!(ok, "{stderr}");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("warden stops within 15 s of SIGTERM")
         .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "warden did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
     assert!(status.success(), "{status:?}");
-    let mut logs = String::new();
-    use std::io::Read as _;
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = logs.await.unwrap();
     assert!(
         logs.contains("shutdown signal received") && logs.contains("warden stopped"),
         "{logs}"

@@ -7,13 +7,15 @@ use crate::support::*;
 
 #[test]
 fn demo_runs_and_stops_everything_it_started() {
-    let (ok, stdout, stderr) = run(Command::new(repo().join("scripts/demo"))
-        .args(["--check", "20"])
-        .env("WARDEN_DEMO_PROFILE", "debug")
-        // The binary cargo built for this test: no nested cargo build on a locked target dir.
-        .env("WARDEN_DEMO_BIN", env!("CARGO_BIN_EXE_warden"))
-        .env("WARDEN_TEST_VENV", venv())
-        .env_remove("WARDEN_DEMO_KEEP_LOGS"));
+    let (ok, stdout, stderr) = run_blocking(
+        Command::new(repo().join("scripts/demo"))
+            .args(["--check", "20"])
+            .env("WARDEN_DEMO_PROFILE", "debug")
+            // The binary cargo built for this test: no nested cargo build on a locked target dir.
+            .env("WARDEN_DEMO_BIN", env!("CARGO_BIN_EXE_warden"))
+            .env("WARDEN_TEST_VENV", venv())
+            .env_remove("WARDEN_DEMO_KEEP_LOGS"),
+    );
     assert!(
         ok,
         "demo check failed\nstdout:\n{stdout}\nstderr:\n{stderr}"

@@ -8,7 +8,7 @@ use warden::proto::v1 as pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_are_discovered_counted_and_a_killed_one_turns_unresponsive() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let mut w1 = CeleryWorker::start(&broker, "w1@discovery", WorkerOptions::default());
     let _w2 = CeleryWorker::start(
@@ -79,7 +79,7 @@ async fn two_workers_are_discovered_counted_and_a_killed_one_turns_unresponsive(
 
     // Ground truth: N tasks run, N counted (summed over both workers).
     const N: u64 = 12;
-    submit(&broker, "add", N as u32, &["1", "2"], &[]);
+    submit(&broker, "add", N as u32, &["1", "2"], &[]).await;
     eventually(Duration::from_secs(30), "processed_tasks sums to N", || {
         let mut client = client.clone();
         async move {
@@ -117,7 +117,7 @@ async fn two_workers_are_discovered_counted_and_a_killed_one_turns_unresponsive(
     assert_eq!(err.code(), Code::NotFound);
 
     // A crash: w1 is reported UNRESPONSIVE within two inspect intervals, w2 is not.
-    w1.kill9();
+    w1.kill9().await;
     let killed_at = std::time::Instant::now();
     eventually(
         Duration::from_secs(6),
@@ -148,7 +148,8 @@ async fn two_workers_are_discovered_counted_and_a_killed_one_turns_unresponsive(
 
     // The CLI shows the same fleet.
     let (ok, stdout, stderr) = run(std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["workers", "--server", &warden.grpc_url]));
+        .args(["workers", "--server", &warden.grpc_url]))
+    .await;
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("w1@discovery") && stdout.contains("unresponsive"),
@@ -159,7 +160,8 @@ async fn two_workers_are_discovered_counted_and_a_killed_one_turns_unresponsive(
         "{stdout}"
     );
     let (ok, stdout, stderr) = run(std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["worker", "w2@discovery", "--server", &warden.grpc_url]));
+        .args(["worker", "w2@discovery", "--server", &warden.grpc_url]))
+    .await;
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("celery, emails") && stdout.contains("warden_test_app.add"),

@@ -19,7 +19,7 @@ use warden::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_falls_behind_drops_and_counts_instead_of_buffering() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let config = Config {
         broker_url: Secret::new(redis.url(0)),
         ..Config::default()
@@ -37,7 +37,9 @@ async fn a_reader_that_falls_behind_drops_and_counts_instead_of_buffering() {
     assert_eq!(confirmation.kind, redis::PushKind::PSubscribe);
     // Nobody reads while 100 messages arrive.
     for i in 0..100 {
-        let n = redis.cli(&["PUBLISH", "/0.celeryev/worker.heartbeat", &format!("m{i}")]);
+        let n = redis
+            .cli(&["PUBLISH", "/0.celeryev/worker.heartbeat", &format!("m{i}")])
+            .await;
         assert_eq!(n, "1", "one subscriber");
     }
     eventually(
@@ -54,7 +56,9 @@ async fn a_reader_that_falls_behind_drops_and_counts_instead_of_buffering() {
     assert_eq!(pushes.len() as u64 + dropped.load(Ordering::Relaxed), 100);
     // The connection is still subscribed: new messages flow once the reader catches up.
     while pushes.try_recv().is_ok() {}
-    redis.cli(&["PUBLISH", "/0.celeryev/worker.heartbeat", "after"]);
+    redis
+        .cli(&["PUBLISH", "/0.celeryev/worker.heartbeat", "after"])
+        .await;
     let push = tokio::time::timeout(Duration::from_secs(5), pushes.recv())
         .await
         .unwrap()
@@ -68,24 +72,8 @@ async fn a_reader_that_falls_behind_drops_and_counts_instead_of_buffering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_without_resp3_is_followed_over_resp2() {
     // HELLO renamed away: what a Redis older than 6 answers to RESP3.
-    let port = free_port();
-    let mut child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--rename-command", "HELLO", ""])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, Duration::from_secs(10), "redis-server");
-    let url = format!("redis://127.0.0.1:{port}/0");
+    let redis = RedisServer::start_with_args(&["--rename-command", "HELLO", ""]).await;
+    let url = redis.url(0);
     let warden = TestWarden::start(test_config(&url)).await;
     let metrics = warden.metrics();
     let client = warden.client().await;
@@ -103,16 +91,11 @@ async fn a_broker_without_resp3_is_followed_over_resp2() {
         || {
             let mut client = client.clone();
             let heartbeat = heartbeat.clone();
+            let redis = &redis;
             async move {
-                let _ = std::process::Command::new("redis-cli")
-                    .args([
-                        "-p",
-                        &port.to_string(),
-                        "PUBLISH",
-                        "/0.celeryev/worker.heartbeat",
-                        &heartbeat,
-                    ])
-                    .output();
+                redis
+                    .cli(&["PUBLISH", "/0.celeryev/worker.heartbeat", &heartbeat])
+                    .await;
                 find(&list(&mut client, false).await, "old@resp2").map(|_| ())
             }
         },
@@ -120,20 +103,11 @@ async fn a_broker_without_resp3_is_followed_over_resp2() {
     .await;
     assert_eq!(metrics.rejected_count("event", "warden_behind"), 0);
     // The subscriber really is a RESP2 connection.
-    let clients = String::from_utf8(
-        std::process::Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "CLIENT", "LIST"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let clients = redis.cli(&["CLIENT", "LIST"]).await;
     let subscriber = clients
         .lines()
         .find(|l| l.contains("psub=1"))
         .expect("warden's subscription");
     assert!(subscriber.contains("resp=2"), "{subscriber}");
     warden.stop().await;
-    let _ = child.kill();
-    let _ = child.wait();
 }

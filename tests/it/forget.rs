@@ -1,6 +1,6 @@
 //! ForgetWorker with real workers, through the CLI: an ALIVE worker cannot be forgotten; once
-//! it is gone (warm shutdown or crash) and no longer ALIVE, `warden forget` removes it, and
-//! `--dry-run` changes nothing.
+//! it is gone (OFFLINE after a warm shutdown, LOST after a crash), `warden forget` removes
+//! it, and `--dry-run` changes nothing.
 
 use std::{process::Command, time::Duration};
 
@@ -8,12 +8,12 @@ use crate::support::*;
 use tonic::{Code, transport::Channel};
 use warden::proto::v1::{self as pb, worker_health_client::WorkerHealthClient};
 
-fn forget(server: &str, name: &str, extra: &[&str]) -> (bool, String, String) {
+async fn forget(server: &str, name: &str, extra: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
     cmd.env_remove("WARDEN_TOKEN")
         .args(["forget", name, "--server", server, "--reason", "test"])
         .args(extra);
-    run(&mut cmd)
+    run(&mut cmd).await
 }
 
 async fn lifecycle(client: &mut WorkerHealthClient<Channel>, name: &str) -> pb::Lifecycle {
@@ -50,14 +50,14 @@ async fn gone(client: &WorkerHealthClient<Channel>, name: &'static str) -> pb::L
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_refuses_alive_workers_and_removes_gone_ones() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let one = || WorkerOptions {
         concurrency: 1,
         ..WorkerOptions::default()
     };
     let _stays = CeleryWorker::start(&broker, "stays@forget", one());
-    let mut stopped = CeleryWorker::start(&broker, "stopped@forget", one());
+    let stopped = CeleryWorker::start(&broker, "stopped@forget", one());
     let mut crashed = CeleryWorker::start(&broker, "crashed@forget", one());
     let mut config = test_config(&broker);
     config.inspect_interval = Duration::from_secs(1);
@@ -82,13 +82,13 @@ async fn forget_refuses_alive_workers_and_removes_gone_ones() {
         lifecycle(&mut client, "stopped@forget").await,
         pb::Lifecycle::Alive
     );
-    let (ok, stdout, stderr) = forget(&server, "stopped@forget", &[]);
+    let (ok, stdout, stderr) = forget(&server, "stopped@forget", &[]).await;
     assert!(!ok, "forgot an ALIVE worker: {stdout}");
     assert!(
         stderr.contains("FAILED_PRECONDITION") && stderr.contains("ALIVE"),
         "{stderr}"
     );
-    let (ok, _, stderr) = forget(&server, "stopped@forget", &["--dry-run"]);
+    let (ok, _, stderr) = forget(&server, "stopped@forget", &["--dry-run"]).await;
     assert!(
         !ok && stderr.contains("FAILED_PRECONDITION"),
         "a dry run is refused the same way: {stderr}"
@@ -96,23 +96,26 @@ async fn forget_refuses_alive_workers_and_removes_gone_ones() {
     assert!(find(&list(&mut client, false).await, "stopped@forget").is_some());
 
     // Warm shutdown and a crash.
-    stopped.terminate();
-    crashed.kill9();
+    stopped.terminate().await;
+    crashed.kill9().await;
     let crashed_became = gone(&client, "crashed@forget").await;
     assert_eq!(
         crashed_became,
         pb::Lifecycle::Lost,
         "a crash says no goodbye"
     );
+    // A warm shutdown says goodbye (worker-offline): OFFLINE, never LOST. (LOST would mean
+    // the goodbye was missed and only the silence was noticed.)
     let stopped_became = gone(&client, "stopped@forget").await;
-    assert!(
-        matches!(stopped_became, pb::Lifecycle::Lost | pb::Lifecycle::Offline),
-        "{stopped_became:?}"
+    assert_eq!(
+        stopped_became,
+        pb::Lifecycle::Offline,
+        "a warm shutdown is a goodbye"
     );
 
     for name in ["stopped@forget", "crashed@forget"] {
         // A dry run says what would happen and leaves the worker listed.
-        let (ok, stdout, stderr) = forget(&server, name, &["--dry-run"]);
+        let (ok, stdout, stderr) = forget(&server, name, &["--dry-run"]).await;
         assert!(ok, "{stderr}");
         assert!(stdout.contains(&format!("{name}: would_apply")), "{stdout}");
         assert!(stdout.contains("audit id: "), "{stdout}");
@@ -122,7 +125,7 @@ async fn forget_refuses_alive_workers_and_removes_gone_ones() {
         );
 
         // For real.
-        let (ok, stdout, stderr) = forget(&server, name, &[]);
+        let (ok, stdout, stderr) = forget(&server, name, &[]).await;
         assert!(ok, "{stderr}");
         assert!(stdout.contains(&format!("{name}: applied")), "{stdout}");
         let r = list(&mut client, false).await;
@@ -138,7 +141,7 @@ async fn forget_refuses_alive_workers_and_removes_gone_ones() {
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
         // Forgetting it again: NOT_FOUND.
-        let (ok, _, stderr) = forget(&server, name, &[]);
+        let (ok, _, stderr) = forget(&server, name, &[]).await;
         assert!(!ok && stderr.contains("NOT_FOUND"), "{stderr}");
     }
 

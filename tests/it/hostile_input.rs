@@ -15,7 +15,7 @@ fn heartbeat(hostname: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_json_bodies_are_counted_and_skipped_while_valid_events_apply() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let warden = TestWarden::start(test_config(&broker)).await;
     let metrics = warden.warden.as_ref().unwrap().metrics.clone();
@@ -36,7 +36,7 @@ async fn non_json_bodies_are_counted_and_skipped_while_valid_events_apply() {
                     "worker.heartbeat",
                     1,
                 );
-                redis.cli(&["PUBLISH", channel, &valid]);
+                redis.cli(&["PUBLISH", channel, &valid]).await;
                 find(&list(&mut client, false).await, "good@hostile").map(|_| ())
             }
         },
@@ -64,16 +64,20 @@ async fn non_json_bodies_are_counted_and_skipped_while_valid_events_apply() {
             1,
         )
         .replace("application/json", content_type);
-        redis.cli(&["PUBLISH", channel, &hostile]);
-        redis.cli(&["PUBLISH", channel, &valid]);
+        redis.cli(&["PUBLISH", channel, &hostile]).await;
+        redis.cli(&["PUBLISH", channel, &valid]).await;
     }
-    redis.cli(&["PUBLISH", channel, "not an envelope at all"]);
-    redis.cli(&[
-        "PUBLISH",
-        "/0.celeryev/task.multi",
-        r#"{"body": "!!!", "content-type": "application/json"}"#,
-    ]);
-    redis.cli(&["PUBLISH", channel, &valid]);
+    redis
+        .cli(&["PUBLISH", channel, "not an envelope at all"])
+        .await;
+    redis
+        .cli(&[
+            "PUBLISH",
+            "/0.celeryev/task.multi",
+            r#"{"body": "!!!", "content-type": "application/json"}"#,
+        ])
+        .await;
+    redis.cli(&["PUBLISH", channel, &valid]).await;
 
     eventually(Duration::from_secs(10), "hostile messages counted", || {
         let metrics = metrics.clone();
@@ -101,7 +105,7 @@ async fn non_json_bodies_are_counted_and_skipped_while_valid_events_apply() {
             .contains("warden_broker_messages_rejected_total")
     );
     // warden follows the stream over RESP3, whose queue is bounded (tests/event_backpressure.rs).
-    let clients = redis.cli(&["CLIENT", "LIST"]);
+    let clients = redis.cli(&["CLIENT", "LIST"]).await;
     let subscriber = clients
         .lines()
         .find(|l| l.contains("psub=1"))

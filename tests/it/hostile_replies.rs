@@ -3,7 +3,7 @@
 //! replies into its reply queue. Each forgery is counted and skipped; none invents a worker,
 //! none is deserialized as anything but JSON, none stops the real worker's replies.
 
-use std::time::Duration;
+use std::{path::Path, process::Command, time::Duration};
 
 use crate::support::*;
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
@@ -11,14 +11,21 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
 use warden::celery::envelope;
 
-/// Forged replies for one round, each with the reason warden must give for skipping it.
-fn forgeries(ticket: &str) -> Vec<(Vec<u8>, &'static str)> {
+/// A pickle that runs `touch <marker>` when unpickled (protocol 0: `os.system(...)`).
+fn touching_pickle(marker: &Path) -> Vec<u8> {
+    let marker = marker.to_str().expect("a UTF-8 temp path");
+    assert!(!marker.contains(['\'', '\\', '\n']), "{marker}");
+    format!("cos\nsystem\n(S'touch {marker}'\ntR.").into_bytes()
+}
+
+/// Forged replies for one round, each with the reason warden must give for skipping it. The
+/// pickled one creates `marker` if anything unpickles it.
+fn forgeries(ticket: &str, marker: &Path) -> Vec<(Vec<u8>, &'static str)> {
     let headers = json!({"ticket": ticket, "clock": 1});
     let reply = |body: &Value| {
         envelope::encode(body, headers.clone(), "reply.celery.pidbox", "", 1).into_bytes()
     };
-    // A pickle that would run a command if anyone unpickled it.
-    let pickle = BASE64.encode(b"cos\nsystem\n(S'touch /tmp/warden-pwned'\ntR.");
+    let pickle = BASE64.encode(touching_pickle(marker));
     let pickled = json!({
         "body": pickle,
         "content-type": "application/x-python-serialize",
@@ -69,7 +76,27 @@ fn forgeries(ticket: &str) -> Vec<(Vec<u8>, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replies_are_counted_and_skipped() {
-    let redis = RedisServer::start();
+    // The pickle's marker lives in this test's own directory: nothing else creates it, and
+    // no earlier run left it behind.
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("unpickled");
+    // The payload is live: Python's pickle, given it, does run the command (here on a
+    // control path). So if warden ever unpickled the forged reply, the marker would exist.
+    let control = scratch.path().join("control");
+    let (ok, _, stderr) = run(Command::new(venv().join("bin/python"))
+        .args([
+            "-c",
+            "import base64, pickle, sys; pickle.loads(base64.b64decode(sys.argv[1]))",
+        ])
+        .arg(BASE64.encode(touching_pickle(&control))))
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(
+        control.exists(),
+        "the control pickle did not run its command"
+    );
+
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _worker = CeleryWorker::start(
         &broker,
@@ -113,7 +140,13 @@ async fn forged_replies_are_counted_and_skipped() {
     .await
     .expect("warden broadcasts an inspect round");
     let reply_queue = format!("{reply_id}.reply.celery.pidbox");
-    let forged = forgeries(&ticket);
+    let forged = forgeries(&ticket, &marker);
+    let metrics = warden.metrics().clone();
+    assert_eq!(
+        metrics.rejected_count("pidbox_reply", "content_type"),
+        0,
+        "nothing refused before the forgeries"
+    );
     for (payload, _) in &forged {
         redis::cmd("LPUSH")
             .arg(&reply_queue)
@@ -123,7 +156,6 @@ async fn forged_replies_are_counted_and_skipped() {
             .unwrap();
     }
 
-    let metrics = warden.metrics().clone();
     eventually(
         Duration::from_secs(10),
         "every forgery counted and skipped",
@@ -152,7 +184,14 @@ async fn forged_replies_are_counted_and_skipped() {
     let r = list(&mut client, true).await;
     let names: Vec<&str> = r.workers.iter().map(|w| w.id.as_str()).collect();
     assert_eq!(names, ["real@hostile"], "a forgery invented a worker");
-    assert!(!std::path::Path::new("/tmp/warden-pwned").exists());
+    // The pickled reply was seen and refused for its content type, once (it was pushed
+    // once), without being read: the marker was never created.
+    assert_eq!(metrics.rejected_count("pidbox_reply", "content_type"), 1);
+    assert!(
+        !marker.exists(),
+        "the forged pickle was unpickled: {} exists",
+        marker.display()
+    );
     let (code, body) = {
         let response = reqwest::get(format!("{}/readyz", warden.http_url))
             .await

@@ -6,7 +6,7 @@ use std::{process::Command, time::Duration};
 use crate::support::*;
 
 async fn fleet_with_one_worker(name: &str) -> (RedisServer, CeleryWorker, TestWarden) {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let worker = CeleryWorker::start(&redis.url(0), name, WorkerOptions::default());
     let warden = TestWarden::start(test_config(&redis.url(0))).await;
     let mut client = warden.client().await;
@@ -32,7 +32,8 @@ async fn grpcurl_lists_services_and_workers() {
     let addr = warden.grpc_url.trim_start_matches("http://").to_string();
     let grpcurl = venv().join("bin/grpcurl");
 
-    let (ok, stdout, stderr) = run(Command::new(&grpcurl).args(["-plaintext", &addr, "list"]));
+    let (ok, stdout, stderr) =
+        run(Command::new(&grpcurl).args(["-plaintext", &addr, "list"])).await;
     assert!(ok, "{stderr}");
     for service in [
         "warden.v1.WorkerHealth",
@@ -52,7 +53,8 @@ async fn grpcurl_lists_services_and_workers() {
         r#"{"filter": {"name_glob": "w1@*"}}"#,
         &addr,
         "warden.v1.WorkerHealth/ListWorkers",
-    ]));
+    ]))
+    .await;
     assert!(ok, "{stderr}");
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("grpcurl prints JSON");
     let workers = json["workers"].as_array().expect("workers array");
@@ -64,7 +66,8 @@ async fn grpcurl_lists_services_and_workers() {
 
     // The API reference travels with reflection: field docs are in the descriptors.
     let (ok, stdout, stderr) =
-        run(Command::new(&grpcurl).args(["-plaintext", &addr, "describe", "warden.v1.Worker"]));
+        run(Command::new(&grpcurl).args(["-plaintext", &addr, "describe", "warden.v1.Worker"]))
+            .await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("processed_tasks"), "{stdout}");
     warden.stop().await;
@@ -87,14 +90,16 @@ async fn generated_python_client_calls_list_workers() {
             "warden/v1/control.proto",
             "warden/v1/history.proto",
             "warden/v1/alerts.proto",
-        ]));
+        ]))
+    .await;
     assert!(ok, "protoc failed: {stderr}");
 
     let addr = warden.grpc_url.trim_start_matches("http://").to_string();
     let (ok, stdout, stderr) = run(Command::new(&python)
         .arg(python_dir().join("list_workers_client.py"))
         .arg(generated.path())
-        .arg(&addr));
+        .arg(&addr))
+    .await;
     assert!(ok, "python client failed: {stderr}");
     let json: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
     let workers = json["workers"].as_array().expect("workers");

@@ -1,12 +1,18 @@
 //! Lifecycle from evidence, and the WatchFleet stream: a warm shutdown is OFFLINE, a SIGKILL
-//! becomes LOST after the critical threshold, a new worker appears in a watch within its
-//! first heartbeat, and revisions can be resumed from.
+//! becomes LOST after the critical threshold (on the injected clock), a new worker appears in
+//! a watch within its first heartbeat, and revisions can be resumed from.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use crate::support::*;
 use tokio_stream::StreamExt as _;
-use warden::proto::v1::{self as pb, watch_fleet_response::Event};
+use warden::{
+    fleet::{Backend, ManualClock, WorkerEventKind, WorkerKey},
+    proto::v1::{self as pb, watch_fleet_response::Event},
+};
 
 fn lifecycle_of(r: &pb::ListWorkersResponse, name: &str) -> Option<pb::Lifecycle> {
     find(r, name).map(|w| w.lifecycle())
@@ -14,15 +20,17 @@ fn lifecycle_of(r: &pb::ListWorkersResponse, name: &str) -> Option<pb::Lifecycle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_threshold() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
-    let mut warm = CeleryWorker::start(&broker, "warm@life", WorkerOptions::default());
+    let warm = CeleryWorker::start(&broker, "warm@life", WorkerOptions::default());
     let mut crash = CeleryWorker::start(&broker, "crash@life", WorkerOptions::default());
-    let mut config = test_config(&broker);
-    config.heartbeat_warning = Duration::from_secs(4);
-    config.heartbeat_critical = Duration::from_secs(8);
+    // The injected clock stands still unless the test moves it: every observation below
+    // happens at its start, and LOST can only come from moving it past the critical
+    // threshold (the default 60 s), never from real seconds passing.
+    let clock = ManualClock::new(SystemTime::now());
+    let config = test_config(&broker);
     let critical = config.heartbeat_critical;
-    let warden = TestWarden::start(config).await;
+    let warden = TestWarden::start_with_clock(config, Arc::new(clock.clone())).await;
     let client = warden.client().await;
     eventually(
         Duration::from_secs(30),
@@ -42,7 +50,7 @@ async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_thresho
     )
     .await;
 
-    warm.terminate();
+    warm.terminate().await;
     eventually(
         Duration::from_secs(20),
         "warm shutdown reported OFFLINE",
@@ -56,30 +64,70 @@ async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_thresho
     )
     .await;
 
-    crash.kill9();
-    let killed = Instant::now();
-    let lost_after = eventually(
-        critical + Duration::from_secs(6),
-        "SIGKILL reported LOST",
+    // A crash: the next inspect round finds it silent, UNRESPONSIVE but still ALIVE (the
+    // clock has not moved, so its silence has not grown).
+    crash.kill9().await;
+    let r = eventually(
+        Duration::from_secs(10),
+        "SIGKILL noticed by the next inspect round",
         || {
             let mut client = client.clone();
             async move {
                 let r = list(&mut client, false).await;
-                match lifecycle_of(&r, "crash@life")? {
-                    pb::Lifecycle::Lost => Some(killed.elapsed()),
-                    pb::Lifecycle::Offline => panic!("a crash is not a goodbye"),
-                    _ => None,
-                }
+                let w = find(&r, "crash@life")?;
+                assert_ne!(
+                    w.lifecycle(),
+                    pb::Lifecycle::Offline,
+                    "a crash is no goodbye"
+                );
+                (w.activity() == pb::Activity::Unresponsive).then_some(r)
             }
         },
     )
     .await;
-    // Heartbeats come every 2 s, so the last one was at most 2 s before the kill.
-    assert!(
-        lost_after + Duration::from_millis(2500) >= critical,
-        "LOST after {lost_after:?}, before the critical threshold {critical:?}"
+    let crashed = find(&r, "crash@life").unwrap();
+    assert_eq!(crashed.lifecycle(), pb::Lifecycle::Alive, "{crashed:?}");
+    let interval = crashed
+        .heartbeat_interval
+        .map(|d| Duration::new(d.seconds as u64, d.nanos as u32))
+        .expect("announced by its heartbeats");
+    // Lateness counts from one heartbeat period after the last heartbeat. A marker heard at
+    // the same instant (the clock's start) but announcing no period is judged in the same
+    // evaluation pass: once it is LOST, crash@life was judged at the same time.
+    let marker = WorkerKey::new(Backend::Celery, "lifecycle-marker", "marker@life");
+    let fleet = &warden.inner().fleet;
+    fleet
+        .observe(worker_event(marker, WorkerEventKind::Online, None))
+        .await
+        .unwrap();
+    fleet.barrier().await.unwrap();
+
+    // One second short of the critical lateness: not LOST yet.
+    clock.advance(critical + interval - Duration::from_secs(1));
+    let r = eventually(Duration::from_secs(10), "the marker LOST", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            (lifecycle_of(&r, "marker@life")? == pb::Lifecycle::Lost).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(
+        lifecycle_of(&r, "crash@life"),
+        Some(pb::Lifecycle::Alive),
+        "LOST before the critical threshold"
     );
-    let r = list(&mut client.clone(), false).await;
+
+    // Past it: LOST.
+    clock.advance(Duration::from_secs(2));
+    let r = eventually(Duration::from_secs(10), "SIGKILL reported LOST", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            (lifecycle_of(&r, "crash@life")? == pb::Lifecycle::Lost).then_some(r)
+        }
+    })
+    .await;
     assert_eq!(
         lifecycle_of(&r, "warm@life"),
         Some(pb::Lifecycle::Offline),
@@ -94,7 +142,7 @@ async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_thresho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_fleet_streams_a_snapshot_then_changes_and_resumes() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _first = CeleryWorker::start(&broker, "first@watch", WorkerOptions::default());
     let warden = TestWarden::start(test_config(&broker)).await;
@@ -118,7 +166,7 @@ async fn watch_fleet_streams_a_snapshot_then_changes_and_resumes() {
 
     // A new worker appears within its first heartbeat.
     let started = Instant::now();
-    let mut second = CeleryWorker::start(&broker, "second@watch", WorkerOptions::default());
+    let second = CeleryWorker::start(&broker, "second@watch", WorkerOptions::default());
     let (added_revision, token_before) = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let message = stream.next().await.unwrap().unwrap();
@@ -148,7 +196,7 @@ async fn watch_fleet_streams_a_snapshot_then_changes_and_resumes() {
     );
 
     // A status change reaches the watcher within 5 s: a warm shutdown turns OFFLINE.
-    second.terminate();
+    second.terminate().await;
     let stopped = Instant::now();
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {

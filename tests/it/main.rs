@@ -10,6 +10,7 @@ mod broker_timeouts;
 mod broker_url;
 mod celery_versions;
 mod cli;
+mod clocked;
 mod demo;
 mod discovery;
 mod event_backpressure;

@@ -23,7 +23,7 @@ async fn queue(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_sub_queues_are_summed_exactly_and_changes_are_streamed() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     // No worker consumes "nobody": warden finds it through kombu's binding.
     for (priority, count) in [(0, 3), (3, 2), (6, 4), (9, 1)] {
@@ -33,7 +33,8 @@ async fn priority_sub_queues_are_summed_exactly_and_changes_are_streamed() {
             count,
             &["1", "1"],
             &["--queue", "nobody", "--priority", &priority.to_string()],
-        );
+        )
+        .await;
     }
     let warden = TestWarden::start(test_config(&broker)).await;
     let client = warden.client().await;
@@ -51,15 +52,15 @@ async fn priority_sub_queues_are_summed_exactly_and_changes_are_streamed() {
     assert_eq!(by_priority, vec![(0, 3), (3, 2), (6, 4), (9, 1)]);
     assert_eq!((nobody.unacked, nobody.consumers), (0, 0));
     // Ground truth from Redis itself.
-    let total: u64 = [
+    let mut total = 0;
+    for key in [
         "nobody",
         "nobody\x06\x163",
         "nobody\x06\x166",
         "nobody\x06\x169",
-    ]
-    .iter()
-    .map(|k| redis.cli(&["LLEN", k]).parse::<u64>().unwrap())
-    .sum();
+    ] {
+        total += redis.cli(&["LLEN", key]).await.parse::<u64>().unwrap();
+    }
     assert_eq!(total, 10);
 
     // A depth change reaches a watcher within 5 s (the poll interval is 2 s).
@@ -75,7 +76,7 @@ async fn priority_sub_queues_are_summed_exactly_and_changes_are_streamed() {
     let s = next_snapshot(&mut stream).await;
     assert!(s.queues.iter().any(|q| q.name == "nobody" && q.depth == 10));
     let sent = Instant::now();
-    submit(&broker, "add", 2, &["1", "1"], &["--queue", "nobody"]);
+    submit(&broker, "add", 2, &["1", "1"], &["--queue", "nobody"]).await;
     let updated = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let message = stream.next().await.unwrap().unwrap();
@@ -109,7 +110,7 @@ async fn priority_sub_queues_are_summed_exactly_and_changes_are_streamed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetched_unacked_messages_are_reported_separately() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     // One process, prefetch 4: one task runs (acknowledged at start), four wait unacked.
     let _worker = CeleryWorker::start(
@@ -134,7 +135,7 @@ async fn prefetched_unacked_messages_are_reported_separately() {
         }
     })
     .await;
-    submit(&broker, "sleep_for", 7, &["20"], &["--queue", "slowq"]);
+    submit(&broker, "sleep_for", 7, &["20"], &["--queue", "slowq"]).await;
     let slowq = eventually(
         Duration::from_secs(20),
         "prefetched messages unacked",
@@ -154,7 +155,7 @@ async fn prefetched_unacked_messages_are_reported_separately() {
         vec!["workers/celery/default/slow@queues"]
     );
     // Redis agrees: the unacked hash holds exactly the prefetched messages.
-    assert_eq!(redis.cli(&["HLEN", "unacked"]), "4");
-    assert_eq!(redis.cli(&["LLEN", "slowq"]), "2");
+    assert_eq!(redis.cli(&["HLEN", "unacked"]).await, "4");
+    assert_eq!(redis.cli(&["LLEN", "slowq"]).await, "2");
     warden.stop().await;
 }

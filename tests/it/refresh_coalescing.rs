@@ -8,7 +8,7 @@ use warden::proto::v1 as pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_share_one_broadcast() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _worker = CeleryWorker::start(&broker, "w1@coalesce", WorkerOptions::default());
     let mut config = test_config(&broker);

@@ -40,7 +40,7 @@ fn secs(d: &Option<prost_types::Duration>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_worker_counts_and_runtime_percentiles_match_ground_truth() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     // w1 sends task events from the start (-E); w2 only once warden asks it to.
     let _w1 = CeleryWorker::start(
@@ -76,7 +76,7 @@ async fn per_worker_counts_and_runtime_percentiles_match_ground_truth() {
                 {
                     return Some(());
                 }
-                submit(&broker, "add", 1, &["1", "1"], &["--queue", queue]);
+                submit(&broker, "add", 1, &["1", "1"], &["--queue", queue]).await;
                 None
             }
         })
@@ -84,10 +84,10 @@ async fn per_worker_counts_and_runtime_percentiles_match_ground_truth() {
     }
 
     // The known set.
-    submit(&broker, "fail", 4, &[], &["--queue", "q1"]);
-    submit(&broker, "retry_twice", 1, &[], &["--queue", "q1"]);
-    submit(&broker, "sleep_for", 6, &["0.3"], &["--queue", "q2"]);
-    submit(&broker, "sleep_for", 4, &["0.9"], &["--queue", "q2"]);
+    submit(&broker, "fail", 4, &[], &["--queue", "q1"]).await;
+    submit(&broker, "retry_twice", 1, &[], &["--queue", "q1"]).await;
+    submit(&broker, "sleep_for", 6, &["0.3"], &["--queue", "q2"]).await;
+    submit(&broker, "sleep_for", 4, &["0.9"], &["--queue", "q2"]).await;
 
     let (w1, w2) = eventually(Duration::from_secs(60), "every known task counted", || {
         let mut client = client.clone();

@@ -4,7 +4,7 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -12,6 +12,7 @@ use crate::support::*;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use warden::proto::v1::{self as pb, worker_health_client::WorkerHealthClient};
 
 struct Reap(Child);
 
@@ -24,7 +25,7 @@ impl Drop for Reap {
 
 /// A private CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it
 /// (`cert.pem`, `key.pem`): what webpki accepts, unlike a self-signed leaf.
-fn make_certificates(dir: &Path) {
+async fn make_certificates(dir: &Path) {
     std::fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
@@ -81,7 +82,7 @@ fn make_certificates(dir: &Path) {
         ],
     ];
     for args in steps {
-        let (ok, _, stderr) = run(Command::new("openssl").current_dir(dir).args(args));
+        let (ok, _, stderr) = run(Command::new("openssl").current_dir(dir).args(args)).await;
         assert!(
             ok,
             "openssl {args:?} (scripts/test installs openssl): {stderr}"
@@ -89,7 +90,16 @@ fn make_certificates(dir: &Path) {
     }
 }
 
-fn start_tls_redis(dir: &Path, port: u16) -> Reap {
+/// A redis-server that speaks only TLS, with the certificates of `dir`.
+struct TlsRedis {
+    _child: Reap,
+    port: Port,
+    _logs: LogDir,
+}
+
+async fn start_tls_redis(dir: &Path) -> TlsRedis {
+    let port = reserve_port();
+    let logs = LogDir::new("tls redis-server");
     let child = Command::new("redis-server")
         .current_dir(dir)
         .args([
@@ -116,15 +126,34 @@ fn start_tls_redis(dir: &Path, port: u16) -> Reap {
             "--appendonly",
             "no",
         ])
-        .stdout(Stdio::null())
+        .arg("--logfile")
+        .arg(logs.file("redis.log"))
+        .stdout(logs.stdio("redis.out"))
+        .stderr(logs.stdio("redis.out"))
         .spawn()
         .expect("redis-server");
-    wait_for_port(port, Duration::from_secs(10), "TLS redis-server");
-    Reap(child)
+    let child = Reap(child);
+    wait_for_port(port.get(), Duration::from_secs(10), "TLS redis-server").await;
+    TlsRedis {
+        _child: child,
+        port,
+        _logs: logs,
+    }
 }
 
-fn start_warden(broker: &str, ca: Option<&Path>) -> (Reap, String) {
-    let (grpc, http) = (free_port(), free_port());
+/// The warden binary, with its reserved ports and its logs (dropped in this order: the
+/// process is gone before its ports are released).
+struct WardenBinary {
+    _child: Reap,
+    _ports: [Port; 2],
+    _logs: LogDir,
+    grpc_url: String,
+    http_url: String,
+}
+
+async fn start_warden(broker: &str, ca: Option<&Path>) -> WardenBinary {
+    let (grpc, http) = (reserve_port(), reserve_port());
+    let logs = LogDir::new("warden");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
     cmd.args(["serve", "--broker", broker, "--inspect-interval", "2s"])
         .args([
@@ -135,13 +164,20 @@ fn start_warden(broker: &str, ca: Option<&Path>) -> (Reap, String) {
         ])
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
-        .stdout(Stdio::null());
+        .stdout(logs.stdio("warden.log"))
+        .stderr(logs.stdio("warden.log"));
     if let Some(ca) = ca {
         cmd.env("SSL_CERT_FILE", ca);
     }
     let child = Reap(cmd.spawn().unwrap());
-    wait_for_port(grpc, Duration::from_secs(20), "warden");
-    (child, format!("http://127.0.0.1:{grpc}"))
+    wait_for_port(grpc.get(), Duration::from_secs(20), "warden").await;
+    WardenBinary {
+        _child: child,
+        grpc_url: format!("http://127.0.0.1:{grpc}"),
+        http_url: format!("http://127.0.0.1:{http}"),
+        _ports: [grpc, http],
+        _logs: logs,
+    }
 }
 
 async fn status(url: &str) -> ServingStatus {
@@ -161,12 +197,41 @@ async fn status(url: &str) -> ServingStatus {
         .status()
 }
 
+/// The broker's entry in ListWorkers' `freshness.sources` (set once a probe has run).
+async fn broker_status(url: &str) -> Option<pb::SourceStatus> {
+    let mut client = WorkerHealthClient::connect(url.to_string()).await.ok()?;
+    broker_source(&list(&mut client, false).await).cloned()
+}
+
+/// Broker probes by outcome, read from the binary's /metrics.
+async fn probe_counts(http_url: &str) -> Vec<(String, f64)> {
+    let text = reqwest::get(format!("{http_url}/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("warden_broker_probes_total{outcome=\"")?;
+            let (outcome, value) = rest.split_once("\"} ")?;
+            Some((outcome.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether a reason names a certificate (or TLS) failure.
+fn certificate_error(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    reason.contains("certificate")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_broker_with_a_verified_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    make_certificates(dir.path());
-    let port = free_port();
-    let _redis = start_tls_redis(dir.path(), port);
+    make_certificates(dir.path()).await;
+    let redis = start_tls_redis(dir.path()).await;
+    let port = redis.port.get();
     let ca = dir.path().join("ca.pem");
     let worker_url = format!(
         "rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={}",
@@ -176,16 +241,14 @@ async fn rediss_broker_with_a_verified_certificate() {
     let broker = format!("rediss://127.0.0.1:{port}/0");
 
     // Trusting the broker's CA: connected, and the worker is found over TLS.
-    let (_trusting, url) = start_warden(&broker, Some(&ca));
+    let trusting = start_warden(&broker, Some(&ca)).await;
+    let url = trusting.grpc_url.clone();
     eventually(Duration::from_secs(15), "SERVING over TLS", || {
         let url = url.clone();
         async move { (status(&url).await == ServingStatus::Serving).then_some(()) }
     })
     .await;
-    let mut client =
-        warden::proto::v1::worker_health_client::WorkerHealthClient::connect(url.clone())
-            .await
-            .unwrap();
+    let client = WorkerHealthClient::connect(url.clone()).await.unwrap();
     eventually(Duration::from_secs(30), "worker found over TLS", || {
         let mut client = client.clone();
         async move {
@@ -195,38 +258,69 @@ async fn rediss_broker_with_a_verified_certificate() {
         }
     })
     .await;
-    let _ = &mut client;
+    let source = broker_status(&url).await.expect("probed");
+    assert!(source.available && source.reason.is_empty(), "{source:?}");
 
-    // Not trusting it: the certificate is refused, never silently accepted.
-    let (_doubting, url) = start_warden(&broker, None);
-    eventually(
+    // Not trusting it: the certificate is refused, never silently accepted, and the reason
+    // says so. Before the first probe the broker is merely "not connected yet": a reason
+    // naming the certificate can only come from a probe that failed on it.
+    let doubting = start_warden(&broker, None).await;
+    let url = doubting.grpc_url.clone();
+    let source = eventually(
         Duration::from_secs(10),
-        "readiness reports the refusal",
+        "the broker's certificate reported as refused",
         || {
             let url = url.clone();
-            async move { (status(&url).await == ServingStatus::NotServing).then_some(()) }
+            async move {
+                broker_status(&url)
+                    .await
+                    .filter(|s| certificate_error(&s.reason))
+            }
         },
     )
     .await;
+    eprintln!("without the CA: {source:?}");
+    assert!(!source.available, "{source:?}");
+    assert!(source.last_ok.is_none(), "never connected: {source:?}");
+    let probes = probe_counts(&doubting.http_url).await;
+    let failed: f64 = probes
+        .iter()
+        .filter(|(outcome, _)| outcome != "ok")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(failed >= 1.0, "no failed probe counted: {probes:?}");
+    assert!(
+        !probes
+            .iter()
+            .any(|(outcome, n)| outcome == "ok" && *n > 0.0),
+        "a probe succeeded without trusting the CA: {probes:?}"
+    );
+    assert_eq!(status(&url).await, ServingStatus::NotServing);
     // It stays refused (checked over several probes, not one).
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
         assert_eq!(status(&url).await, ServingStatus::NotServing);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let source = broker_status(&url).await.expect("probed");
+    assert!(
+        !source.available && certificate_error(&source.reason),
+        "{source:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_port_serves_tls_and_the_cli_verifies_it() {
     let dir = tempfile::tempdir().unwrap();
-    make_certificates(dir.path());
-    let (grpc, http) = (free_port(), free_port());
+    make_certificates(dir.path()).await;
+    let (grpc, http, nobody) = (reserve_port(), reserve_port(), reserve_port());
+    let logs = LogDir::new("warden");
     let _warden = Reap(
         Command::new(env!("CARGO_BIN_EXE_warden"))
             .args([
                 "serve",
                 "--broker",
-                &format!("redis://127.0.0.1:{}/0", free_port()),
+                &format!("redis://127.0.0.1:{nobody}/0"),
             ])
             .args([
                 "--grpc-addr",
@@ -238,11 +332,12 @@ async fn grpc_port_serves_tls_and_the_cli_verifies_it() {
             .arg(dir.path().join("cert.pem"))
             .arg("--tls-key")
             .arg(dir.path().join("key.pem"))
-            .stdout(Stdio::null())
+            .stdout(logs.stdio("warden.log"))
+            .stderr(logs.stdio("warden.log"))
             .spawn()
             .unwrap(),
     );
-    wait_for_port(grpc, Duration::from_secs(20), "warden");
+    wait_for_port(grpc.get(), Duration::from_secs(20), "warden").await;
     let ca = dir.path().join("ca.pem");
     let https = format!("https://127.0.0.1:{grpc}");
     // With the CA: answers (an empty fleet, the broker is not there).
@@ -255,20 +350,24 @@ async fn grpc_port_serves_tls_and_the_cli_verifies_it() {
             &https,
             "--ca-cert",
         ])
-        .arg(&ca));
+        .arg(&ca))
+    .await;
     assert!(ok, "{stderr}");
     assert_eq!(stdout.trim(), "[]");
     // Without trusting the CA: refused.
     let (ok, _, stderr) = run(Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["workers", "--server", &https])
-        .env_remove("SSL_CERT_FILE"));
+        .env_remove("SSL_CERT_FILE"))
+    .await;
     assert!(!ok, "an untrusted certificate must be refused");
+    eprintln!("the CLI without the CA: {stderr}");
     assert!(!stderr.is_empty());
     // Plaintext to a TLS port fails.
     let (ok, _, _) = run(Command::new(env!("CARGO_BIN_EXE_warden")).args([
         "workers",
         "--server",
         &format!("http://127.0.0.1:{grpc}"),
-    ]));
+    ]))
+    .await;
     assert!(!ok);
 }

@@ -31,7 +31,7 @@ fn assert_invalid(status: &Status, field: &str) {
 
 /// A warden on a broker with no workers: validation does not need any.
 async fn empty_fleet() -> (RedisServer, TestWarden, WorkerHealthClient<Channel>) {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let warden = TestWarden::start(test_config(&redis.url(0))).await;
     let client = warden.client().await;
     (redis, warden, client)
@@ -86,7 +86,8 @@ async fn malformed_name_glob_is_invalid_filter_name_glob() {
 async fn page_size_above_the_maximum_is_lowered_to_it() {
     // AIP-158: a page size above 1000 is lowered, not refused. 1,200 workers (fed to the
     // fleet directly: the broker is not needed) make the lowering visible.
-    let mut config = test_config(&format!("redis://127.0.0.1:{}/0", free_port()));
+    let nobody = reserve_port();
+    let mut config = test_config(&format!("redis://127.0.0.1:{nobody}/0"));
     config.broker_timeout = Duration::from_millis(200);
     let warden = TestWarden::start(config).await;
     let fleet = warden.warden.as_ref().unwrap().fleet.clone();
@@ -294,7 +295,7 @@ fn queue_of(worker: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_page_token_from_another_filter_or_order_is_invalid_page_token() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let (_workers, warden, mut client) =
         fleet_of(&redis, &["sa@validation", "sb@validation"]).await;
     let first = |filter: Option<pb::WorkerFilter>, order: pb::WorkerOrder| pb::ListWorkersRequest {
@@ -373,7 +374,7 @@ async fn walk(client: &mut WorkerHealthClient<Channel>, order: pb::WorkerOrder) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_by_pages_walk_every_worker_once_in_order() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let names = ["pa@validation", "pb@validation", "pc@validation"];
     let (_workers, warden, mut client) = fleet_of(&redis, &names).await;
@@ -387,7 +388,8 @@ async fn order_by_pages_walk_every_worker_once_in_order() {
             *count as u32,
             &["1", "2"],
             &["--queue", &queue_of(name)],
-        );
+        )
+        .await;
     }
     eventually(Duration::from_secs(30), "processed counts settle", || {
         let mut client = client.clone();

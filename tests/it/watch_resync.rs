@@ -31,10 +31,8 @@ fn round(names: impl Iterator<Item = String>) -> InspectRound {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_falls_behind_gets_a_resync_snapshot() {
     // No broker is needed: the fleet is fed directly.
-    let mut config = crate::support::test_config(&format!(
-        "redis://127.0.0.1:{}/0",
-        crate::support::free_port()
-    ));
+    let nobody = crate::support::reserve_port();
+    let mut config = crate::support::test_config(&format!("redis://127.0.0.1:{nobody}/0"));
     config.broker_timeout = Duration::from_millis(200);
     let warden = warden::server::Warden::start(config).await.unwrap();
     let fleet = warden.fleet.clone();

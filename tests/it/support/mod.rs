@@ -1,19 +1,33 @@
-//! Real parts for integration tests: a private redis-server on a free port, real Celery
+//! Real parts for integration tests: a private redis-server on a reserved port, real Celery
 //! workers from the test venv, and warden itself, in-process on ephemeral ports.
-#![allow(dead_code)]
+//!
+//! Everything a `#[tokio::test]` calls while warden runs in the same runtime is async: a
+//! blocking call (a `redis-cli` run to completion, `std::thread::sleep`, a thread join) would
+//! hold a runtime thread that the server under test needs. Each process started here logs
+//! into a [`LogDir`] of its own, kept and printed when the test fails.
+
+mod logs;
+mod ports;
+
+pub use logs::LogDir;
+pub use ports::{Port, reserve_port};
 
 use std::{
     future::Future,
-    net::TcpListener,
     os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use tonic::transport::Channel;
 use warden::{
     config::{Config, Secret},
+    fleet::{
+        Clock, EventPayload, FleetEvent, WorkerEvent, WorkerEventKind, WorkerKey,
+        owner::FleetMessage,
+    },
     proto::v1::{self as pb, worker_health_client::WorkerHealthClient},
     server::Warden,
 };
@@ -39,14 +53,6 @@ pub fn python_dir() -> PathBuf {
     repo().join("tests/python")
 }
 
-/// A port nobody listens on right now (the OS picks it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Waits until `check` returns `Some`, polling every 100 ms; panics with `what` at the deadline.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
@@ -67,76 +73,147 @@ where
 
 /// Waits until something accepts connections on 127.0.0.1:`port` (a process we started is
 /// listening); panics naming `what` after `deadline`.
-pub fn wait_for_port(port: u16, deadline: Duration, what: &str) {
+pub async fn wait_for_port(port: u16, deadline: Duration, what: &str) {
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(
             start.elapsed() < deadline,
             "{what} did not listen on {port}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
+/// Sends `sig` (e.g. "-TERM") to one process.
+async fn signal(pid: u32, sig: &str) {
+    let _ = tokio::process::Command::new("kill")
         .args([sig, &pid.to_string()])
         .stderr(Stdio::null())
-        .status();
+        .status()
+        .await;
 }
 
-fn signal_group(pgid: u32, sig: &str) {
+/// Sends `sig` to a whole process group (from `Drop`, which cannot wait on a future).
+fn signal_group_now(pgid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([sig, "--", &format!("-{pgid}")])
         .stderr(Stdio::null())
         .status();
 }
 
-/// The major version of the installed redis-server.
-pub fn redis_major_version() -> u32 {
-    static VERSION: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *VERSION.get_or_init(|| {
-        let out = Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .expect("redis-server is installed (scripts/test installs it)");
-        // "Redis server v=7.0.15 sha=..."
-        String::from_utf8_lossy(&out.stdout)
-            .split("v=")
-            .nth(1)
-            .and_then(|v| v.split('.').next())
-            .and_then(|major| major.parse().ok())
-            .unwrap_or(0)
-    })
+/// Waits for a child that was told to exit, without blocking a runtime thread.
+async fn reap(child: &mut Child) {
+    while let Ok(None) = child.try_wait() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
-/// A redis-server of the test's own, on a free port, keeping nothing on disk.
+/// Runs a command to completion: (success, stdout, stderr). The child is waited for on a
+/// blocking-pool thread, so that the runtime (and warden in it) keeps running meanwhile.
+pub async fn run(cmd: &mut Command) -> (bool, String, String) {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("command runs");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("the waiting thread")
+        .expect("command output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`run`] for plain `#[test]`s, which have no runtime to keep running.
+pub fn run_blocking(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("command runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The major version of the installed redis-server.
+pub async fn redis_major_version() -> u32 {
+    static VERSION: tokio::sync::OnceCell<u32> = tokio::sync::OnceCell::const_new();
+    *VERSION
+        .get_or_init(|| async {
+            let out = tokio::process::Command::new("redis-server")
+                .arg("--version")
+                .output()
+                .await
+                .expect("redis-server is installed (scripts/test installs it)");
+            // "Redis server v=7.0.15 sha=..."
+            String::from_utf8_lossy(&out.stdout)
+                .split("v=")
+                .nth(1)
+                .and_then(|v| v.split('.').next())
+                .and_then(|major| major.parse().ok())
+                .unwrap_or(0)
+        })
+        .await
+}
+
+/// Why a redis-server did not come up.
+enum StartError {
+    /// Something else took its port first: worth another try on another port.
+    AddressInUse,
+}
+
+/// A redis-server of the test's own, on a reserved port, keeping nothing on disk, logging into
+/// its own [`LogDir`].
 pub struct RedisServer {
-    pub port: u16,
+    port: Port,
     password: Option<String>,
-    child: Option<Child>,
     /// More redis-server arguments (e.g. a data directory to load).
     extra_args: Vec<String>,
+    child: Option<Child>,
+    logs: LogDir,
     /// Kept alive while the server may read it.
     _dir: Option<tempfile::TempDir>,
 }
 
+/// Tries at a fresh port when a redis-server finds its port taken.
+const START_ATTEMPTS: usize = 5;
+
 impl RedisServer {
-    pub fn start() -> Self {
-        Self::start_on(free_port(), None)
+    pub async fn start() -> Self {
+        Self::start_with(None, &[]).await
     }
 
-    pub fn start_with_password(password: &str) -> Self {
-        Self::start_on(free_port(), Some(password.to_string()))
+    pub async fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password.to_string()), &[]).await
+    }
+
+    /// A server with more redis-server arguments (e.g. `--rename-command HELLO ""`).
+    pub async fn start_with_args(args: &[&str]) -> Self {
+        Self::start_with(None, args).await
+    }
+
+    async fn start_with(password: Option<String>, args: &[&str]) -> Self {
+        let mut server = Self::not_started();
+        server.password = password;
+        server.extra_args = args.iter().map(|a| a.to_string()).collect();
+        server.launch(true).await;
+        server
     }
 
     /// A server that is not running yet, on a reserved port (for "broker down at start").
     pub fn not_started() -> Self {
         Self {
-            port: free_port(),
+            port: reserve_port(),
             password: None,
-            child: None,
             extra_args: Vec::new(),
+            child: None,
+            logs: LogDir::new("redis-server"),
             _dir: None,
         }
     }
@@ -144,16 +221,19 @@ impl RedisServer {
     /// A server that spends its first seconds loading a dataset of `keys` keys, answering
     /// `LOADING` to every data command meanwhile (Redis >= 7, whose debug settings slow the
     /// load down: about 130 µs per key).
-    pub fn start_loading(keys: u32) -> Self {
+    pub async fn start_loading(keys: u32) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let dir_arg = dir.path().to_string_lossy().into_owned();
         // Write the dataset with a first server on the same directory.
         let mut writer = Self::not_started();
         writer.extra_args = vec!["--dir".into(), dir_arg.clone()];
-        writer.restart();
-        assert_eq!(writer.cli(&["DEBUG", "POPULATE", &keys.to_string()]), "OK");
-        assert_eq!(writer.cli(&["SAVE"]), "OK");
-        writer.kill();
+        writer.launch(true).await;
+        assert_eq!(
+            writer.cli(&["DEBUG", "POPULATE", &keys.to_string()]).await,
+            "OK"
+        );
+        assert_eq!(writer.cli(&["SAVE"]).await, "OK");
+        writer.kill().await;
         let mut server = Self::not_started();
         server.extra_args = [
             "--dir",
@@ -166,20 +246,12 @@ impl RedisServer {
         .map(String::from)
         .to_vec();
         server._dir = Some(dir);
-        server.restart();
+        server.launch(true).await;
         server
     }
 
-    pub fn start_on(port: u16, password: Option<String>) -> Self {
-        let mut server = Self {
-            port,
-            password,
-            child: None,
-            extra_args: Vec::new(),
-            _dir: None,
-        };
-        server.restart();
-        server
+    pub fn port(&self) -> u16 {
+        self.port.get()
     }
 
     pub fn url(&self, db: u8) -> String {
@@ -190,77 +262,137 @@ impl RedisServer {
     }
 
     /// Starts (again) on the same port and waits until it answers.
-    pub fn restart(&mut self) {
-        self.kill();
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        // Its URL is out: the port cannot move any more.
+        self.launch(false).await;
+    }
+
+    /// Starts the server and waits until it answers. Where nobody knows its URL yet
+    /// (`may_move`), a port that something else took meanwhile is exchanged for a fresh one.
+    async fn launch(&mut self, may_move: bool) {
+        for attempt in 1..=START_ATTEMPTS {
+            match self.try_launch().await {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(StartError::AddressInUse) if may_move && attempt < START_ATTEMPTS => {
+                    eprintln!("port {} was taken; redis-server tries another", self.port);
+                    self.port = reserve_port();
+                }
+                Err(StartError::AddressInUse) => panic!(
+                    "redis-server could not bind port {}:\n{}",
+                    self.port,
+                    self.logs.tail("redis.log", 20)
+                ),
+            }
+        }
+    }
+
+    async fn try_launch(&self) -> Result<Child, StartError> {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .arg("--logfile")
+            .arg(self.logs.file("redis.log"))
+            .stdout(self.logs.stdio("redis.out"))
+            .stderr(self.logs.stdio("redis.out"));
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
         }
-        if redis_major_version() >= 7 {
+        if redis_major_version().await >= 7 {
             // DEBUG (SLEEP, to make the server hang) is off by default since Redis 7.
             cmd.args(["--enable-debug-command", "local"]);
         }
         cmd.args(&self.extra_args);
-        self.child = Some(
-            cmd.spawn()
-                .expect("redis-server is installed (scripts/test installs it)"),
-        );
+        let mut child = cmd
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
         let start = Instant::now();
-        while !self.answers() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = self.logs.tail("redis.log", 20);
+                if log.contains("Address already in use") {
+                    return Err(StartError::AddressInUse);
+                }
+                panic!(
+                    "redis-server exited ({status}):\n{log}\n{}",
+                    self.logs.tail("redis.out", 20)
+                );
+            }
+            if self.answers().await {
+                return Ok(child);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                reap(&mut child).await;
+                panic!(
+                    "redis-server did not answer on port {} within 10 s:\n{}",
+                    self.port,
+                    self.logs.tail("redis.log", 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    pub fn cli(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new("redis-cli");
+    fn cli_command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("redis-cli");
         cmd.args(["-p", &self.port.to_string()]);
         if let Some(pw) = &self.password {
             cmd.args(["--no-auth-warning", "-a", pw]);
         }
-        let out = cmd.args(args).output().expect("redis-cli");
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs one `redis-cli` command against this server; its trimmed output.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let out = self
+            .cli_command()
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Makes the server hang (`DEBUG SLEEP`) for `seconds`, from a thread of its own; the
-    /// handle joins once the server answers again.
-    pub fn hang(&self, seconds: u32) -> std::thread::JoinHandle<String> {
-        let port = self.port;
-        let password = self.password.clone();
-        std::thread::spawn(move || {
-            let mut cmd = Command::new("redis-cli");
-            cmd.args(["-p", &port.to_string()]);
-            if let Some(pw) = &password {
-                cmd.args(["--no-auth-warning", "-a", pw]);
-            }
-            let out = cmd
-                .args(["DEBUG", "SLEEP", &seconds.to_string()])
-                .output()
-                .expect("redis-cli");
+    /// Makes the server hang (`DEBUG SLEEP`) for `seconds`, from a task of its own; the task
+    /// ends, with the server's answer, once the server answers again.
+    pub fn hang(&self, seconds: u32) -> tokio::task::JoinHandle<String> {
+        let mut cmd = self.cli_command();
+        cmd.args(["DEBUG", "SLEEP", &seconds.to_string()]);
+        tokio::spawn(async move {
+            let out = cmd.output().await.expect("redis-cli");
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         })
     }
 
     /// It answers, even if only to say that it is loading.
-    fn answers(&self) -> bool {
-        let reply = self.cli(&["PING"]);
+    async fn answers(&self) -> bool {
+        let reply = self.cli(&["PING"]).await;
         reply == "PONG" || reply.starts_with("LOADING")
     }
 
     /// Whether it is still loading its dataset.
-    pub fn loading(&self) -> bool {
-        self.cli(&["INFO", "persistence"]).contains("loading:1")
+    pub async fn loading(&self) -> bool {
+        self.cli(&["INFO", "persistence"])
+            .await
+            .contains("loading:1")
     }
 
-    /// SIGKILL: the broker vanishes mid-run.
-    pub fn kill(&mut self) {
+    /// SIGKILL: the broker vanishes mid-run. The port stays reserved for a restart.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            reap(&mut child).await;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -268,16 +400,11 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A real Celery worker (prefork) running the test app.
+/// A real Celery worker (prefork) running the test app, logging into its own [`LogDir`].
 pub struct CeleryWorker {
-    pub name: String,
     child: Child,
+    /// Kept (and its tail printed) if the test fails.
+    _logs: LogDir,
 }
 
 pub struct WorkerOptions<'a> {
@@ -315,9 +442,10 @@ pub fn old_celery_venv() -> PathBuf {
 }
 
 impl CeleryWorker {
+    /// Starts the worker (spawning only: nothing here waits for it).
     pub fn start(broker_url: &str, name: &str, options: WorkerOptions<'_>) -> Self {
         let venv = options.venv.clone().unwrap_or_else(venv);
-        let log = std::env::temp_dir().join(format!("warden-test-{name}.log"));
+        let logs = LogDir::new(&format!("celery {name}"));
         let mut cmd = Command::new(venv.join("bin/celery"));
         cmd.current_dir(python_dir())
             .env("PYTHONPATH", python_dir())
@@ -335,12 +463,8 @@ impl CeleryWorker {
             .args(["-Q", &options.queues.join(",")])
             .args(["--without-mingle", "--without-gossip", "-l", "info"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(&log)
-                    .map(Stdio::from)
-                    .unwrap_or(Stdio::null()),
-            )
+            .stdout(logs.stdio("celery.log"))
+            .stderr(logs.stdio("celery.log"))
             .process_group(0);
         if options.events {
             cmd.arg("-E");
@@ -349,10 +473,7 @@ impl CeleryWorker {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("celery from the test venv");
-        Self {
-            name: name.to_string(),
-            child,
-        }
+        Self { child, _logs: logs }
     }
 
     pub fn pid(&self) -> u32 {
@@ -360,31 +481,31 @@ impl CeleryWorker {
     }
 
     /// SIGKILL of the main process only: a crash, no goodbye.
-    pub fn kill9(&mut self) {
-        signal(self.pid(), "-KILL");
-        let _ = self.child.wait();
+    pub async fn kill9(&mut self) {
+        let _ = self.child.kill();
+        reap(&mut self.child).await;
     }
 
     /// SIGTERM: Celery's warm shutdown, which says goodbye (`worker-offline`).
-    pub fn terminate(&mut self) {
-        signal(self.pid(), "-TERM");
+    pub async fn terminate(&self) {
+        signal(self.pid(), "-TERM").await;
     }
 }
 
 impl Drop for CeleryWorker {
     fn drop(&mut self) {
-        signal_group(self.pid(), "-KILL");
+        signal_group_now(self.pid(), "-KILL");
         let _ = self.child.wait();
     }
 }
 
 /// Sends `count` tasks of the test app (runs tests/python/submit.py).
-pub fn submit(broker_url: &str, task: &str, count: u32, args: &[&str], extra: &[&str]) {
-    submit_with_env(broker_url, task, count, args, extra, &[]);
+pub async fn submit(broker_url: &str, task: &str, count: u32, args: &[&str], extra: &[&str]) {
+    submit_with_env(broker_url, task, count, args, extra, &[]).await;
 }
 
 /// [`submit`] with extra environment for the producer (e.g. `WARDEN_TEST_KEYPREFIX`).
-pub fn submit_with_env(
+pub async fn submit_with_env(
     broker_url: &str,
     task: &str,
     count: u32,
@@ -392,14 +513,16 @@ pub fn submit_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) {
-    let out = Command::new(venv().join("bin/python"))
+    let out = tokio::process::Command::new(venv().join("bin/python"))
         .arg(python_dir().join("submit.py"))
         .args([task, &count.to_string()])
         .args(args)
         .args(extra)
         .env("WARDEN_TEST_BROKER", broker_url)
         .envs(env.iter().copied())
+        .stdin(Stdio::null())
         .output()
+        .await
         .expect("python");
     assert!(
         out.status.success(),
@@ -430,12 +553,30 @@ pub struct TestWarden {
 
 impl TestWarden {
     pub async fn start(config: Config) -> Self {
-        let warden = Warden::start(config).await.expect("warden starts");
+        Self::wrap(Warden::start(config).await.expect("warden starts"))
+    }
+
+    /// With an injected clock (e.g. a `ManualClock`): thresholds and windows move when the
+    /// test says so, not with the wall clock.
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Self {
+        Self::wrap(
+            Warden::start_with_clock(config, clock)
+                .await
+                .expect("warden starts"),
+        )
+    }
+
+    fn wrap(warden: Warden) -> Self {
         Self {
             grpc_url: format!("http://{}", warden.grpc_addr),
             http_url: format!("http://{}", warden.http_addr),
             warden: Some(warden),
         }
+    }
+
+    /// The running warden.
+    pub fn inner(&self) -> &Warden {
+        self.warden.as_ref().expect("running")
     }
 
     pub async fn channel(&self) -> Channel {
@@ -448,7 +589,7 @@ impl TestWarden {
 
     /// The running warden's own metrics.
     pub fn metrics(&self) -> &warden::metrics::Metrics {
-        &self.warden.as_ref().expect("running").metrics
+        &self.inner().metrics
     }
 
     pub async fn client(&self) -> WorkerHealthClient<Channel> {
@@ -460,6 +601,51 @@ impl TestWarden {
             w.shutdown().await;
         }
     }
+}
+
+/// A worker event as an adapter would report it, for feeding the fleet directly
+/// (`warden.fleet.observe(...)`): `kind` from `worker`, announcing a heartbeat every `freq`.
+/// Give a Celery worker a scope of the test's own: the inspect rounds address the default
+/// scope, and would mark a worker that cannot answer as having missed its ping.
+pub fn worker_event(
+    worker: WorkerKey,
+    kind: WorkerEventKind,
+    freq: Option<Duration>,
+) -> FleetMessage {
+    FleetMessage::Events(vec![FleetEvent {
+        worker,
+        payload: EventPayload::Worker(WorkerEvent {
+            kind,
+            freq,
+            active: Some(0),
+            processed: Some(0),
+            load_average: None,
+            software: None,
+            pid: Some(4242),
+        }),
+    }])
+}
+
+/// The broker's entry in a response's `freshness.sources` (there once a probe has run).
+pub fn broker_source(r: &pb::ListWorkersResponse) -> Option<&pb::SourceStatus> {
+    r.freshness
+        .as_ref()?
+        .sources
+        .iter()
+        .find(|s| s.source == "broker")
+}
+
+/// Waits until warden's last probe found the broker up: from then on, silence counts
+/// against the broker's workers.
+pub async fn broker_connected(client: &WorkerHealthClient<Channel>) {
+    eventually(Duration::from_secs(15), "the broker connected", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            broker_source(&r).is_some_and(|s| s.available).then_some(())
+        }
+    })
+    .await;
 }
 
 /// Lists every worker (first page of up to 1000).
@@ -486,19 +672,6 @@ pub fn find<'a>(response: &'a pb::ListWorkersResponse, name: &str) -> Option<&'a
         .find(|w| w.id == name || w.name == name)
 }
 
-pub fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().expect("command runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-pub fn exists(path: &Path) -> bool {
-    path.exists()
-}
-
 /// One whole WatchFleet snapshot: begin, chunks, end.
 #[derive(Debug, Default)]
 pub struct WatchSnapshot {
@@ -508,8 +681,6 @@ pub struct WatchSnapshot {
     /// The revision and resume token of the snapshot_end message.
     pub revision: u64,
     pub resume_token: String,
-    /// Messages it took (begin and end included).
-    pub messages: usize,
 }
 
 /// Reads a snapshot from a WatchFleet stream whose next message must be snapshot_begin.
@@ -539,7 +710,6 @@ where
     assert!(begin.resume_token.is_empty(), "no token before the end");
     let mut snapshot = WatchSnapshot {
         reason: b.reason(),
-        messages: 1,
         ..WatchSnapshot::default()
     };
     loop {
@@ -548,7 +718,6 @@ where
             .await
             .expect("a message")
             .expect("stream open");
-        snapshot.messages += 1;
         match message.event {
             Some(Event::SnapshotChunk(c)) => {
                 assert!(
