@@ -23,7 +23,7 @@ fn message(body: &serde_json::Value, routing_key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_announcements_stop_at_the_cap_and_every_one_is_counted() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let mut config = test_config(&broker);
     config.max_workers = CAP;

@@ -28,8 +28,10 @@ fn name(i: usize) -> String {
 
 /// A fleet like a real one: pools, queues, registered tasks, task statistics for three
 /// task names per worker.
-async fn big_fleet() -> (TestWarden, String) {
-    let mut config = test_config(&format!("redis://127.0.0.1:{}/0", free_port()));
+async fn big_fleet() -> (TestWarden, String, Port) {
+    // No broker is needed (nobody listens on a reserved port): the fleet is fed directly.
+    let nobody = reserve_port();
+    let mut config = test_config(&format!("redis://127.0.0.1:{}/0", nobody.get()));
     config.broker_timeout = Duration::from_millis(200);
     config.max_workers = 20_000;
     let warden = TestWarden::start(config).await;
@@ -108,34 +110,36 @@ async fn big_fleet() -> (TestWarden, String) {
     )
     .await;
     let addr = warden.grpc_url.trim_start_matches("http://").to_string();
-    (warden, addr)
+    (warden, addr, nobody)
 }
 
 /// Python modules generated from proto/ into a temporary directory.
-fn generated_python() -> tempfile::TempDir {
+async fn generated_python() -> tempfile::TempDir {
     let generated = tempfile::tempdir().unwrap();
     let (ok, _, stderr) = run(Command::new(venv().join("bin/python"))
         .args(["-m", "grpc_tools.protoc", "-I"])
         .arg(repo().join("proto"))
         .arg(format!("--python_out={}", generated.path().display()))
         .arg(format!("--grpc_python_out={}", generated.path().display()))
-        .args(["warden/v1/common.proto", "warden/v1/worker_health.proto"]));
+        .args(["warden/v1/common.proto", "warden/v1/worker_health.proto"]))
+    .await;
     assert!(ok, "protoc failed: {stderr}");
     generated
 }
 
-fn python(generated: &tempfile::TempDir, args: &[&str]) -> Value {
+async fn python(generated: &tempfile::TempDir, args: &[&str]) -> Value {
     let (ok, stdout, stderr) = run(Command::new(venv().join("bin/python"))
         .arg(python_dir().join("scale_client.py"))
         .arg(generated.path())
-        .args(args));
+        .args(args))
+    .await;
     assert!(ok, "python client failed: {stderr}");
     serde_json::from_str(stdout.trim()).expect("JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_10000_worker_snapshot_and_a_1000_worker_page_fit_default_clients() {
-    let (warden, addr) = big_fleet().await;
+    let (warden, addr, _nobody) = big_fleet().await;
 
     // tonic's client, default limits: the snapshot is larger than one message may be, and
     // arrives in chunks that each fit.
@@ -176,12 +180,12 @@ async fn a_10000_worker_snapshot_and_a_1000_worker_page_fit_default_clients() {
     eprintln!("snapshot of {WORKERS} workers: {total} bytes, largest message {largest} bytes");
 
     // The Python client generated from proto/, grpcio's defaults.
-    let generated = generated_python();
-    let watched = python(&generated, &[&addr, "watch"]);
+    let generated = generated_python().await;
+    let watched = python(&generated, &[&addr, "watch"]).await;
     assert_eq!(watched["workers"], WORKERS, "{watched}");
     assert_eq!(watched["reason"], "SNAPSHOT_REASON_INITIAL");
     assert_eq!(watched["ended_with_token"], true);
-    let page = python(&generated, &[&addr, "list", "1000"]);
+    let page = python(&generated, &[&addr, "list", "1000"]).await;
     assert_eq!(page["workers"], 1000, "{page}");
     assert_eq!(page["total_size"], WORKERS);
     assert_eq!(page["next_page_token"], true);
@@ -194,7 +198,8 @@ async fn a_10000_worker_snapshot_and_a_1000_worker_page_fit_default_clients() {
         r#"{"pageSize": 1000}"#,
         &addr,
         "warden.v1.WorkerHealth/ListWorkers",
-    ]));
+    ]))
+    .await;
     assert!(ok, "{stderr}");
     let page: Value = serde_json::from_str(&stdout).expect("grpcurl prints JSON");
     assert_eq!(page["workers"].as_array().unwrap().len(), 1000);

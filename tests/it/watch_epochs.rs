@@ -14,7 +14,7 @@ use warden::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_a_previous_process_gets_a_snapshot_saying_the_epoch_changed() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _worker = CeleryWorker::start(&broker, "w1@epochs", WorkerOptions::default());
     let first = TestWarden::start(test_config(&broker)).await;
@@ -68,7 +68,7 @@ async fn a_token_from_a_previous_process_gets_a_snapshot_saying_the_epoch_change
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_a_watch_with_unavailable_so_clients_retry() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let warden = TestWarden::start(test_config(&redis.url(0))).await;
     let mut client = warden.client().await;
     let mut stream = client
@@ -115,7 +115,7 @@ fn inspect_round(names: &[&str]) -> FleetMessage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_filtered_stream_gets_bookmarks_that_resume_without_a_snapshot() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let warden = TestWarden::start(test_config(&redis.url(0))).await;
     let fleet = warden.warden.as_ref().unwrap().fleet.clone();
     let mut client = warden.client().await;
