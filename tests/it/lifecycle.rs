@@ -10,7 +10,7 @@ use std::{
 use crate::support::*;
 use tokio_stream::StreamExt as _;
 use warden::{
-    fleet::{Backend, ManualClock, WorkerEventKind, WorkerKey},
+    fleet::ManualClock,
     proto::v1::{self as pb, watch_fleet_response::Event},
 };
 
@@ -93,14 +93,25 @@ async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_thresho
         .expect("announced by its heartbeats");
     // Lateness counts from one heartbeat period after the last heartbeat. A marker heard at
     // the same instant (the clock's start) but announcing no period is judged in the same
-    // evaluation pass: once it is LOST, crash@life was judged at the same time.
-    let marker = WorkerKey::new(Backend::Celery, "lifecycle-marker", "marker@life");
-    let fleet = &warden.inner().fleet;
-    fleet
-        .observe(worker_event(marker, WorkerEventKind::Online, None))
-        .await
-        .unwrap();
-    fleet.barrier().await.unwrap();
+    // evaluation pass: once it is LOST, crash@life was judged at the same time. The marker
+    // comes through the broker's event stream, after everything crash@life sent before it
+    // died: once warden knows the marker, no late heartbeat of crash@life can be applied
+    // after the clock moves (which would move its last_seen with the clock).
+    let marker = warden::celery::envelope::encode(
+        &serde_json::json!({"type": "worker-online", "hostname": "marker@life", "timestamp": 1.0}),
+        serde_json::json!({}),
+        "celeryev",
+        "worker.online",
+        1,
+    );
+    redis
+        .cli(&["PUBLISH", "/0.celeryev/worker.online", &marker])
+        .await;
+    eventually(Duration::from_secs(10), "the marker is known", || {
+        let mut client = client.clone();
+        async move { find(&list(&mut client, false).await, "marker@life").map(|_| ()) }
+    })
+    .await;
 
     // One second short of the critical lateness: not LOST yet.
     clock.advance(critical + interval - Duration::from_secs(1));

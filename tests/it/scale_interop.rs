@@ -152,6 +152,7 @@ async fn a_10000_worker_snapshot_and_a_1000_worker_page_fit_default_clients() {
     let mut total = 0;
     let mut largest = 0;
     let mut workers = 0;
+    let mut messages = 0;
     loop {
         let message = stream
             .next()
@@ -159,6 +160,7 @@ async fn a_10000_worker_snapshot_and_a_1000_worker_page_fit_default_clients() {
             .unwrap()
             .expect("fits the default limit");
         let size = message.encoded_len();
+        messages += 1;
         total += size;
         largest = largest.max(size);
         match message.event {
@@ -177,7 +179,9 @@ async fn a_10000_worker_snapshot_and_a_1000_worker_page_fit_default_clients() {
         largest < DEFAULT_LIMIT / 2,
         "largest message {largest} bytes"
     );
-    eprintln!("snapshot of {WORKERS} workers: {total} bytes, largest message {largest} bytes");
+    eprintln!(
+        "snapshot of {WORKERS} workers: {total} bytes in {messages} messages, largest {largest} bytes"
+    );
 
     // The Python client generated from proto/, grpcio's defaults.
     let generated = generated_python().await;
