@@ -11,6 +11,7 @@
 //! test script checks it with `cargo tree`.
 pub mod clock;
 pub mod filter;
+pub mod history;
 pub mod model;
 pub mod owner;
 pub mod perf;

@@ -4,11 +4,7 @@
 //! these traits, and the binary wires adapters into them. That keeps the data flow one way
 //! (adapters observe → core applies → subscribers act) and lets every rule be tested with
 //! in-memory implementations. Futures are boxed so that the traits stay object-safe.
-use std::{
-    future::Future,
-    pin::Pin,
-    time::{Duration, SystemTime},
-};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use crate::model::{Sample, WorkerKey};
 
@@ -83,12 +79,7 @@ pub trait Runtime: Send + Sync + 'static {
     fn scale<'a>(&'a self, group: &'a str, replicas: u32) -> BoxFuture<'a, Result<(), PortError>>;
 }
 
-/// Keeps history: samples and events, queried later. Implemented by `crates/store`.
-pub trait HistoryStore: Send + Sync + 'static {
-    fn record_samples<'a>(&'a self, samples: &'a [Sample]) -> BoxFuture<'a, Result<(), PortError>>;
-    /// The oldest time the store still holds data for.
-    fn oldest<'a>(&'a self) -> BoxFuture<'a, Result<Option<SystemTime>, PortError>>;
-}
+// The history store port is `crate::history::HistoryStore`, beside the types it keeps.
 
 /// A source of resource metrics (Prometheus, metrics.k8s.io, /proc, Celery rusage).
 /// Implemented by `crates/prometheus`.
