@@ -31,6 +31,7 @@ pub fn lifecycle(l: fleet::Lifecycle) -> pb::Lifecycle {
         fleet::Lifecycle::Alive => pb::Lifecycle::Alive,
         fleet::Lifecycle::Offline => pb::Lifecycle::Offline,
         fleet::Lifecycle::Lost => pb::Lifecycle::Lost,
+        fleet::Lifecycle::Unknown => pb::Lifecycle::Unknown,
     }
 }
 
@@ -219,10 +220,12 @@ pub fn worker(w: &fleet::Worker, now: SystemTime, snapshot: &Snapshot, view: Vie
 /// Whether the answer is current: every source's status, and a refresh that failed.
 pub fn freshness(snapshot: &Snapshot, refresh_error: Option<&str>) -> pb::Freshness {
     let broker = snapshot.broker();
+    // Only sources that workers are observed through make live data stale (the history
+    // store being down does not); every source is listed.
     let mut reasons: Vec<String> = snapshot
         .sources
         .values()
-        .filter(|s| !s.connected)
+        .filter(|s| !s.connected && !s.backends.is_empty())
         .map(|s| format!("{}: {}", s.source, s.reason))
         .collect();
     if snapshot.sources.is_empty() {
@@ -315,6 +318,7 @@ pub fn worker_filter(
             pb::Lifecycle::Alive => Some(fleet::Lifecycle::Alive),
             pb::Lifecycle::Offline => Some(fleet::Lifecycle::Offline),
             pb::Lifecycle::Lost => Some(fleet::Lifecycle::Lost),
+            pb::Lifecycle::Unknown => Some(fleet::Lifecycle::Unknown),
             pb::Lifecycle::Unspecified => None,
         },
     )?;
@@ -478,6 +482,7 @@ pub fn group(g: &fleet::GroupInfo) -> pb::Group {
         queues: g.queues.clone(),
         active_tasks: g.active_tasks,
         pool_capacity: g.pool_capacity,
+        unknown: g.unknown,
     }
 }
 
@@ -501,5 +506,6 @@ pub fn summary(s: &fleet::Summary) -> pb::FleetSummary {
         unacked_messages: s.unacked_messages,
         pool_capacity: s.pool_capacity,
         groups: s.groups,
+        unknown: s.unknown,
     }
 }

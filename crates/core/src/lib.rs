@@ -17,6 +17,7 @@ pub mod owner;
 pub mod perf;
 pub mod ports;
 pub mod query;
+pub mod recorder;
 pub mod sketch;
 pub mod state;
 pub mod watch;

@@ -141,6 +141,9 @@ pub enum Lifecycle {
     Alive,
     Offline,
     Lost,
+    /// Remembered from history across a restart, and not heard from since: neither alive nor
+    /// lost until there is evidence (or a critical period of silence).
+    Unknown,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -199,6 +202,9 @@ pub struct Worker {
     pub missed_ping: bool,
     /// It said goodbye (Celery `worker-offline`) at this time.
     pub offline_at: Option<SystemTime>,
+    /// Remembered from history at this boot time and not heard from since. Silence counts
+    /// from then (not from `last_seen`, which says when it was last heard of).
+    pub remembered: Option<SystemTime>,
     pub activity: Activity,
     pub lifecycle: Lifecycle,
     /// The verdict of the health engine; `None` until something evaluates it (absent is not
@@ -253,6 +259,7 @@ impl Worker {
             started_at: None,
             missed_ping: false,
             offline_at: None,
+            remembered: None,
             activity: Activity::Idle,
             lifecycle: Lifecycle::Alive,
             health: None,
@@ -291,9 +298,13 @@ impl Worker {
         until.duration_since(started).ok()
     }
 
-    /// Age of the freshest evidence of life.
+    /// Age of the freshest evidence of life (for a worker remembered across a restart, of
+    /// the restart at the latest: warden could not hear it before).
     pub fn silence(&self, now: SystemTime) -> Duration {
-        now.duration_since(self.last_seen).unwrap_or_default()
+        let since = self
+            .remembered
+            .map_or(self.last_seen, |r| r.max(self.last_seen));
+        now.duration_since(since).unwrap_or_default()
     }
 }
 

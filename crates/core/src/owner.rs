@@ -31,6 +31,15 @@ pub enum FleetMessage {
     Queues(Vec<QueueDepth>),
     /// A source of observations was probed (sent on every probe, so that `last_ok` moves).
     Source(SourceStatus),
+    /// Workers remembered from history (at boot).
+    Remember(Vec<crate::history::KnownWorker>),
+    /// From now on, send a sampling tick for history every `every` (the latest subscriber
+    /// replaces an earlier one). A tick the subscriber cannot take at once is dropped and
+    /// counted, never waited for: the owner must not stall on a slow store.
+    SubscribeSamples {
+        every: Duration,
+        sender: mpsc::Sender<crate::history::SampleBatch>,
+    },
     Forget {
         key: WorkerKey,
         reply: oneshot::Sender<Result<Arc<Worker>, ForgetError>>,
@@ -134,6 +143,8 @@ pub fn spawn(
         clock: clock.clone(),
         gauges,
         refusals_logged: 0,
+        sampling: None,
+        samples_dropped: 0,
         snapshot_tx,
         changes: changes.clone(),
     };
@@ -153,6 +164,21 @@ pub fn spawn(
         },
         task,
     )
+}
+
+/// The next sampling tick, or never when nobody subscribed.
+async fn sample_tick(
+    sampling: &mut Option<(
+        tokio::time::Interval,
+        mpsc::Sender<crate::history::SampleBatch>,
+    )>,
+) {
+    match sampling {
+        Some((tick, _)) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// A number that differs between two lives of the process (and between replicas), so that
@@ -177,6 +203,13 @@ struct Owner {
     gauges: Arc<dyn FleetGauges>,
     /// Refusals at the known-worker cap already logged.
     refusals_logged: u64,
+    /// History's sampling subscription.
+    sampling: Option<(
+        tokio::time::Interval,
+        mpsc::Sender<crate::history::SampleBatch>,
+    )>,
+    /// Sampling ticks dropped because the subscriber was busy.
+    samples_dropped: u64,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     changes: broadcast::Sender<Arc<FleetChange>>,
 }
@@ -195,6 +228,22 @@ impl Owner {
                         match rx.try_recv() {
                             Ok(message) => self.apply(message, &mut barriers),
                             Err(_) => break,
+                        }
+                    }
+                }
+                _ = sample_tick(&mut self.sampling) => {
+                    let batch = self.state.take_samples(self.clock.now());
+                    if let Some((_, sender)) = &self.sampling {
+                        match sender.try_send(batch) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                self.samples_dropped += 1;
+                                tracing::warn!(
+                                    dropped = self.samples_dropped,
+                                    "history is behind: a sampling tick was dropped"
+                                );
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => self.sampling = None,
                         }
                     }
                 }
@@ -225,6 +274,16 @@ impl Owner {
             }
             FleetMessage::Queues(depths) => self.state.apply_queues(depths, now),
             FleetMessage::Source(status) => self.state.set_source(status),
+            FleetMessage::Remember(workers) => {
+                self.state.remember(workers, now);
+                self.state.evaluate_all(now, self.settings.thresholds);
+            }
+            FleetMessage::SubscribeSamples { every, sender } => {
+                let mut tick = crate::clock::ticker(every);
+                // The first tick of an interval is immediate; history's first tick is not.
+                tick.reset();
+                self.sampling = Some((tick, sender));
+            }
             FleetMessage::Forget { key, reply } => {
                 let _ = reply.send(self.state.forget(&key));
             }

@@ -570,6 +570,17 @@ pub struct WorkerPerf {
     pub dirty: bool,
     /// When the summary was last refreshed.
     pub summarised_at: Option<SystemTime>,
+    /// What the tasks did since history last sampled this worker (absent when nothing did):
+    /// taken and reset at every sampling tick.
+    pub interval: Option<Box<IntervalTasks>>,
+}
+
+/// Task outcomes and distributions within one sampling interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntervalTasks {
+    pub counts: Counts,
+    pub runtime: Sketch,
+    pub queue_wait: Sketch,
 }
 
 /// One task event as the performance tracker needs it.
@@ -585,6 +596,11 @@ pub struct TaskObservation {
 }
 
 impl WorkerPerf {
+    /// What the tasks did since the last call (for history's samples), and starts afresh.
+    pub fn take_interval(&mut self) -> IntervalTasks {
+        self.interval.take().map(|b| *b).unwrap_or_default()
+    }
+
     /// Counts one task event at `now` (warden's clock).
     pub fn record(&mut self, task: &TaskObservation, now: SystemTime) {
         self.first_event.get_or_insert(now);
@@ -606,6 +622,14 @@ impl WorkerPerf {
         let runtime = task
             .runtime
             .filter(|_| task.outcome == TaskOutcome::Succeeded);
+        let interval = self.interval.get_or_insert_with(Box::default);
+        interval.counts.add(task.outcome);
+        if let Some(runtime) = runtime {
+            interval.runtime.record(runtime);
+        }
+        if let Some(wait) = wait {
+            interval.queue_wait.record(wait);
+        }
         let stream = match name {
             Some(name) => {
                 let key = if self.by_task.contains_key(&name) || self.by_task.len() < MAX_TASK_NAMES
@@ -733,6 +757,11 @@ impl WorkerPerf {
                 .iter()
                 .map(|(id, t)| id.capacity() + t.name.as_deref().map_or(0, arc_str))
                 .sum::<usize>()
+            + self.interval.as_deref().map_or(0, |i| {
+                std::mem::size_of::<IntervalTasks>()
+                    + i.runtime.heap_bytes()
+                    + i.queue_wait.heap_bytes()
+            })
     }
 }
 

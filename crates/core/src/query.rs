@@ -52,6 +52,8 @@ pub struct Summary {
     pub alive: u32,
     pub offline: u32,
     pub lost: u32,
+    /// Remembered across a restart and not heard from since.
+    pub unknown: u32,
     pub healthy: u32,
     pub warning: u32,
     pub critical: u32,
@@ -80,6 +82,7 @@ pub struct GroupInfo {
     pub unresponsive: u32,
     pub offline: u32,
     pub lost: u32,
+    pub unknown: u32,
     pub active_tasks: u64,
     pub pool_capacity: u64,
     /// Queues its workers consume, sorted.
@@ -171,6 +174,7 @@ impl Snapshot {
                 }
                 Lifecycle::Offline => s.offline += 1,
                 Lifecycle::Lost => s.lost += 1,
+                Lifecycle::Unknown => s.unknown += 1,
             }
             match w.health.as_ref().map(|h| h.status) {
                 Some(HealthStatus::Healthy) => s.healthy += 1,
@@ -215,6 +219,7 @@ impl Snapshot {
                     unresponsive: 0,
                     offline: 0,
                     lost: 0,
+                    unknown: 0,
                     active_tasks: 0,
                     pool_capacity: 0,
                     queues: Vec::new(),
@@ -227,6 +232,7 @@ impl Snapshot {
                 }
                 Lifecycle::Offline => g.offline += 1,
                 Lifecycle::Lost => g.lost += 1,
+                Lifecycle::Unknown => g.unknown += 1,
             }
             match w.activity {
                 Activity::Active => g.active += 1,

@@ -110,6 +110,8 @@ pub struct FleetState {
     perf: HashMap<WorkerKey, WorkerPerf>,
     /// Most workers known at once; new ones beyond it are refused and counted.
     max_workers: usize,
+    /// When history last sampled the fleet.
+    last_sample: Option<SystemTime>,
     last_idle_summary: Option<SystemTime>,
     /// Distinct registered-task lists seen lately (see `intern_registered`).
     registered_lists: Vec<Arc<Vec<String>>>,
@@ -127,6 +129,7 @@ impl FleetState {
     pub fn with_limits(now: SystemTime, epoch: u64, max_workers: usize) -> Self {
         Self {
             max_workers,
+            last_sample: None,
             snapshot: Snapshot {
                 epoch,
                 revision: 0,
@@ -212,6 +215,7 @@ impl FleetState {
                 let mut changed = existing.is_none();
                 worker.last_seen = worker.last_seen.max(now);
                 worker.last_heartbeat = Some(now);
+                changed |= replace(&mut worker.remembered, None);
                 changed |= replace(&mut worker.missed_ping, false);
                 match ev.kind {
                     // A worker that said goodbye is back only when it says hello, or when
@@ -323,6 +327,7 @@ impl FleetState {
             let mut changed = existing.is_none();
             if let Some(t) = last_event {
                 worker.last_seen = worker.last_seen.max(t);
+                changed |= replace(&mut worker.remembered, None);
             }
             if worker.task_stats.as_deref() != Some(&stats) {
                 worker.task_stats = Some(Arc::new(stats));
@@ -447,6 +452,7 @@ impl FleetState {
                 .unwrap_or_else(|| Worker::new(key, now));
             let mut changed = existing.is_none();
             worker.last_seen = worker.last_seen.max(now);
+            changed |= replace(&mut worker.remembered, None);
             // As for heartbeats: replies during a warm shutdown do not revive the worker.
             let pid = report.stats.as_ref().and_then(|s| s.pid);
             if worker.offline_at.is_some() && restarted(&worker, pid) {
@@ -596,6 +602,84 @@ impl FleetState {
         Ok(worker)
     }
 
+    /// Brings back workers remembered from history (at boot): each is UNKNOWN until it is
+    /// heard from, or LOST after a critical period of silence counted from `now`; one that
+    /// had said goodbye stays OFFLINE, one that was LOST stays LOST. Workers already known
+    /// are left alone; the cap applies.
+    pub fn remember(&mut self, workers: Vec<crate::history::KnownWorker>, now: SystemTime) {
+        for known in workers {
+            if self.snapshot.workers.contains_key(&known.key) || !self.admit(&known.key) {
+                continue;
+            }
+            let mut worker = Worker::new(known.key, known.first_seen);
+            worker.group = known.group;
+            worker.last_seen = known.last_seen;
+            worker.remembered = Some(now);
+            worker.activity = Activity::Unresponsive;
+            worker.lifecycle = match known.lifecycle {
+                Lifecycle::Offline => {
+                    worker.offline_at = Some(known.last_seen);
+                    Lifecycle::Offline
+                }
+                Lifecycle::Lost => Lifecycle::Lost,
+                Lifecycle::Alive | Lifecycle::Unknown => Lifecycle::Unknown,
+            };
+            self.put(worker, false);
+        }
+    }
+
+    /// One sampling tick for history: every worker's state and what its tasks did since the
+    /// previous tick (the interval accumulators are reset), every queue, every group.
+    pub fn take_samples(&mut self, now: SystemTime) -> crate::history::SampleBatch {
+        use crate::history::{GroupSample, QueueSample, SampleBatch, WorkerSample};
+        let previous = self.last_sample.replace(now);
+        let mut batch = SampleBatch::default();
+        for w in self.snapshot.workers.values() {
+            let interval = self
+                .perf
+                .get_mut(&w.key)
+                .map(|p| p.take_interval())
+                .unwrap_or_default();
+            let since = previous.map_or(w.first_seen, |p| p.max(w.first_seen));
+            batch.workers.push(WorkerSample {
+                worker: w.key.clone(),
+                group: w.group.clone(),
+                at: now,
+                interval: now.duration_since(since).unwrap_or_default(),
+                activity: w.activity,
+                lifecycle: w.lifecycle,
+                health: w.health.as_ref().map(|h| h.status),
+                active_tasks: w.active_tasks,
+                processed_total: w.processed_total,
+                concurrency: w.pool.as_ref().map(|p| p.max_concurrency),
+                tasks: interval.counts,
+                runtime: interval.runtime,
+                queue_wait: interval.queue_wait,
+                cpu_percent: None,
+                memory_rss_bytes: None,
+            });
+        }
+        for q in self.snapshot.queues.values() {
+            batch.queues.push(QueueSample {
+                queue: q.name.clone(),
+                at: now,
+                depth: q.depth,
+                unacked: q.unacked,
+                consumers: q.consumers.len() as u32,
+            });
+        }
+        for g in self.snapshot.groups() {
+            batch.groups.push(GroupSample {
+                backend: g.backend,
+                group: g.id,
+                at: now,
+                workers: g.workers,
+                alive: g.alive,
+            });
+        }
+        batch
+    }
+
     /// Whether the snapshot changed since the last commit; clears the mark.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
@@ -677,8 +761,15 @@ pub fn derive(worker: &Worker, now: SystemTime, thresholds: Thresholds) -> (Life
     let silence = worker
         .silence(now)
         .saturating_sub(worker.heartbeat_interval.unwrap_or_default());
+    let remembered = worker.remembered.is_some();
     if worker.offline_at.is_some() {
         (Lifecycle::Offline, Activity::Unresponsive)
+    } else if silence > thresholds.critical || (remembered && worker.lifecycle == Lifecycle::Lost) {
+        (Lifecycle::Lost, Activity::Unresponsive)
+    } else if remembered {
+        // Known from before a restart, silent since: a verdict needs evidence or a full
+        // critical period of silence (never LOST at the first instant of a restart).
+        (Lifecycle::Unknown, Activity::Unresponsive)
     } else if silence > thresholds.critical {
         (Lifecycle::Lost, Activity::Unresponsive)
     } else if worker.missed_ping || silence > thresholds.warning {

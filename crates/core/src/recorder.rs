@@ -1,0 +1,698 @@
+//! The history recorder: a subscriber of the fleet that writes samples, events and known
+//! workers to the history store, without ever stalling ingestion.
+//!
+//! - Samples come from the owner's sampling ticks (a subscription the owner never waits
+//!   on); events and known-worker updates from the fleet's `watch`, like any subscriber.
+//! - Writes are batched (one transaction per flush). When the store is down, batches wait in
+//!   a bounded buffer (rows; the oldest batches are dropped first, counted and logged) and
+//!   are written when it returns; the store's status is reported as a source (`store`) that
+//!   no worker depends on, so an outage never marks live data stale.
+//! - At start, the workers the store remembers are handed to the fleet (UNKNOWN until heard
+//!   from); a sweeper deletes what retention no longer keeps.
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    history::{
+        AttrValue, EventKind, HistoryEvent, HistoryStore, KnownWorker, Retention, SampleBatch,
+        Severity, StoreSize, WriteBatch,
+    },
+    model::{Backend, Lifecycle, SourceStatus, Worker, WorkerKey},
+    owner::{FleetHandle, FleetMessage},
+    watch::{SnapshotReason, WatchEvent, WatchOptions},
+};
+
+/// The name of the store's source status.
+pub const STORE: &str = "store";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecorderSettings {
+    /// How often workers, queues and groups are sampled.
+    pub sample_every: Duration,
+    /// How often pending events are written (samples are written as they come).
+    pub flush_every: Duration,
+    /// Most rows waiting while the store is down; the oldest batches go first beyond it.
+    pub buffer_rows: usize,
+    pub retention: Retention,
+    /// How often the sweeper runs.
+    pub sweep_every: Duration,
+}
+
+impl Default for RecorderSettings {
+    fn default() -> Self {
+        Self {
+            sample_every: Duration::from_secs(30),
+            flush_every: Duration::from_secs(1),
+            buffer_rows: 500_000,
+            retention: Retention::default(),
+            sweep_every: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Figures the recorder keeps current (implemented by the metrics registry).
+pub trait RecorderGauges: Send + Sync + 'static {
+    fn buffered_rows(&self, _rows: usize) {}
+    fn rows_dropped(&self, _rows: u64) {}
+    fn write(&self, _ok: bool, _rows: usize) {}
+    fn store_size(&self, _size: &StoreSize) {}
+}
+
+/// Gauges nobody reads.
+pub struct NoRecorderGauges;
+impl RecorderGauges for NoRecorderGauges {}
+
+/// Runs until `cancel`; flushes what it can on the way out.
+pub async fn run(
+    fleet: FleetHandle,
+    store: Arc<dyn HistoryStore>,
+    settings: RecorderSettings,
+    gauges: Arc<dyn RecorderGauges>,
+    cancel: CancellationToken,
+) {
+    let mut recorder = Recorder {
+        fleet: fleet.clone(),
+        store,
+        settings,
+        gauges,
+        pending: WriteBatch::default(),
+        buffer: VecDeque::new(),
+        buffered_rows: 0,
+        dropped_rows: 0,
+        lifecycles: HashMap::new(),
+        group_alive: HashMap::new(),
+        store_up: None,
+        last_ok: None,
+    };
+    // Watch first, so that nothing that happens while the store is reached is missed.
+    let mut watch = fleet.watch(WatchOptions::default());
+    let mut remembered = recorder.remember().await;
+    let (samples_tx, mut samples) = mpsc::channel(4);
+    if fleet
+        .observe(FleetMessage::SubscribeSamples {
+            every: settings.sample_every,
+            sender: samples_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut flush = crate::clock::ticker(settings.flush_every);
+    let mut sweep = crate::clock::ticker(settings.sweep_every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            batch = samples.recv() => {
+                let Some(batch) = batch else { break };
+                recorder.sampled(batch);
+                recorder.flush().await;
+            }
+            item = watch.next() => {
+                let Some(item) = item else { break };
+                recorder.observed(item.event, item.at);
+            }
+            _ = flush.tick() => {
+                if !remembered {
+                    remembered = recorder.remember().await;
+                }
+                recorder.flush().await;
+            }
+            _ = sweep.tick() => recorder.sweep().await,
+        }
+    }
+    // One last attempt, bounded: shutdown must not hang on a dead store.
+    let _ = tokio::time::timeout(Duration::from_secs(5), recorder.flush()).await;
+}
+
+struct Recorder {
+    fleet: FleetHandle,
+    store: Arc<dyn HistoryStore>,
+    settings: RecorderSettings,
+    gauges: Arc<dyn RecorderGauges>,
+    /// What accumulates until the next flush.
+    pending: WriteBatch,
+    /// Batches the store did not take yet, oldest first.
+    buffer: VecDeque<WriteBatch>,
+    buffered_rows: usize,
+    dropped_rows: u64,
+    /// Each worker's last lifecycle seen, to turn changes into events.
+    lifecycles: HashMap<WorkerKey, Lifecycle>,
+    /// Each group's alive workers at the last tick, for scaling events.
+    group_alive: HashMap<(Backend, Arc<str>), u32>,
+    /// The store's status as last reported (None: not yet).
+    store_up: Option<bool>,
+    last_ok: Option<SystemTime>,
+}
+
+impl Recorder {
+    /// Hands the workers the store remembers to the fleet (those it does not know yet);
+    /// returns false while the store is down, to be tried again at the next flush: nothing
+    /// else waits for it.
+    async fn remember(&mut self) -> bool {
+        match self.store.known_workers().await {
+            Ok(known) => {
+                if !known.is_empty() {
+                    info!(workers = known.len(), "remembered workers from history");
+                }
+                for k in &known {
+                    self.lifecycles.entry(k.key.clone()).or_insert(k.lifecycle);
+                }
+                let _ = self.fleet.observe(FleetMessage::Remember(known)).await;
+                self.report(true, String::new()).await;
+                true
+            }
+            Err(err) => {
+                self.report(false, err.to_string()).await;
+                false
+            }
+        }
+    }
+
+    fn sampled(&mut self, batch: SampleBatch) {
+        let now = batch
+            .workers
+            .first()
+            .map(|s| s.at)
+            .or_else(|| batch.groups.first().map(|g| g.at))
+            .unwrap_or_else(|| self.fleet.clock().now());
+        for g in &batch.groups {
+            let key = (g.backend, g.group.clone());
+            if let Some(before) = self.group_alive.insert(key, g.alive)
+                && before != g.alive
+            {
+                self.pending.events.push(HistoryEvent {
+                    at: now,
+                    kind: EventKind::Scaling,
+                    severity: if g.alive < before {
+                        Severity::Warning
+                    } else {
+                        Severity::Info
+                    },
+                    worker: None,
+                    group: Some(g.group.to_string()),
+                    message: format!(
+                        "group {} scaled {} from {before} to {} alive workers",
+                        g.group,
+                        if g.alive > before { "up" } else { "down" },
+                        g.alive
+                    ),
+                    attributes: vec![
+                        ("before".into(), AttrValue::Int(i64::from(before))),
+                        ("after".into(), AttrValue::Int(i64::from(g.alive))),
+                    ],
+                });
+            }
+        }
+        // Known workers are refreshed every tick (last seen moves), by key.
+        let snapshot = self.fleet.snapshot();
+        self.pending.workers = snapshot.workers.values().map(|w| known(w)).collect();
+        self.pending.samples.workers.extend(batch.workers);
+        self.pending.samples.queues.extend(batch.queues);
+        self.pending.samples.groups.extend(batch.groups);
+    }
+
+    /// Turns a fleet change into events and known-worker updates.
+    fn observed(&mut self, event: WatchEvent, at: SystemTime) {
+        match event {
+            WatchEvent::Snapshot {
+                reason, workers, ..
+            } => {
+                // A resynchronisation may hide changes: compare with what was known.
+                for w in &workers {
+                    let before = self.lifecycles.get(&w.key).copied();
+                    if reason != SnapshotReason::Initial || before.is_some() {
+                        self.transition(w, before, at);
+                    } else {
+                        self.lifecycles.insert(w.key.clone(), w.lifecycle);
+                    }
+                }
+            }
+            WatchEvent::WorkerAdded(w) => {
+                let before = self.lifecycles.get(&w.key).copied();
+                if before.is_none() {
+                    self.pending.events.push(event_for(
+                        &w,
+                        at,
+                        Severity::Info,
+                        format!("worker {} appeared", w.id()),
+                    ));
+                }
+                self.transition(&w, before, at);
+            }
+            WatchEvent::WorkerUpdated(w) => {
+                let before = self.lifecycles.get(&w.key).copied();
+                self.transition(&w, before, at);
+            }
+            WatchEvent::WorkerRemoved(key) => {
+                self.lifecycles.remove(&key);
+                self.pending.forgotten.push(key.clone());
+                self.pending.workers.retain(|k| k.key != key);
+                self.pending.events.push(HistoryEvent {
+                    at,
+                    kind: EventKind::Lifecycle,
+                    severity: Severity::Info,
+                    message: format!("worker {} forgotten", key.id),
+                    worker: Some(key),
+                    group: None,
+                    attributes: Vec::new(),
+                });
+            }
+            WatchEvent::QueueUpdated(_) | WatchEvent::Bookmark => {}
+        }
+    }
+
+    /// Records an event when the worker's lifecycle changed from `before`.
+    fn transition(&mut self, w: &Worker, before: Option<Lifecycle>, at: SystemTime) {
+        self.lifecycles.insert(w.key.clone(), w.lifecycle);
+        if before == Some(w.lifecycle) {
+            return;
+        }
+        let (severity, message) = match w.lifecycle {
+            Lifecycle::Alive => (Severity::Info, format!("worker {} is online", w.id())),
+            Lifecycle::Offline => (
+                Severity::Info,
+                format!("worker {} went offline (a clean shutdown)", w.id()),
+            ),
+            Lifecycle::Lost => (
+                Severity::Critical,
+                format!("worker {} was lost (silent without a goodbye)", w.id()),
+            ),
+            Lifecycle::Unknown => return,
+        };
+        let mut event = event_for(w, at, severity, message);
+        if let Some(before) = before {
+            event.attributes.push((
+                "from".into(),
+                AttrValue::String(lifecycle_name(before).into()),
+            ));
+        }
+        event.attributes.push((
+            "to".into(),
+            AttrValue::String(lifecycle_name(w.lifecycle).into()),
+        ));
+        self.pending.events.push(event);
+    }
+
+    /// Moves what is pending into the buffer and writes the buffer, oldest first, until the
+    /// store refuses; what it refused stays for the next flush.
+    async fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            self.buffered_rows += batch.rows();
+            self.buffer.push_back(batch);
+            self.bound();
+        }
+        while let Some(batch) = self.buffer.front() {
+            let rows = batch.rows();
+            match self.store.write(batch).await {
+                Ok(()) => {
+                    self.buffer.pop_front();
+                    self.buffered_rows -= rows;
+                    self.gauges.write(true, rows);
+                    self.report(true, String::new()).await;
+                }
+                Err(err) => {
+                    self.gauges.write(false, rows);
+                    self.report(false, err.to_string()).await;
+                    break;
+                }
+            }
+        }
+        self.gauges.buffered_rows(self.buffered_rows);
+    }
+
+    /// Keeps the buffer within its bound, dropping the oldest batches (counted, logged).
+    fn bound(&mut self) {
+        while self.buffered_rows > self.settings.buffer_rows && self.buffer.len() > 1 {
+            let Some(oldest) = self.buffer.pop_front() else {
+                break;
+            };
+            let rows = oldest.rows();
+            self.buffered_rows -= rows;
+            self.dropped_rows += rows as u64;
+            self.gauges.rows_dropped(rows as u64);
+            warn!(
+                rows,
+                dropped_total = self.dropped_rows,
+                buffer_rows = self.settings.buffer_rows,
+                "history buffer full while the store is down: the oldest rows were dropped"
+            );
+        }
+    }
+
+    async fn sweep(&mut self) {
+        let now = self.fleet.clock().now();
+        match self.store.sweep(now, self.settings.retention).await {
+            Ok(report) => {
+                let deleted: u64 = report.deleted.iter().map(|(_, n)| n).sum();
+                if deleted > 0 {
+                    info!(?report.deleted, "history retention sweep");
+                }
+            }
+            Err(err) => warn!(%err, "history retention sweep failed"),
+        }
+        if let Ok(size) = self.store.size().await {
+            self.gauges.store_size(&size);
+        }
+    }
+
+    /// Reports the store's status to the fleet (no worker depends on it); logs changes.
+    async fn report(&mut self, up: bool, reason: String) {
+        if self.store_up != Some(up) {
+            if up {
+                info!(engine = self.store.engine(), "history store available");
+            } else {
+                warn!(engine = self.store.engine(), %reason, "history store unavailable; buffering");
+            }
+        }
+        self.store_up = Some(up);
+        let now = self.fleet.clock().now();
+        if up {
+            self.last_ok = Some(now);
+        }
+        let status = SourceStatus {
+            source: STORE,
+            backends: Vec::new(),
+            connected: up,
+            reason,
+            last_ok: self.last_ok,
+        };
+        let _ = self.fleet.observe(FleetMessage::Source(status)).await;
+    }
+}
+
+fn known(w: &Worker) -> KnownWorker {
+    KnownWorker {
+        key: w.key.clone(),
+        group: w.group.clone(),
+        first_seen: w.first_seen,
+        last_seen: w.last_seen,
+        lifecycle: w.lifecycle,
+    }
+}
+
+fn event_for(w: &Worker, at: SystemTime, severity: Severity, message: String) -> HistoryEvent {
+    HistoryEvent {
+        at,
+        kind: EventKind::Lifecycle,
+        severity,
+        worker: Some(w.key.clone()),
+        group: (&*w.group != crate::model::UNGROUPED).then(|| w.group.to_string()),
+        message,
+        attributes: Vec::new(),
+    }
+}
+
+fn lifecycle_name(l: Lifecycle) -> &'static str {
+    match l {
+        Lifecycle::Alive => "alive",
+        Lifecycle::Offline => "offline",
+        Lifecycle::Lost => "lost",
+        Lifecycle::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Mutex,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::UNIX_EPOCH,
+    };
+
+    use super::*;
+    use crate::{
+        clock::ManualClock,
+        history::{Bucket, EventQuery, SeriesQuery, StoredEvent, SweepReport},
+        model::{EventPayload, FleetEvent, Thresholds, WorkerEvent, WorkerEventKind},
+        owner::{FleetSettings, spawn},
+        ports::{BoxFuture, NoGauges, PortError},
+    };
+
+    /// An in-memory store that can be switched off, for the recorder's own rules (the real
+    /// engines are tested in crates/store and tests/it).
+    #[derive(Default)]
+    struct MemoryStore {
+        down: AtomicBool,
+        written: Mutex<Vec<WriteBatch>>,
+        known: Mutex<Vec<KnownWorker>>,
+    }
+
+    impl HistoryStore for MemoryStore {
+        fn engine(&self) -> &'static str {
+            "memory"
+        }
+        fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), PortError>> {
+            Box::pin(async move {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(PortError::Unavailable {
+                        dependency: "store",
+                        reason: "connection refused".into(),
+                    });
+                }
+                self.written.lock().unwrap().push(batch.clone());
+                Ok(())
+            })
+        }
+        fn buckets<'a>(
+            &'a self,
+            _: &'a SeriesQuery,
+        ) -> BoxFuture<'a, Result<Vec<Bucket>, PortError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn events<'a>(
+            &'a self,
+            _: &'a EventQuery,
+        ) -> BoxFuture<'a, Result<Vec<StoredEvent>, PortError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn known_workers<'a>(&'a self) -> BoxFuture<'a, Result<Vec<KnownWorker>, PortError>> {
+            Box::pin(async move {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(PortError::Unavailable {
+                        dependency: "store",
+                        reason: "connection refused".into(),
+                    });
+                }
+                Ok(self.known.lock().unwrap().clone())
+            })
+        }
+        fn oldest<'a>(&'a self) -> BoxFuture<'a, Result<Option<SystemTime>, PortError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn sweep<'a>(
+            &'a self,
+            _: SystemTime,
+            _: Retention,
+        ) -> BoxFuture<'a, Result<SweepReport, PortError>> {
+            Box::pin(async { Ok(SweepReport::default()) })
+        }
+        fn size<'a>(&'a self) -> BoxFuture<'a, Result<StoreSize, PortError>> {
+            Box::pin(async { Ok(StoreSize::default()) })
+        }
+    }
+
+    const T: Thresholds = Thresholds {
+        warning: Duration::from_secs(30),
+        critical: Duration::from_secs(60),
+    };
+
+    async fn until<F: Fn() -> bool>(what: &str, check: F) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn heartbeat(id: &str, kind: WorkerEventKind) -> FleetMessage {
+        FleetMessage::Events(vec![FleetEvent {
+            worker: WorkerKey::new(Backend::Celery, "default", id),
+            payload: EventPayload::Worker(WorkerEvent {
+                kind,
+                freq: Some(Duration::from_secs(2)),
+                active: Some(0),
+                processed: Some(0),
+                load_average: None,
+                software: None,
+                pid: Some(1),
+            }),
+        }])
+    }
+
+    #[tokio::test]
+    async fn an_outage_buffers_then_everything_is_written_in_order() {
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let cancel = CancellationToken::new();
+        let (fleet, _owner) = spawn(
+            FleetSettings {
+                thresholds: T,
+                evaluate_every: Duration::from_millis(10),
+                max_workers: 100,
+            },
+            Arc::new(clock.clone()),
+            Arc::new(NoGauges),
+            cancel.clone(),
+        );
+        let store = Arc::new(MemoryStore::default());
+        store.down.store(true, Ordering::SeqCst);
+        let settings = RecorderSettings {
+            sample_every: Duration::from_millis(30),
+            flush_every: Duration::from_millis(10),
+            ..RecorderSettings::default()
+        };
+        // The store is down at start: the recorder waits for it without holding the fleet.
+        let recorder = tokio::spawn(run(
+            fleet.clone(),
+            store.clone(),
+            settings,
+            Arc::new(NoRecorderGauges),
+            cancel.clone(),
+        ));
+        // Reported once the recorder watches the fleet.
+        until("the store reported down", || {
+            fleet
+                .snapshot()
+                .sources
+                .get(STORE)
+                .is_some_and(|s| !s.connected)
+        })
+        .await;
+        fleet
+            .observe(heartbeat("a@h", WorkerEventKind::Online))
+            .await
+            .unwrap();
+        fleet.barrier().await.unwrap();
+        // Live reads are not stale for a store outage.
+        assert!(fleet.snapshot().stale_sources(Backend::Celery).is_empty());
+        store.down.store(false, Ordering::SeqCst);
+        until("samples written", || {
+            store
+                .written
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|b| !b.samples.workers.is_empty())
+        })
+        .await;
+        // A crash while the store is down again: the LOST event waits, then arrives.
+        store.down.store(true, Ordering::SeqCst);
+        clock.advance(Duration::from_secs(120));
+        until("a@h lost", || {
+            fleet
+                .snapshot()
+                .workers
+                .values()
+                .any(|w| w.lifecycle == Lifecycle::Lost)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // outage lasts a few flushes
+        let before = store.written.lock().unwrap().len();
+        store.down.store(false, Ordering::SeqCst);
+        until("the LOST event written", || {
+            store.written.lock().unwrap().iter().any(|b| {
+                b.events
+                    .iter()
+                    .any(|e| e.severity == Severity::Critical && e.message.contains("lost"))
+            })
+        })
+        .await;
+        let written = store.written.lock().unwrap().clone();
+        assert!(written.len() > before, "buffered batches were written");
+        // Sample times never go back: batches were written oldest first.
+        let times: Vec<SystemTime> = written
+            .iter()
+            .flat_map(|b| b.samples.workers.iter().map(|s| s.at))
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        let online = written
+            .iter()
+            .flat_map(|b| &b.events)
+            .filter(|e| e.message.contains("appeared"))
+            .count();
+        assert_eq!(online, 1, "one appearance");
+        cancel.cancel();
+        let _ = recorder.await;
+    }
+
+    #[tokio::test]
+    async fn remembered_workers_come_back_unknown_then_lost_after_the_critical_period() {
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let cancel = CancellationToken::new();
+        let (fleet, _owner) = spawn(
+            FleetSettings {
+                thresholds: T,
+                evaluate_every: Duration::from_millis(10),
+                max_workers: 100,
+            },
+            Arc::new(clock.clone()),
+            Arc::new(NoGauges),
+            cancel.clone(),
+        );
+        let store = Arc::new(MemoryStore::default());
+        let long_ago = crate::clock::Clock::now(&clock) - Duration::from_secs(3600);
+        let key = |id: &str| WorkerKey::new(Backend::Celery, "default", id);
+        *store.known.lock().unwrap() = vec![
+            KnownWorker {
+                key: key("was-alive@h"),
+                group: Arc::from("celery"),
+                first_seen: long_ago,
+                last_seen: long_ago,
+                lifecycle: Lifecycle::Alive,
+            },
+            KnownWorker {
+                key: key("said-bye@h"),
+                group: Arc::from("celery"),
+                first_seen: long_ago,
+                last_seen: long_ago,
+                lifecycle: Lifecycle::Offline,
+            },
+            KnownWorker {
+                key: key("comes-back@h"),
+                group: Arc::from("celery"),
+                first_seen: long_ago,
+                last_seen: long_ago,
+                lifecycle: Lifecycle::Alive,
+            },
+        ];
+        let recorder = tokio::spawn(run(
+            fleet.clone(),
+            store.clone(),
+            RecorderSettings::default(),
+            Arc::new(NoRecorderGauges),
+            cancel.clone(),
+        ));
+        let lifecycle = |id: &str| fleet.snapshot().workers.get(&key(id)).map(|w| w.lifecycle);
+        until("remembered", || lifecycle("was-alive@h").is_some()).await;
+        // Silent for an hour before the restart, but never LOST at its first instant.
+        assert_eq!(lifecycle("was-alive@h"), Some(Lifecycle::Unknown));
+        assert_eq!(lifecycle("said-bye@h"), Some(Lifecycle::Offline));
+        fleet
+            .observe(heartbeat("comes-back@h", WorkerEventKind::Heartbeat))
+            .await
+            .unwrap();
+        fleet.barrier().await.unwrap();
+        assert_eq!(lifecycle("comes-back@h"), Some(Lifecycle::Alive));
+        clock.advance(Duration::from_secs(59));
+        fleet.barrier().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await; // a few evaluation ticks
+        assert_eq!(lifecycle("was-alive@h"), Some(Lifecycle::Unknown));
+        clock.advance(Duration::from_secs(2));
+        until("LOST after the critical period", || {
+            lifecycle("was-alive@h") == Some(Lifecycle::Lost)
+        })
+        .await;
+        cancel.cancel();
+        let _ = recorder.await;
+    }
+}
