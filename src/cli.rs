@@ -15,7 +15,8 @@ use tonic::{
 use crate::{
     config::ServeArgs,
     proto::v1::{
-        self as pb, control_client::ControlClient, worker_health_client::WorkerHealthClient,
+        self as pb, control_client::ControlClient, history_client::HistoryClient,
+        worker_health_client::WorkerHealthClient,
     },
 };
 
@@ -42,6 +43,70 @@ pub enum Command {
     Watch(WatchArgs),
     /// Forget an OFFLINE or LOST worker (role admin).
     Forget(ForgetArgs),
+    /// Chart a metric of a worker, a group, a queue or the fleet over time, from history.
+    History(HistoryArgs),
+    /// List fleet events (workers online, offline, lost, scaling), newest first.
+    Events(EventsArgs),
+    /// Apply pending database migrations to the history store, then exit.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// A worker (short name or resource name); or `fleet`, `group:ID`, `queue:NAME`.
+    pub subject: String,
+    /// Metric from the catalog (`throughput`, `runtime`, `active_tasks`, ...).
+    #[arg(long, default_value = "throughput")]
+    pub metric: String,
+    /// How far back, e.g. 1h, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub since: Duration,
+    /// Width of one point, e.g. 5m, 1h (default: chosen to fit `--points`).
+    #[arg(long, value_parser = parse_duration)]
+    pub step: Option<Duration>,
+    /// avg, min, max, sum, last, count, p50, p90, p95, p99 (default: the metric's own).
+    #[arg(long)]
+    pub aggregation: Option<String>,
+    /// Most points.
+    #[arg(long, default_value_t = 200)]
+    pub points: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// How far back, e.g. 1h, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub since: Duration,
+    /// Only events of this worker (short name or resource name).
+    #[arg(long)]
+    pub worker: Option<String>,
+    /// info, warning or critical.
+    #[arg(long, default_value = "info")]
+    pub min_severity: String,
+    /// Most events.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// History store: sqlite://PATH or postgres://... [default: sqlite://warden.db]
+    #[arg(
+        long,
+        env = "WARDEN_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        default_value = crate::config::DEFAULT_DATABASE_URL
+    )]
+    pub database_url: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30m, 24h, 7d)"))
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -340,8 +405,265 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
             }
             println!("audit id: {}", response.audit_id);
         }
+        Command::History(args) => {
+            let mut client = HistoryClient::new(connect(&args.client).await?);
+            let subject = history_subject(&args.subject);
+            let aggregation = match &args.aggregation {
+                None => pb::Aggregation::Unspecified,
+                Some(a) => {
+                    pb::Aggregation::from_str_name(&format!("AGGREGATION_{}", a.to_uppercase()))
+                        .ok_or_else(|| ClientError::Input(format!("unknown aggregation {a:?}")))?
+                }
+            };
+            let now = SystemTime::now();
+            let response = client
+                .query_history(request(
+                    &args.client,
+                    pb::QueryHistoryRequest {
+                        subjects: vec![subject],
+                        metrics: vec![args.metric.clone()],
+                        start: Some((now - args.since).into()),
+                        end: Some(now.into()),
+                        step: args.step.map(|d| prost_types::Duration {
+                            seconds: d.as_secs() as i64,
+                            nanos: d.subsec_nanos() as i32,
+                        }),
+                        aggregation: aggregation.into(),
+                        max_points: args.points,
+                    },
+                )?)
+                .await?
+                .into_inner();
+            match args.client.output {
+                Output::Json => println!("{}", history_json(&response)),
+                Output::Table => {
+                    for series in &response.series {
+                        print!("{}", chart(series, terminal_width()));
+                    }
+                }
+            }
+        }
+        Command::Events(args) => {
+            let mut client = HistoryClient::new(connect(&args.client).await?);
+            let severity = pb::Severity::from_str_name(&format!(
+                "SEVERITY_{}",
+                args.min_severity.to_uppercase()
+            ))
+            .ok_or_else(|| {
+                ClientError::Input(format!("unknown severity {:?}", args.min_severity))
+            })?;
+            let now = SystemTime::now();
+            let response = client
+                .list_events(request(
+                    &args.client,
+                    pb::ListEventsRequest {
+                        subject: args.worker.clone().map(|w| pb::Subject {
+                            kind: Some(pb::subject::Kind::Worker(w)),
+                        }),
+                        min_severity: severity.into(),
+                        since: Some((now - args.since).into()),
+                        page_size: args.limit,
+                        ..Default::default()
+                    },
+                )?)
+                .await?
+                .into_inner();
+            match args.client.output {
+                Output::Json => println!(
+                    "{}",
+                    Value::Array(response.events.iter().map(event_json).collect())
+                ),
+                Output::Table => {
+                    for e in &response.events {
+                        let when = proto_time(e.time.as_ref())
+                            .map(|t| ago(t, now))
+                            .unwrap_or_default();
+                        let severity = enum_name(
+                            pb::Severity::try_from(e.severity)
+                                .ok()
+                                .map(|s| s.as_str_name()),
+                            "SEVERITY_",
+                        );
+                        println!("{when:>12}  {severity:<8}  {}", e.message);
+                    }
+                }
+            }
+        }
+        Command::Migrate(_) => {
+            return Err(ClientError::Input(
+                "`migrate` talks to the database, not to a warden server".into(),
+            ));
+        }
     }
     Ok(())
+}
+
+/// `fleet`, `group:ID`, `queue:NAME`, or a worker.
+fn history_subject(s: &str) -> pb::Subject {
+    use pb::subject::Kind;
+    let kind = if s == "fleet" {
+        Kind::Fleet(true)
+    } else if let Some(g) = s.strip_prefix("group:") {
+        Kind::Group(g.to_string())
+    } else if let Some(q) = s.strip_prefix("queue:") {
+        Kind::Queue(q.to_string())
+    } else {
+        Kind::Worker(s.to_string())
+    };
+    pb::Subject { kind: Some(kind) }
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(80usize)
+        .clamp(40, 300)
+}
+
+/// Human-readable number: 1234.5 -> "1.23k".
+fn short_number(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e9 {
+        format!("{:.2}G", v / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.2}k", v / 1e3)
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        // Up to 3 decimals, without trailing zeros (but one kept): 5.0, 0.25, 0.125.
+        let text = format!("{v:.3}");
+        let trimmed = text.trim_end_matches('0');
+        if trimmed.ends_with('.') {
+            format!("{trimmed}0")
+        } else {
+            trimmed.to_string()
+        }
+    }
+}
+
+/// A small terminal chart of one series: 8 rows of bars (people would rather look than
+/// read), the range under it, and the summary line.
+pub fn chart(series: &pb::Series, width: usize) -> String {
+    const ROWS: usize = 8;
+    const LEVELS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let aggregation = pb::Aggregation::try_from(series.aggregation)
+        .map(|a| {
+            a.as_str_name()
+                .trim_start_matches("AGGREGATION_")
+                .to_lowercase()
+        })
+        .unwrap_or_default();
+    let mut out = format!("{} ({}, {aggregation})\n", series.metric, series.unit);
+    if series.points.is_empty() {
+        out.push_str("  no data in this range\n");
+        return out;
+    }
+    let label_width = 9;
+    let columns = width.saturating_sub(label_width + 2).max(10);
+    // Points to columns: each column takes the maximum of the points that fall into it.
+    let n = series.points.len();
+    let cols = columns.min(n);
+    let mut values = vec![f64::NAN; cols];
+    for (i, p) in series.points.iter().enumerate() {
+        let c = i * cols / n;
+        values[c] = if values[c].is_nan() {
+            p.value
+        } else {
+            values[c].max(p.value)
+        };
+    }
+    let max = values
+        .iter()
+        .copied()
+        .filter(|v| !v.is_nan())
+        .fold(f64::MIN, f64::max);
+    let top = if max > 0.0 { max } else { 1.0 };
+    for row in (0..ROWS).rev() {
+        let label = if row == ROWS - 1 {
+            short_number(max)
+        } else if row == 0 {
+            "0".to_string()
+        } else {
+            String::new()
+        };
+        let _ = write!(out, "{label:>label_width$} ┤");
+        for v in &values {
+            let eighths = if v.is_nan() {
+                0.0
+            } else {
+                (v / top * (ROWS * 8) as f64).round()
+            };
+            let level = (eighths - (row * 8) as f64).clamp(0.0, 8.0) as usize;
+            out.push(LEVELS[level]);
+        }
+        out.push('\n');
+    }
+    let first = series
+        .points
+        .first()
+        .and_then(|p| proto_time(p.time.as_ref()));
+    let last = series
+        .points
+        .last()
+        .and_then(|p| proto_time(p.time.as_ref()));
+    let stamp = |t: Option<SystemTime>| {
+        t.map(|t| {
+            // 2026-11-26T09:00:00Z -> 2026-11-26 09:00
+            let s = humantime::format_rfc3339_seconds(t).to_string();
+            s.get(..16).unwrap_or(&s).replace('T', " ")
+        })
+        .unwrap_or_default()
+    };
+    let _ = writeln!(
+        out,
+        "{:>label_width$}  {} .. {}",
+        "",
+        stamp(first),
+        stamp(last)
+    );
+    if let Some(s) = &series.summary {
+        let _ = writeln!(
+            out,
+            "{:>label_width$}  avg {}  min {}  max {}  last {}  ({} samples)",
+            "",
+            short_number(s.avg),
+            short_number(s.min),
+            short_number(s.max),
+            short_number(s.last),
+            s.count
+        );
+    }
+    out
+}
+
+fn history_json(r: &pb::QueryHistoryResponse) -> Value {
+    json!({
+        "step_seconds": duration_json(r.step.as_ref()),
+        "oldest_available": time_json(r.oldest_available.as_ref()),
+        "series": r.series.iter().map(|s| json!({
+            "metric": s.metric,
+            "unit": s.unit,
+            "points": s.points.iter().map(|p| json!([time_json(p.time.as_ref()), p.value])).collect::<Vec<_>>(),
+            "summary": s.summary.as_ref().map(|m| json!({
+                "avg": m.avg, "min": m.min, "max": m.max, "last": m.last, "count": m.count,
+            })),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn event_json(e: &pb::Event) -> Value {
+    json!({
+        "id": e.id,
+        "time": time_json(e.time.as_ref()),
+        "kind": enum_name(pb::EventKind::try_from(e.kind).ok().map(|k| k.as_str_name()), "EVENT_KIND_"),
+        "severity": enum_name(pb::Severity::try_from(e.severity).ok().map(|s| s.as_str_name()), "SEVERITY_"),
+        "worker": e.worker,
+        "group": e.group,
+        "message": e.message,
+    })
 }
 
 fn enum_name(name: Option<&str>, prefix: &str) -> String {
@@ -746,6 +1068,50 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         assert_eq!(ago(now - Duration::from_secs(12), now), "12s ago");
+    }
+
+    #[test]
+    fn charts_scale_to_the_largest_value_and_keep_gaps_empty() {
+        let t = |s: u64| {
+            Some(prost_types::Timestamp::from(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(s),
+            ))
+        };
+        let series = pb::Series {
+            metric: "throughput".into(),
+            unit: "tasks/min".into(),
+            aggregation: pb::Aggregation::Avg.into(),
+            points: vec![
+                pb::Point {
+                    time: t(0),
+                    value: 10.0,
+                },
+                pb::Point {
+                    time: t(60),
+                    value: 5.0,
+                },
+                pb::Point {
+                    time: t(120),
+                    value: 0.0,
+                },
+            ],
+            summary: Some(pb::SeriesSummary {
+                avg: 5.0,
+                min: 0.0,
+                max: 10.0,
+                last: 0.0,
+                count: 3,
+            }),
+            ..Default::default()
+        };
+        let text = chart(&series, 80);
+        let rows: Vec<&str> = text.lines().collect();
+        assert!(rows[0].starts_with("throughput (tasks/min, avg)"), "{text}");
+        // The top row: the 10.0 column is full, the 5.0 one empty.
+        assert!(rows[1].ends_with("█  "), "{text}");
+        // The bottom row: 10 and 5 have bars, 0 none.
+        assert!(rows[8].ends_with("██ "), "{text}");
+        assert!(text.contains("avg 5.0  min 0.0  max 10.0"), "{text}");
     }
 
     #[test]

