@@ -1,12 +1,26 @@
 //! How domain values are stored, in one place: enums as small integer codes, event kinds as
 //! their names, times as integer milliseconds since the Unix epoch. Changing a code is a
 //! migration: rows already written keep the old one.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    borrow::Cow,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use warden_core::{
     history::{EventKind, Severity},
     model::{Activity, Backend, HealthStatus, Lifecycle},
 };
+
+/// Text as stored: a NUL character (which Postgres's TEXT refuses, and which a hostile worker
+/// or queue name could carry) becomes U+FFFD on both engines, so that one bad name never fails
+/// a batch; filters go through it too, so they still match.
+pub(crate) fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
 
 pub(crate) fn backend(b: Backend) -> i16 {
     match b {
@@ -136,6 +150,12 @@ mod tests {
         }
         assert!(severity(Severity::Critical) > severity(Severity::Warning));
         assert!(severity(Severity::Warning) > severity(Severity::Info));
+    }
+
+    #[test]
+    fn nul_characters_are_replaced() {
+        assert_eq!(text("a\0b"), "a\u{FFFD}b");
+        assert!(matches!(text("plain"), Cow::Borrowed("plain")));
     }
 
     #[test]

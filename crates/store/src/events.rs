@@ -108,12 +108,13 @@ pub(crate) async fn list(store: &Store, q: &EventQuery) -> Result<Vec<StoredEven
                     sql.push(" AND backend = ")
                         .push_bind(codes::backend(w.backend))
                         .push(" AND scope = ")
-                        .push_bind(w.scope.to_string())
+                        .push_bind(codes::text(&w.scope).into_owned())
                         .push(" AND worker_id = ")
-                        .push_bind(w.id.to_string());
+                        .push_bind(codes::text(&w.id).into_owned());
                 }
                 if let Some(g) = &q.group {
-                    sql.push(" AND grp = ").push_bind(g.clone());
+                    sql.push(" AND grp = ")
+                        .push_bind(codes::text(g).into_owned());
                 }
                 if !q.kinds.is_empty() {
                     sql.push(" AND kind IN (");

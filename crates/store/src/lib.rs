@@ -30,9 +30,11 @@ mod write;
 use std::{future::Future, str::FromStr, time::Duration};
 
 use sqlx::{
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    Connection,
+    postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions},
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+        SqliteSynchronous,
     },
 };
 use warden_core::{
@@ -159,8 +161,10 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens a pool on `url`: `sqlite://PATH` (the file is created if missing) or
-    /// `postgres://…` (`postgresql://` too). Fails with [`StoreError::Unavailable`] or
-    /// [`StoreError::Timeout`] when the database cannot be reached within the timeout.
+    /// `postgres://…` (`postgresql://` too). One connection is opened and closed first, so
+    /// that a database that cannot be reached fails here, with its own reason
+    /// ([`StoreError::Unavailable`], or [`StoreError::Timeout`] past the timeout); the pool
+    /// then connects on demand, and reconnects by itself after an outage.
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         let secrets = Secrets::of_url(url);
         let shown_url = redact_url(url);
@@ -182,8 +186,13 @@ impl Store {
                 .acquire_timeout(options.timeout);
             (
                 Engine::Sqlite,
-                Box::pin(async move { pool.connect_with(connect).await.map(Pools::Sqlite) })
-                    as BoxFuture<'_, Result<Pools, sqlx::Error>>,
+                Box::pin(async move {
+                    SqliteConnection::connect_with(&connect)
+                        .await?
+                        .close()
+                        .await?;
+                    Ok(Pools::Sqlite(pool.connect_lazy_with(connect)))
+                }) as BoxFuture<'_, Result<Pools, sqlx::Error>>,
             )
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url)
@@ -194,8 +203,10 @@ impl Store {
                 .acquire_timeout(options.timeout);
             (
                 Engine::Postgres,
-                Box::pin(async move { pool.connect_with(connect).await.map(Pools::Postgres) })
-                    as BoxFuture<'_, Result<Pools, sqlx::Error>>,
+                Box::pin(async move {
+                    PgConnection::connect_with(&connect).await?.close().await?;
+                    Ok(Pools::Postgres(pool.connect_lazy_with(connect)))
+                }) as BoxFuture<'_, Result<Pools, sqlx::Error>>,
             )
         } else {
             return Err(StoreError::Config(format!(

@@ -140,13 +140,21 @@ fn filter(subject: &Subject) -> (String, Vec<Bind>, bool) {
             " AND backend = $4 AND scope = $5 AND id = $6".into(),
             vec![
                 Bind::Small(codes::backend(w.backend)),
-                Bind::Text(w.scope.to_string()),
-                Bind::Text(w.id.to_string()),
+                Bind::Text(codes::text(&w.scope).into_owned()),
+                Bind::Text(codes::text(&w.id).into_owned()),
             ],
             false,
         ),
-        Subject::Group(g) => (" AND grp = $4".into(), vec![Bind::Text(g.clone())], true),
-        Subject::Queue(q) => (" AND queue = $4".into(), vec![Bind::Text(q.clone())], false),
+        Subject::Group(g) => (
+            " AND grp = $4".into(),
+            vec![Bind::Text(codes::text(g).into_owned())],
+            true,
+        ),
+        Subject::Queue(q) => (
+            " AND queue = $4".into(),
+            vec![Bind::Text(codes::text(q).into_owned())],
+            false,
+        ),
         Subject::Fleet => (String::new(), vec![], true),
     }
 }

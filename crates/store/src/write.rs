@@ -1,7 +1,8 @@
 //! Writes: one transaction per batch, multi-row inserts (a statement per [`ROWS_PER_INSERT`]
 //! rows, not per row), known workers upserted, forgotten workers deleted (after the upserts:
-//! a worker both upserted and forgotten in one batch ends forgotten).
-use std::collections::HashMap;
+//! a worker both upserted and forgotten in one batch ends forgotten). Text goes through
+//! [`codes::text`] (NUL characters replaced).
+use std::{borrow::Cow, collections::HashMap};
 
 use sqlx::QueryBuilder;
 use warden_core::{
@@ -47,9 +48,9 @@ fn blob(s: &Sketch) -> Option<Vec<u8>> {
 struct WorkerRow<'a> {
     at: i64,
     backend: i16,
-    scope: &'a str,
-    id: &'a str,
-    grp: &'a str,
+    scope: Cow<'a, str>,
+    id: Cow<'a, str>,
+    grp: Cow<'a, str>,
     activity: i16,
     lifecycle: i16,
     health: Option<i16>,
@@ -69,10 +70,10 @@ struct EventRow<'a> {
     kind: &'static str,
     severity: i16,
     backend: Option<i16>,
-    scope: Option<&'a str>,
-    worker: Option<&'a str>,
-    grp: Option<&'a str>,
-    message: &'a str,
+    scope: Option<Cow<'a, str>>,
+    worker: Option<Cow<'a, str>>,
+    grp: Option<Cow<'a, str>>,
+    message: Cow<'a, str>,
     attributes: String,
 }
 
@@ -110,9 +111,9 @@ pub(crate) async fn write(store: &Store, batch: &WriteBatch) -> Result<(), Store
         .map(|s| WorkerRow {
             at: codes::ms(s.at),
             backend: codes::backend(s.worker.backend),
-            scope: &s.worker.scope,
-            id: &s.worker.id,
-            grp: &s.group,
+            scope: codes::text(&s.worker.scope),
+            id: codes::text(&s.worker.id),
+            grp: codes::text(&s.group),
             activity: codes::activity(s.activity),
             lifecycle: codes::lifecycle(s.lifecycle),
             health: s.health.map(codes::health),
@@ -144,10 +145,10 @@ pub(crate) async fn write(store: &Store, batch: &WriteBatch) -> Result<(), Store
             kind: codes::kind(e.kind),
             severity: codes::severity(e.severity),
             backend: e.worker.as_ref().map(|w| codes::backend(w.backend)),
-            scope: e.worker.as_ref().map(|w| &*w.scope),
-            worker: e.worker.as_ref().map(|w| &*w.id),
-            grp: e.group.as_deref(),
-            message: &e.message,
+            scope: e.worker.as_ref().map(|w| codes::text(&w.scope)),
+            worker: e.worker.as_ref().map(|w| codes::text(&w.id)),
+            grp: e.group.as_deref().map(codes::text),
+            message: codes::text(&e.message),
             attributes: events::encode_attributes(&e.attributes),
         })
         .collect();
@@ -161,9 +162,9 @@ pub(crate) async fn write(store: &Store, batch: &WriteBatch) -> Result<(), Store
                     q.push_values(chunk, |mut b, r| {
                         b.push_bind(r.at)
                             .push_bind(r.backend)
-                            .push_bind(r.scope)
-                            .push_bind(r.id)
-                            .push_bind(r.grp)
+                            .push_bind(r.scope.as_ref())
+                            .push_bind(r.id.as_ref())
+                            .push_bind(r.grp.as_ref())
                             .push_bind(r.activity)
                             .push_bind(r.lifecycle)
                             .push_bind(r.health)
@@ -185,7 +186,7 @@ pub(crate) async fn write(store: &Store, batch: &WriteBatch) -> Result<(), Store
                     let mut q = QueryBuilder::<Db>::new(QUEUE_SAMPLES);
                     q.push_values(chunk, |mut b, s| {
                         b.push_bind(codes::ms(s.at))
-                            .push_bind(s.queue.as_str())
+                            .push_bind(codes::text(&s.queue).into_owned())
                             .push_bind(codes::i64_of(s.depth))
                             .push_bind(codes::i64_of(s.unacked))
                             .push_bind(codes::i32_of(s.consumers));
@@ -197,7 +198,7 @@ pub(crate) async fn write(store: &Store, batch: &WriteBatch) -> Result<(), Store
                     q.push_values(chunk, |mut b, s| {
                         b.push_bind(codes::ms(s.at))
                             .push_bind(codes::backend(s.backend))
-                            .push_bind(&*s.group)
+                            .push_bind(codes::text(&s.group).into_owned())
                             .push_bind(codes::i32_of(s.workers))
                             .push_bind(codes::i32_of(s.alive));
                     });
@@ -210,10 +211,10 @@ pub(crate) async fn write(store: &Store, batch: &WriteBatch) -> Result<(), Store
                             .push_bind(e.kind)
                             .push_bind(e.severity)
                             .push_bind(e.backend)
-                            .push_bind(e.scope)
-                            .push_bind(e.worker)
-                            .push_bind(e.grp)
-                            .push_bind(e.message)
+                            .push_bind(e.scope.as_deref())
+                            .push_bind(e.worker.as_deref())
+                            .push_bind(e.grp.as_deref())
+                            .push_bind(e.message.as_ref())
                             .push_bind(e.attributes.as_str());
                     });
                     q.build().execute(&mut *tx).await?;
@@ -222,9 +223,9 @@ pub(crate) async fn write(store: &Store, batch: &WriteBatch) -> Result<(), Store
                     let mut q = QueryBuilder::<Db>::new(WORKERS);
                     q.push_values(chunk, |mut b, w| {
                         b.push_bind(codes::backend(w.key.backend))
-                            .push_bind(&*w.key.scope)
-                            .push_bind(&*w.key.id)
-                            .push_bind(&*w.group)
+                            .push_bind(codes::text(&w.key.scope).into_owned())
+                            .push_bind(codes::text(&w.key.id).into_owned())
+                            .push_bind(codes::text(&w.group).into_owned())
                             .push_bind(codes::ms(w.first_seen))
                             .push_bind(codes::ms(w.last_seen))
                             .push_bind(codes::lifecycle(w.lifecycle));
@@ -235,8 +236,8 @@ pub(crate) async fn write(store: &Store, batch: &WriteBatch) -> Result<(), Store
                 for key in &batch.forgotten {
                     sqlx::query(FORGET)
                         .bind(codes::backend(key.backend))
-                        .bind(&*key.scope)
-                        .bind(&*key.id)
+                        .bind(codes::text(&key.scope).into_owned())
+                        .bind(codes::text(&key.id).into_owned())
                         .execute(&mut *tx)
                         .await?;
                 }

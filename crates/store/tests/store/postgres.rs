@@ -23,11 +23,11 @@
 //! restart finds its port free.
 //!
 //! Cleanup: a static is never dropped, so no `Drop` can stop the shared cluster when the
-//! process exits. Each cluster therefore starts a watchdog — a `sh` loop in a process group of
-//! its own (so that a Ctrl-C to the tests does not take it first) — that polls the test
-//! process id and, once the process is gone (however it ended, SIGKILL included), stops the
-//! cluster and removes its directory. A cluster that is dropped (one from `start_new`) stops
-//! at once.
+//! process exits. Each cluster therefore starts a watchdog — a backgrounded `sh` loop in a
+//! process group of its own (so that a Ctrl-C to the tests does not take it first) — that
+//! polls the test process id and, once the process is gone (however it ended, SIGKILL
+//! included), stops the cluster and removes its directory. A cluster that is dropped (one from
+//! `start_new`) stops at once.
 #![allow(dead_code)]
 
 use std::{
@@ -197,6 +197,17 @@ impl PostgresCluster {
             .args(["-m", "fast", "-w", "-t", "60", "stop"]));
     }
 
+    /// The postmaster's process id (the first line of `postmaster.pid`), while running.
+    pub fn server_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn is_running(&self) -> bool {
         self.server_command("pg_ctl")
             .arg("-D")
@@ -232,23 +243,26 @@ impl PostgresCluster {
         } else {
             ""
         };
+        // Backgrounded by the shell, which exits at once: the loop is re-parented to init
+        // (nobody is left to reap) and outlives this process, as it must.
         let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             {sudo}'{pg_ctl}' -D '{data}' -m immediate -w stop >/dev/null 2>&1; \
-             rm -rf '{dir}'",
+            "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {sudo}'{pg_ctl}' -D '{data}' -m immediate -w stop; \
+             rm -rf '{dir}') >/dev/null 2>&1 </dev/null &",
             pid = std::process::id(),
             pg_ctl = self.bin.join("pg_ctl").display(),
             data = self.data().display(),
             dir = self.dir.display(),
         );
-        Command::new("sh")
+        let started = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
-            .spawn()
-            .expect("spawn the cluster's watchdog");
+            .status()
+            .expect("start the cluster's watchdog");
+        assert!(started.success(), "the cluster's watchdog did not start");
     }
 }
 
