@@ -1,0 +1,171 @@
+//! Known workers, the oldest sample, retention and size.
+use std::time::{Duration, SystemTime};
+
+use sqlx::{AssertSqlSafe, Row};
+use warden_core::{
+    history::{KnownWorker, Retention, StoreSize, SweepReport},
+    model::WorkerKey,
+};
+
+use crate::{Engine, Fail, Store, StoreError, codes, on_pool};
+
+/// Every table, in the order sizes and sweeps report them.
+pub(crate) const TABLES: [&str; 5] = [
+    "worker_samples",
+    "queue_samples",
+    "group_samples",
+    "events",
+    "workers",
+];
+
+pub(crate) async fn known_workers(store: &Store) -> Result<Vec<KnownWorker>, StoreError> {
+    const SQL: &str = "SELECT backend, scope, id, grp, first_seen_ms, last_seen_ms, lifecycle \
+         FROM workers ORDER BY backend, scope, id";
+    store
+        .call(store.options.timeout, async {
+            on_pool!(store, |pool, _Db| {
+                let rows = sqlx::query(SQL).fetch_all(pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let backend: i16 = row.try_get(0)?;
+                    let lifecycle: i16 = row.try_get(6)?;
+                    let (Some(backend), Some(lifecycle)) = (
+                        codes::backend_from(backend),
+                        codes::lifecycle_from(lifecycle),
+                    ) else {
+                        return Err(Fail::Store(store.failed(format!(
+                            "unreadable known worker (backend {backend}, lifecycle {lifecycle})"
+                        ))));
+                    };
+                    out.push(KnownWorker {
+                        key: WorkerKey::new(
+                            backend,
+                            row.try_get::<String, _>(1)?,
+                            row.try_get::<String, _>(2)?,
+                        ),
+                        group: row.try_get::<String, _>(3)?.into(),
+                        first_seen: codes::time(row.try_get(4)?),
+                        last_seen: codes::time(row.try_get(5)?),
+                        lifecycle,
+                    });
+                }
+                Ok::<_, Fail>(out)
+            })
+        })
+        .await
+}
+
+pub(crate) async fn oldest(store: &Store) -> Result<Option<SystemTime>, StoreError> {
+    store
+        .call(store.options.timeout, async {
+            let min: Option<i64> = on_pool!(store, |pool, _Db| {
+                sqlx::query_scalar("SELECT MIN(at_ms) FROM worker_samples")
+                    .fetch_one(pool)
+                    .await?
+            });
+            Ok::<_, Fail>(min.map(codes::time))
+        })
+        .await
+}
+
+/// Deletes, table by table, rows with `at_ms < now - retention` (a row exactly at the bound
+/// stays), at most `sweep_batch` rows per statement, until a statement deletes fewer. Each
+/// statement is its own transaction and has the store's timeout: a long sweep never holds a
+/// lock for long.
+pub(crate) async fn sweep(
+    store: &Store,
+    now: SystemTime,
+    retention: Retention,
+) -> Result<SweepReport, StoreError> {
+    let bound = |keep: Duration| codes::ms(now.checked_sub(keep).unwrap_or(SystemTime::UNIX_EPOCH));
+    let batch = i64::from(store.options.sweep_batch.max(1));
+    let mut report = SweepReport::default();
+    for (table, keep) in [
+        ("worker_samples", retention.samples),
+        ("queue_samples", retention.samples),
+        ("group_samples", retention.samples),
+        ("events", retention.events),
+    ] {
+        let sql = delete_sql(store.engine, table);
+        let before = bound(keep);
+        let mut deleted = 0u64;
+        loop {
+            let n = store
+                .call(store.options.timeout, async {
+                    let n = on_pool!(store, |pool, _Db| {
+                        sqlx::query(AssertSqlSafe(sql.as_str()))
+                            .bind(before)
+                            .bind(batch)
+                            .execute(pool)
+                            .await?
+                            .rows_affected()
+                    });
+                    Ok::<_, Fail>(n)
+                })
+                .await?;
+            deleted += n;
+            if n < batch.unsigned_abs() {
+                break;
+            }
+        }
+        if deleted > 0 {
+            tracing::debug!(table, deleted, "history swept");
+        }
+        report.deleted.push((table, deleted));
+    }
+    Ok(report)
+}
+
+/// A bounded delete of rows older than `$1`, at most `$2` of them: by row identifier, which
+/// is the one place the dialects differ (SQLite's `rowid`, Postgres's `ctid`, read through a
+/// TID scan).
+fn delete_sql(engine: Engine, table: &str) -> String {
+    match engine {
+        Engine::Sqlite => format!(
+            "DELETE FROM {table} WHERE rowid IN \
+             (SELECT rowid FROM {table} WHERE at_ms < $1 LIMIT $2)"
+        ),
+        Engine::Postgres => format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY( \
+             SELECT ctid FROM {table} WHERE at_ms < $1 LIMIT $2))"
+        ),
+    }
+}
+
+pub(crate) async fn size(store: &Store) -> Result<StoreSize, StoreError> {
+    let bytes_sql = match store.engine {
+        Engine::Sqlite => {
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()".to_owned()
+        }
+        Engine::Postgres => format!(
+            "SELECT CAST(COALESCE(SUM(pg_total_relation_size(CAST(t AS regclass))), 0) AS BIGINT) \
+             FROM (VALUES {}) AS tables(t)",
+            TABLES
+                .iter()
+                .map(|t| format!("('{t}')"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    store
+        .call(store.options.timeout, async {
+            on_pool!(store, |pool, _Db| {
+                let bytes: i64 = sqlx::query_scalar(AssertSqlSafe(bytes_sql.as_str()))
+                    .fetch_one(pool)
+                    .await?;
+                let mut rows = Vec::with_capacity(TABLES.len());
+                for table in TABLES {
+                    let n: i64 =
+                        sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                            .fetch_one(pool)
+                            .await?;
+                    rows.push((table, n.unsigned_abs()));
+                }
+                Ok::<_, Fail>(StoreSize {
+                    bytes: bytes.unsigned_abs(),
+                    rows,
+                })
+            })
+        })
+        .await
+}

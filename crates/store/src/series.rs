@@ -1,0 +1,304 @@
+//! Series: one subject and metric over a range, grouped by step in SQL.
+//!
+//! A step's bucket is `at_ms / step_ms * step_ms` (steps start at multiples of the step since
+//! the epoch). Rows are first turned into ticks: a worker's or a queue's rows as they are; for a
+//! group or the fleet, the workers' rows summed per sampling tick (`GROUP BY at_ms`). Then each
+//! bucket gets COUNT/SUM/MIN/MAX of the tick values (NULLs excluded: absent is not 0), the
+//! value at its latest tick that has one, and the sums of the numerators and denominators of
+//! rates and ratios. Only distributions leave SQL: the step's sketches are merged here.
+//!
+//! Per-tick values by [`Source`]:
+//! - `WorkerGauge(c)`, `WorkerCount(c)`: the column (summed over workers);
+//! - `Alive`: 1 when the lifecycle is ALIVE, else 0 (summed: alive workers);
+//! - `Throughput`: finished (succeeded + failed) over the tick's minutes; a tick's minutes are
+//!   the longest interval among its rows (the sampling interval: a group's tasks per minute are
+//!   the sum over its workers, not their mean); numerator and denominator are finished and
+//!   minutes;
+//! - `ErrorRate`: failed over finished (absent when nothing finished);
+//! - `Utilisation`: active over concurrency, rows whose concurrency is unknown (or 0) left out
+//!   of both;
+//! - `QueueGauge(c)`: the queue's column;
+//! - `Distribution(c)`: the non-NULL sketches of the step, merged.
+//!
+//! A step with no row, or whose rows hold no value, is left out.
+use futures_util::TryStreamExt;
+use sqlx::{AssertSqlSafe, Row};
+use warden_core::{
+    history::{Bucket, SeriesQuery, Source, Subject},
+    sketch::Sketch,
+};
+
+use crate::{Fail, Store, StoreError, codes, on_pool};
+
+/// Worker-sample columns a gauge or count may name.
+const WORKER_COLUMNS: &[&str] = &[
+    "active_tasks",
+    "processed_total",
+    "concurrency",
+    "interval_ms",
+    "cpu_percent",
+    "memory_rss_bytes",
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "rejected",
+    "revoked",
+];
+const DISTRIBUTION_COLUMNS: &[&str] = &["runtime", "queue_wait"];
+const QUEUE_COLUMNS: &[&str] = &["depth", "unacked", "consumers"];
+
+const D: &str = "DOUBLE PRECISION";
+
+/// A bound value of the subject's filter.
+enum Bind {
+    Small(i16),
+    Text(String),
+}
+
+/// How one metric is read: per-row expressions, and whether the tick value is a ratio.
+struct Exprs {
+    table: &'static str,
+    value: String,
+    numerator: String,
+    denominator: String,
+    /// How a group's rows combine into the tick's denominator.
+    denominator_over_workers: &'static str,
+    ratio: bool,
+}
+
+fn column(name: &'static str, allowed: &[&str]) -> Result<&'static str, StoreError> {
+    allowed
+        .contains(&name)
+        .then_some(name)
+        .ok_or_else(|| StoreError::NotSupported(format!("no stored column {name:?}")))
+}
+
+fn exprs(source: Source) -> Result<Exprs, StoreError> {
+    let zero = format!("CAST(0 AS {D})");
+    let null = format!("CAST(NULL AS {D})");
+    let plain = |table, value: String| Exprs {
+        table,
+        value,
+        numerator: zero.clone(),
+        denominator: zero.clone(),
+        denominator_over_workers: "SUM",
+        ratio: false,
+    };
+    let ratio = |numerator: String, denominator: String, over: &'static str| Exprs {
+        table: "worker_samples",
+        value: null.clone(),
+        numerator,
+        denominator,
+        denominator_over_workers: over,
+        ratio: true,
+    };
+    Ok(match source {
+        Source::WorkerGauge(c) | Source::WorkerCount(c) => plain(
+            "worker_samples",
+            format!("CAST({} AS {D})", column(c, WORKER_COLUMNS)?),
+        ),
+        Source::Alive => plain(
+            "worker_samples",
+            format!(
+                "CAST(CASE WHEN lifecycle = {} THEN 1 ELSE 0 END AS {D})",
+                codes::LIFECYCLE_ALIVE
+            ),
+        ),
+        Source::QueueGauge(c) => plain(
+            "queue_samples",
+            format!("CAST({} AS {D})", column(c, QUEUE_COLUMNS)?),
+        ),
+        Source::Throughput => ratio(
+            format!("CAST(succeeded + failed AS {D})"),
+            format!("CAST(interval_ms AS {D}) / CAST(60000 AS {D})"),
+            "MAX",
+        ),
+        Source::ErrorRate => ratio(
+            format!("CAST(failed AS {D})"),
+            format!("CAST(succeeded + failed AS {D})"),
+            "SUM",
+        ),
+        Source::Utilisation => ratio(
+            format!("CAST(CASE WHEN concurrency > 0 THEN active_tasks END AS {D})"),
+            format!("CAST(CASE WHEN concurrency > 0 THEN concurrency END AS {D})"),
+            "SUM",
+        ),
+        Source::Distribution(c) => {
+            return Err(StoreError::NotSupported(format!(
+                "distribution {c:?} is not a tick value"
+            )));
+        }
+    })
+}
+
+/// The subject's filter (parameters from `$4`), and whether its rows are summed per tick.
+fn filter(subject: &Subject) -> (String, Vec<Bind>, bool) {
+    match subject {
+        Subject::Worker(w) => (
+            " AND backend = $4 AND scope = $5 AND id = $6".into(),
+            vec![
+                Bind::Small(codes::backend(w.backend)),
+                Bind::Text(codes::text(&w.scope).into_owned()),
+                Bind::Text(codes::text(&w.id).into_owned()),
+            ],
+            false,
+        ),
+        Subject::Group(g) => (
+            " AND grp = $4".into(),
+            vec![Bind::Text(codes::text(g).into_owned())],
+            true,
+        ),
+        Subject::Queue(q) => (
+            " AND queue = $4".into(),
+            vec![Bind::Text(codes::text(q).into_owned())],
+            false,
+        ),
+        Subject::Fleet => (String::new(), vec![], true),
+    }
+}
+
+/// The SQL of a tick-valued metric. Parameters: `$1` start, `$2` end (ms), `$3` step (ms),
+/// then the subject's.
+fn ticks_sql(e: &Exprs, filter: &str, summed: bool) -> String {
+    let range = "at_ms >= $1 AND at_ms < $2";
+    let ticks = if summed {
+        format!(
+            "SELECT at_ms AS t, SUM({v}) AS v, SUM({n}) AS num, {over}({d}) AS den \
+             FROM {table} WHERE {range}{filter} GROUP BY at_ms",
+            v = e.value,
+            n = e.numerator,
+            d = e.denominator,
+            over = e.denominator_over_workers,
+            table = e.table,
+        )
+    } else {
+        format!(
+            "SELECT at_ms AS t, {v} AS v, {n} AS num, {d} AS den \
+             FROM {table} WHERE {range}{filter}",
+            v = e.value,
+            n = e.numerator,
+            d = e.denominator,
+            table = e.table,
+        )
+    };
+    let value = if e.ratio {
+        "CASE WHEN den > 0 THEN num / den END"
+    } else {
+        "v"
+    };
+    format!(
+        "SELECT b, COUNT(v) AS n, SUM(v) AS total, MIN(v) AS lo, MAX(v) AS hi, \
+             SUM(num) AS num, SUM(den) AS den, MAX(latest) AS latest \
+         FROM (SELECT b, v, num, den, FIRST_VALUE(v) OVER (PARTITION BY b \
+                   ORDER BY CASE WHEN v IS NULL THEN 1 ELSE 0 END, t DESC) AS latest \
+               FROM (SELECT t, t / $3 * $3 AS b, {value} AS v, num, den \
+                     FROM ({ticks}) AS ticks) AS valued) AS bucketed \
+         GROUP BY b HAVING COUNT(v) > 0 ORDER BY b"
+    )
+}
+
+fn distribution_sql(col: &str, filter: &str) -> String {
+    format!(
+        "SELECT at_ms / $3 * $3 AS b, {col} AS d FROM worker_samples \
+         WHERE at_ms >= $1 AND at_ms < $2 AND {col} IS NOT NULL{filter} ORDER BY at_ms"
+    )
+}
+
+pub(crate) async fn buckets(store: &Store, q: &SeriesQuery) -> Result<Vec<Bucket>, StoreError> {
+    if !q.metric.subjects.contains(&q.subject.kind()) {
+        return Err(StoreError::NotSupported(format!(
+            "metric {} for a {:?} subject",
+            q.metric.name,
+            q.subject.kind()
+        )));
+    }
+    let step = i64::try_from(q.step.as_millis()).unwrap_or(i64::MAX);
+    if step <= 0 {
+        return Err(StoreError::NotSupported("a step shorter than 1 ms".into()));
+    }
+    let (start, end) = (codes::ms(q.start), codes::ms(q.end));
+    if start >= end {
+        return Ok(Vec::new());
+    }
+    let (filter, binds, summed) = filter(&q.subject);
+    let distribution = match q.metric.source {
+        Source::Distribution(c) => Some(column(c, DISTRIBUTION_COLUMNS)?),
+        _ => None,
+    };
+    let sql = match distribution {
+        Some(col) => distribution_sql(col, &filter),
+        None => ticks_sql(&exprs(q.metric.source)?, &filter, summed),
+    };
+    store
+        .call(store.options.timeout, async {
+            on_pool!(store, |pool, _Db| {
+                let mut query = sqlx::query(AssertSqlSafe(sql.as_str()))
+                    .bind(start)
+                    .bind(end)
+                    .bind(step);
+                for b in &binds {
+                    query = match b {
+                        Bind::Small(v) => query.bind(*v),
+                        Bind::Text(v) => query.bind(v.as_str()),
+                    };
+                }
+                let mut out: Vec<Bucket> = Vec::new();
+                if distribution.is_some() {
+                    let mut rows = query.fetch(pool);
+                    let mut current: Option<(i64, Sketch, u64)> = None;
+                    while let Some(row) = rows.try_next().await? {
+                        let b: i64 = row.try_get(0)?;
+                        let bytes: &[u8] = row.try_get(1)?;
+                        let Some(sketch) = Sketch::decode(bytes) else {
+                            tracing::warn!(bucket = b, "skipping an unreadable stored sketch");
+                            continue;
+                        };
+                        match &mut current {
+                            Some((at, merged, n)) if *at == b => {
+                                merged.merge(&sketch);
+                                *n += 1;
+                            }
+                            _ => {
+                                out.extend(current.take().map(distribution_bucket));
+                                current = Some((b, sketch, 1));
+                            }
+                        }
+                    }
+                    out.extend(current.take().map(distribution_bucket));
+                } else {
+                    let rows = query.fetch_all(pool).await?;
+                    for row in rows {
+                        let b: i64 = row.try_get(0)?;
+                        let n: i64 = row.try_get(1)?;
+                        let f =
+                            |i: usize| row.try_get::<Option<f64>, _>(i).map(|v| v.unwrap_or(0.0));
+                        out.push(Bucket {
+                            start: codes::time(b),
+                            count: u64::try_from(n).unwrap_or(0),
+                            sum: f(2)?,
+                            min: f(3)?,
+                            max: f(4)?,
+                            numerator: f(5)?,
+                            denominator: f(6)?,
+                            last: f(7)?,
+                            distribution: None,
+                        });
+                    }
+                }
+                Ok::<_, Fail>(out)
+            })
+        })
+        .await
+}
+
+/// A step of a distribution: its merged sketch; `count` is the number of sketches merged.
+fn distribution_bucket((start, merged, n): (i64, Sketch, u64)) -> Bucket {
+    Bucket {
+        start: codes::time(start),
+        count: n,
+        distribution: (!merged.is_empty()).then_some(merged),
+        ..Bucket::default()
+    }
+}

@@ -1,0 +1,10 @@
+//! The history store against real engines: a SQLite file in a temporary directory and a
+//! private Postgres cluster this binary starts itself (`postgres.rs`). Every test runs on both.
+mod events;
+mod postgres;
+mod resilience;
+mod retention;
+mod series;
+mod support;
+mod throughput;
+mod workers;

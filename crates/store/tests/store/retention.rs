@@ -1,0 +1,160 @@
+//! Retention deletes exactly what is older than the bound: a row at `bound - 1 ms` goes, a row
+//! at `bound` stays (rows strictly older than `now - retention` are deleted), samples and
+//! events each by their own bound, in bounded batches that loop until done.
+use std::{sync::Arc, time::Duration};
+
+use warden_core::{
+    history::{
+        EventKind, EventQuery, GroupSample, HistoryEvent, HistoryStore, QueueSample, Retention,
+        Severity, WriteBatch,
+    },
+    model::Backend,
+};
+use warden_store::StoreOptions;
+
+use crate::support::{at, both_with, ms_of, sample, worker};
+
+const NOW: i64 = 1_700_000_000_000;
+const SAMPLES: Duration = Duration::from_secs(3_600);
+const EVENTS: Duration = Duration::from_secs(7_200);
+
+fn event(at_ms: i64) -> HistoryEvent {
+    HistoryEvent {
+        at: at(at_ms),
+        kind: EventKind::Lifecycle,
+        severity: Severity::Info,
+        worker: None,
+        group: None,
+        message: format!("at {at_ms}"),
+        attributes: vec![],
+    }
+}
+
+#[tokio::test]
+async fn retention_deletes_exactly_what_is_older_than_the_bound() {
+    let options = StoreOptions {
+        // Small batches: 31 old rows per table take 5 statements.
+        sweep_batch: 7,
+        ..StoreOptions::default()
+    };
+    let samples_bound = NOW - SAMPLES.as_millis() as i64;
+    let events_bound = NOW - EVENTS.as_millis() as i64;
+    // 30 rows well before the bound, one just before it, one at it, one after.
+    let times = |bound: i64| -> Vec<i64> {
+        (1..=30)
+            .map(|k| bound - k * 60_000)
+            .chain([bound - 1, bound, bound + 1])
+            .collect()
+    };
+    for db in both_with(options).await {
+        let engine = db.engine;
+        let w = worker("w");
+        let mut batch = WriteBatch::default();
+        for t in times(samples_bound) {
+            batch.samples.workers.push(sample(&w, "g", t));
+            batch.samples.queues.push(QueueSample {
+                queue: "q".into(),
+                at: at(t),
+                depth: 1,
+                unacked: 0,
+                consumers: 1,
+            });
+            batch.samples.groups.push(GroupSample {
+                backend: Backend::Celery,
+                group: Arc::from("g"),
+                at: at(t),
+                workers: 1,
+                alive: 1,
+            });
+        }
+        // Events are kept longer: some are older than the samples' bound and stay.
+        batch.events = times(events_bound)
+            .into_iter()
+            .chain([samples_bound - 5, NOW])
+            .map(event)
+            .collect();
+        db.store.write(&batch).await.unwrap();
+
+        let report = db
+            .store
+            .sweep(
+                at(NOW),
+                Retention {
+                    samples: SAMPLES,
+                    events: EVENTS,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            report.deleted,
+            vec![
+                ("worker_samples", 31),
+                ("queue_samples", 31),
+                ("group_samples", 31),
+                ("events", 31),
+            ],
+            "{engine}"
+        );
+        assert_eq!(
+            db.store.oldest().await.unwrap(),
+            Some(at(samples_bound)),
+            "{engine}"
+        );
+        let size = db.store.size().await.unwrap();
+        assert_eq!(
+            size.rows,
+            vec![
+                ("worker_samples", 2),
+                ("queue_samples", 2),
+                ("group_samples", 2),
+                ("events", 4),
+                ("workers", 0),
+            ],
+            "{engine}"
+        );
+        assert!(size.bytes > 0, "{engine}");
+        let left: Vec<i64> = db
+            .store
+            .events(&EventQuery::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| ms_of(e.event.at))
+            .collect();
+        assert_eq!(
+            left,
+            vec![NOW, samples_bound - 5, events_bound + 1, events_bound],
+            "{engine}"
+        );
+
+        // Nothing more to do: a second sweep deletes nothing.
+        let again = db
+            .store
+            .sweep(
+                at(NOW),
+                Retention {
+                    samples: SAMPLES,
+                    events: EVENTS,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            again.deleted.iter().all(|(_, n)| *n == 0),
+            "{engine}: {again:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_empty_store_has_no_oldest_sample_and_sweeps_nothing() {
+    for db in both_with(StoreOptions::default()).await {
+        assert_eq!(db.store.oldest().await.unwrap(), None);
+        let report = db.store.sweep(at(NOW), Retention::default()).await.unwrap();
+        assert_eq!(report.deleted.len(), 4);
+        assert!(report.deleted.iter().all(|(_, n)| *n == 0));
+        let size = db.store.size().await.unwrap();
+        assert!(size.rows.iter().all(|(_, n)| *n == 0), "{}", db.engine);
+    }
+}
