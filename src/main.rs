@@ -51,30 +51,34 @@ async fn serve(args: warden::config::ServeArgs) -> anyhow::Result<()> {
     let tokens = std::env::var("WARDEN_TOKENS").ok();
     let config = Config::load(&args, tokens.as_deref())?;
     let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
+    // Listen for the signal before anything starts: a SIGTERM during start-up (once the
+    // port answers, say) is a graceful shutdown too, not the default action's abrupt exit.
+    let signal = shutdown_signal()?;
     let warden = Warden::start(config).await?;
-    shutdown_signal().await;
+    signal.await;
     tracing::info!("shutdown signal received");
     warden.shutdown().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT or SIGTERM, registered now (when this is called), awaited later.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

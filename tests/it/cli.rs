@@ -16,6 +16,8 @@ fn warden() -> Command {
             cmd.env_remove(key);
         }
     }
+    // No history file in the working directory: these tests are not about history.
+    cmd.env("WARDEN_DATABASE_URL", "none");
     cmd
 }
 

@@ -156,6 +156,7 @@ async fn start_warden(broker: &str, ca: Option<&Path>) -> WardenBinary {
     let logs = LogDir::new("warden");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
     cmd.args(["serve", "--broker", broker, "--inspect-interval", "2s"])
+        .args(["--database-url", "none"])
         .args([
             "--grpc-addr",
             &format!("127.0.0.1:{grpc}"),
@@ -319,6 +320,8 @@ async fn grpc_port_serves_tls_and_the_cli_verifies_it() {
         Command::new(env!("CARGO_BIN_EXE_warden"))
             .args([
                 "serve",
+                "--database-url",
+                "none",
                 "--broker",
                 &format!("redis://127.0.0.1:{nobody}/0"),
             ])

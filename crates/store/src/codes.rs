@@ -51,13 +51,19 @@ pub(crate) fn lifecycle(l: Lifecycle) -> i16 {
         Lifecycle::Alive => LIFECYCLE_ALIVE,
         Lifecycle::Offline => 2,
         Lifecycle::Lost => 3,
+        Lifecycle::Unknown => 4,
     }
 }
 
 pub(crate) fn lifecycle_from(code: i16) -> Option<Lifecycle> {
-    [Lifecycle::Alive, Lifecycle::Offline, Lifecycle::Lost]
-        .into_iter()
-        .find(|l| lifecycle(*l) == code)
+    [
+        Lifecycle::Alive,
+        Lifecycle::Offline,
+        Lifecycle::Lost,
+        Lifecycle::Unknown,
+    ]
+    .into_iter()
+    .find(|l| lifecycle(*l) == code)
 }
 
 pub(crate) fn health(h: HealthStatus) -> i16 {
