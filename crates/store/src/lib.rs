@@ -47,6 +47,7 @@ use warden_core::{
 
 use error::{Secrets, classify};
 pub use error::{StoreError, redact_url};
+pub use events::{DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT};
 
 /// Defaults of [`StoreOptions`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -286,10 +287,11 @@ impl Store {
     }
 }
 
-/// Logs a failed call once, at the boundary, and hands it to the port.
+/// Hands a failure to the port (logged at debug: the caller decides what is worth a warning,
+/// e.g. the writer during an outage).
 fn port<T>(op: &'static str, r: Result<T, StoreError>) -> Result<T, PortError> {
     r.map_err(|e| {
-        tracing::warn!(op, error = %e, "history store call failed");
+        tracing::debug!(op, error = %e, "history store call failed");
         PortError::from(e)
     })
 }
