@@ -16,7 +16,10 @@
 //!
 //! Conventions: times are stored in whole milliseconds (rounded down); a series covers
 //! `start <= at < end`; retention deletes rows strictly older than `now - retention` (a row
-//! exactly at the bound is kept).
+//! exactly at the bound is kept); events are listed newest first by id (insertion order), a
+//! `limit` of 0 meaning [`DEFAULT_EVENT_LIMIT`], at most [`MAX_EVENT_LIMIT`]; a NUL character
+//! in stored text (names, messages) becomes U+FFFD, so that hostile names never fail a batch.
+//! A metric asked of a kind of subject it does not cover is `PortError::NotSupported`.
 #![forbid(unsafe_code)]
 
 mod codes;
