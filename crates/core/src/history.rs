@@ -60,7 +60,9 @@ pub struct GroupSample {
     pub alive: u32,
 }
 
-/// Everything one sampling tick produced.
+/// Everything one sampling tick produced. Every sample of a tick carries the tick's `at`: a
+/// group's and the fleet's series sum the workers' rows that share an `at`, so samples of one
+/// tick stamped a few milliseconds apart would count as separate ticks.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SampleBatch {
     pub workers: Vec<WorkerSample>,

@@ -16,7 +16,10 @@
 //!
 //! Conventions: times are stored in whole milliseconds (rounded down); a series covers
 //! `start <= at < end`; retention deletes rows strictly older than `now - retention` (a row
-//! exactly at the bound is kept).
+//! exactly at the bound is kept); events are listed newest first by id (insertion order), a
+//! `limit` of 0 meaning [`DEFAULT_EVENT_LIMIT`], at most [`MAX_EVENT_LIMIT`]; a NUL character
+//! in stored text (names, messages) becomes U+FFFD, so that hostile names never fail a batch.
+//! A metric asked of a kind of subject it does not cover is `PortError::NotSupported`.
 #![forbid(unsafe_code)]
 
 mod codes;
@@ -47,6 +50,7 @@ use warden_core::{
 
 use error::{Secrets, classify};
 pub use error::{StoreError, redact_url};
+pub use events::{DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT};
 
 /// Defaults of [`StoreOptions`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -286,10 +290,11 @@ impl Store {
     }
 }
 
-/// Logs a failed call once, at the boundary, and hands it to the port.
+/// Hands a failure to the port (logged at debug: the caller decides what is worth a warning,
+/// e.g. the writer during an outage).
 fn port<T>(op: &'static str, r: Result<T, StoreError>) -> Result<T, PortError> {
     r.map_err(|e| {
-        tracing::warn!(op, error = %e, "history store call failed");
+        tracing::debug!(op, error = %e, "history store call failed");
         PortError::from(e)
     })
 }

@@ -21,6 +21,9 @@
 //! - `Distribution(c)`: the non-NULL sketches of the step, merged.
 //!
 //! A step with no row, or whose rows hold no value, is left out.
+//!
+//! A group's or the fleet's tick is the rows that share an `at_ms`: the sampler stamps every
+//! sample of a tick with the tick's time (see `SampleBatch`).
 use futures_util::TryStreamExt;
 use sqlx::{AssertSqlSafe, Row};
 use warden_core::{
