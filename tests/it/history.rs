@@ -52,7 +52,16 @@ async fn sum(client: &mut HistoryClient<Channel>, worker: &str, metric: &str) ->
 async fn records_and_serves_history(database_url: &str) {
     let redis = RedisServer::start().await;
     let broker = redis.url(0);
-    let worker = CeleryWorker::start(&broker, "w1@history", WorkerOptions::default());
+    // Task events from the start (`-E`): what ran before warden's enable_events would
+    // otherwise be invisible to it, and to history.
+    let worker = CeleryWorker::start(
+        &broker,
+        "w1@history",
+        WorkerOptions {
+            events: true,
+            ..WorkerOptions::default()
+        },
+    );
     let warden = TestWarden::start(history_config(&broker, database_url)).await;
     let client = warden.client().await;
     eventually(Duration::from_secs(30), "worker known", || {
@@ -208,4 +217,150 @@ async fn sqlite_records_history_and_keeps_it_across_restarts() {
     let url = format!("sqlite://{}", dir.path().join("warden.db").display());
     records_and_serves_history(&url).await;
     assert!(dir.path().join("warden.db").exists());
+}
+
+#[path = "../../crates/store/tests/store/postgres.rs"]
+mod postgres;
+
+use postgres::PostgresCluster;
+
+/// A private cluster of this test's own (so that it can be cut), started off the runtime.
+async fn own_cluster() -> std::sync::Arc<PostgresCluster> {
+    tokio::task::spawn_blocking(|| std::sync::Arc::new(PostgresCluster::start_new()))
+        .await
+        .expect("postgres starts")
+}
+
+async fn new_database(cluster: &std::sync::Arc<PostgresCluster>) -> String {
+    let cluster = cluster.clone();
+    tokio::task::spawn_blocking(move || cluster.database())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_records_history_and_keeps_it_across_restarts() {
+    let cluster = own_cluster().await;
+    let url = new_database(&cluster).await;
+    records_and_serves_history(&url).await;
+}
+
+/// Sampling ticks of the fleet in [start, end), counted in the store.
+async fn ticks(client: &mut HistoryClient<Channel>, start: SystemTime, end: SystemTime) -> f64 {
+    let response = client
+        .query_history(pb::QueryHistoryRequest {
+            subjects: vec![pb::Subject {
+                kind: Some(pb::subject::Kind::Fleet(true)),
+            }],
+            metrics: vec!["alive_workers".into()],
+            start: Some(start.into()),
+            end: Some(end.into()),
+            aggregation: pb::Aggregation::Count.into(),
+            step: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("history answers")
+        .into_inner();
+    response.series[0].points.iter().map(|p| p.value).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_degrades_and_loses_no_sample_within_the_buffer() {
+    let cluster = own_cluster().await;
+    let url = new_database(&cluster).await;
+    let redis = RedisServer::start().await;
+    let broker = redis.url(0);
+    let _worker = CeleryWorker::start(&broker, "w1@outage", WorkerOptions::default());
+    let warden = TestWarden::start(history_config(&broker, &url)).await;
+    let metrics = warden.metrics().clone();
+    let client = warden.client().await;
+    let mut history = history_client(&warden).await;
+    eventually(
+        Duration::from_secs(30),
+        "samples of the worker written",
+        || {
+            let mut client = client.clone();
+            let mut history = history.clone();
+            async move {
+                find(&list(&mut client, false).await, "w1@outage")?;
+                let now = SystemTime::now();
+                (ticks(&mut history, now - Duration::from_secs(60), now).await >= 2.0).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Cut the database.
+    let stopping = cluster.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .unwrap();
+    let outage_start = SystemTime::now();
+    let failed_before = metrics.store_write_count("error");
+    eventually(
+        Duration::from_secs(30),
+        "writes failing and buffered",
+        || {
+            let metrics = metrics.clone();
+            async move { (metrics.store_write_count("error") >= failed_before + 3).then_some(()) }
+        },
+    )
+    .await;
+    // The live fleet is served, and not stale: the store is nobody's source of evidence.
+    let live = list(&mut client.clone(), false).await;
+    let w = find(&live, "w1@outage").expect("still listed");
+    assert_eq!(w.lifecycle(), pb::Lifecycle::Alive);
+    assert!(!w.stale, "{w:?}");
+    let store_source = live
+        .freshness
+        .as_ref()
+        .unwrap()
+        .sources
+        .iter()
+        .find(|s| s.source == "store")
+        .expect("the store is listed as a source");
+    assert!(!store_source.available);
+    // History says what is wrong.
+    let err = history
+        .query_history(pb::QueryHistoryRequest {
+            subjects: vec![worker_subject("w1@outage")],
+            metrics: vec!["alive_workers".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("store"), "{err:?}");
+
+    // Bring it back: the buffer drains, and the outage left no gap in the samples.
+    let starting = cluster.clone();
+    tokio::task::spawn_blocking(move || starting.start())
+        .await
+        .unwrap();
+    let outage_end = SystemTime::now();
+    eventually(Duration::from_secs(30), "the buffer drained", || {
+        let metrics = metrics.clone();
+        async move {
+            let text = metrics.encode();
+            text.lines()
+                .any(|l| l == "warden_store_buffered_rows 0")
+                .then_some(())
+        }
+    })
+    .await;
+    let outage = outage_end
+        .duration_since(outage_start)
+        .unwrap()
+        .as_secs_f64();
+    let counted = ticks(&mut history, outage_start, outage_end).await;
+    assert!(
+        counted >= outage.floor() - 1.0,
+        "{counted} ticks over a {outage:.1} s outage at one per second"
+    );
+    assert_eq!(metrics.store_rows_dropped(), 0);
+    warden.stop().await;
 }

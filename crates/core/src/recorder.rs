@@ -26,6 +26,7 @@ use crate::{
     },
     model::{Backend, Lifecycle, SourceStatus, Worker, WorkerKey},
     owner::{FleetHandle, FleetMessage},
+    ports::{BoxFuture, PortError},
     watch::{SnapshotReason, WatchEvent, WatchOptions},
 };
 
@@ -94,7 +95,9 @@ pub async fn run(
     // Watch first, so that nothing that happens while the store is reached is missed.
     let mut watch = fleet.watch(WatchOptions::default());
     let mut remembered = recorder.remember().await;
-    let (samples_tx, mut samples) = mpsc::channel(4);
+    // Room for a minute of ticks at 1 s: the recorder never waits on the store while
+    // receiving, but a sweep or a first connection may take a store timeout.
+    let (samples_tx, mut samples) = mpsc::channel(64);
     if fleet
         .observe(FleetMessage::SubscribeSamples {
             every: settings.sample_every,
@@ -107,30 +110,59 @@ pub async fn run(
     }
     let mut flush = crate::clock::ticker(settings.flush_every);
     let mut sweep = crate::clock::ticker(settings.sweep_every);
+    // The write of the oldest buffered batch, when one is under way: polled beside the
+    // inputs, so that a store that hangs for its timeout holds nothing else up.
+    let mut in_flight: Option<InFlight> = None;
+    // After a failed write, the next attempt waits for the next flush tick.
+    let mut backing_off = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             batch = samples.recv() => {
                 let Some(batch) = batch else { break };
                 recorder.sampled(batch);
-                recorder.flush().await;
+                recorder.enqueue(in_flight.is_some());
             }
             item = watch.next() => {
                 let Some(item) = item else { break };
                 recorder.observed(item.event, item.at);
             }
+            result = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                in_flight = None;
+                backing_off = !recorder.written(result).await;
+            }
             _ = flush.tick() => {
                 if !remembered {
                     remembered = recorder.remember().await;
                 }
-                recorder.flush().await;
+                recorder.enqueue(in_flight.is_some());
+                backing_off = false;
             }
             _ = sweep.tick() => recorder.sweep().await,
         }
+        if in_flight.is_none() && !backing_off {
+            in_flight = recorder.start_write();
+        }
     }
-    // One last attempt, bounded: shutdown must not hang on a dead store.
-    let _ = tokio::time::timeout(Duration::from_secs(5), recorder.flush()).await;
+    // What is left, bounded: shutdown must not hang on a dead store.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        if let Some(write) = in_flight.take() {
+            if !recorder.written(write.await).await {
+                return;
+            }
+        }
+        recorder.enqueue(false);
+        while let Some(write) = recorder.start_write() {
+            if !recorder.written(write.await).await {
+                return;
+            }
+        }
+    })
+    .await;
 }
+
+/// A write of the oldest buffered batch under way.
+type InFlight = BoxFuture<'static, Result<(), PortError>>;
 
 struct Recorder {
     fleet: FleetHandle,
@@ -301,38 +333,51 @@ impl Recorder {
         self.pending.events.push(event);
     }
 
-    /// Moves what is pending into the buffer and writes the buffer, oldest first, until the
-    /// store refuses; what it refused stays for the next flush.
-    async fn flush(&mut self) {
+    /// Moves what is pending into the buffer (bounded). `writing`: the oldest buffered batch
+    /// is being written, so it is not the one to drop.
+    fn enqueue(&mut self, writing: bool) {
         if !self.pending.is_empty() {
             let batch = std::mem::take(&mut self.pending);
             self.buffered_rows += batch.rows();
             self.buffer.push_back(batch);
-            self.bound();
-        }
-        while let Some(batch) = self.buffer.front() {
-            let rows = batch.rows();
-            match self.store.write(batch).await {
-                Ok(()) => {
-                    self.buffer.pop_front();
-                    self.buffered_rows -= rows;
-                    self.gauges.write(true, rows);
-                    self.report(true, String::new()).await;
-                }
-                Err(err) => {
-                    self.gauges.write(false, rows);
-                    self.report(false, err.to_string()).await;
-                    break;
-                }
-            }
+            self.bound(writing);
         }
         self.gauges.buffered_rows(self.buffered_rows);
     }
 
-    /// Keeps the buffer within its bound, dropping the oldest batches (counted, logged).
-    fn bound(&mut self) {
-        while self.buffered_rows > self.settings.buffer_rows && self.buffer.len() > 1 {
-            let Some(oldest) = self.buffer.pop_front() else {
+    /// Starts writing the oldest buffered batch, if any.
+    fn start_write(&self) -> Option<InFlight> {
+        let batch = self.buffer.front()?.clone();
+        let store = self.store.clone();
+        Some(Box::pin(async move { store.write(&batch).await }))
+    }
+
+    /// Takes the outcome of the write of the oldest batch; returns whether it went through.
+    async fn written(&mut self, result: Result<(), PortError>) -> bool {
+        let rows = self.buffer.front().map_or(0, WriteBatch::rows);
+        match result {
+            Ok(()) => {
+                self.buffer.pop_front();
+                self.buffered_rows -= rows;
+                self.gauges.write(true, rows);
+                self.gauges.buffered_rows(self.buffered_rows);
+                self.report(true, String::new()).await;
+                true
+            }
+            Err(err) => {
+                self.gauges.write(false, rows);
+                self.report(false, err.to_string()).await;
+                false
+            }
+        }
+    }
+
+    /// Keeps the buffer within its bound, dropping the oldest batches (counted, logged) but
+    /// the one being written.
+    fn bound(&mut self, writing: bool) {
+        let keep = usize::from(writing);
+        while self.buffered_rows > self.settings.buffer_rows && self.buffer.len() > keep + 1 {
+            let Some(oldest) = self.buffer.remove(keep) else {
                 break;
             };
             let rows = oldest.rows();
