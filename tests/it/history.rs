@@ -54,7 +54,7 @@ async fn records_and_serves_history(database_url: &str) {
     let broker = redis.url(0);
     // Task events from the start (`-E`): what ran before warden's enable_events would
     // otherwise be invisible to it, and to history.
-    let worker = CeleryWorker::start(
+    let mut worker = CeleryWorker::start(
         &broker,
         "w1@history",
         WorkerOptions {
@@ -187,20 +187,45 @@ async fn records_and_serves_history(database_url: &str) {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("w1@history appeared"), "{stdout}");
 
-    // Restart on the same database while the worker is gone: history and the worker are
-    // still there, the worker is not LOST at the first instant.
+    // A fleet summary over the range adds the tasks up.
+    let summary = history
+        .get_fleet_history_summary(pb::GetFleetHistorySummaryRequest {
+            start: Some((SystemTime::now() - Duration::from_secs(600)).into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap()
+        .totals
+        .unwrap();
+    assert_eq!(
+        (summary.tasks_finished, summary.tasks_failed),
+        (u64::from(N) + 2, 2),
+        "{summary:?}"
+    );
+    assert!(summary.runtime.is_some_and(|r| r.count >= u64::from(N)));
+
+    // Restart on the same database while the worker is gone (it died while warden was
+    // down: no goodbye was seen). History and the worker are still there; the worker is
+    // UNKNOWN at first, never LOST at the first instant, and LOST once a critical period of
+    // silence has passed (on the injected clock, not real seconds).
     warden.stop().await;
-    worker.terminate().await;
-    let warden = TestWarden::start(history_config(&broker, database_url)).await;
+    worker.kill9().await;
+    let clock = warden::fleet::ManualClock::new(SystemTime::now());
+    let config = history_config(&broker, database_url);
+    let critical = config.heartbeat_critical;
+    let warden = TestWarden::start_with_clock(config, std::sync::Arc::new(clock.clone())).await;
     let client = warden.client().await;
     let remembered = eventually(Duration::from_secs(10), "worker remembered", || {
         let mut client = client.clone();
         async move { find(&list(&mut client, false).await, "w1@history").cloned() }
     })
     .await;
-    assert_ne!(
+    assert_eq!(
         remembered.lifecycle(),
-        pb::Lifecycle::Lost,
+        pb::Lifecycle::Unknown,
         "{remembered:?}"
     );
     let mut history = history_client(&warden).await;
@@ -208,6 +233,19 @@ async fn records_and_serves_history(database_url: &str) {
         sum(&mut history, "w1@history", "succeeded").await,
         Some(f64::from(N))
     );
+    clock.advance(critical + Duration::from_secs(1));
+    eventually(
+        Duration::from_secs(10),
+        "LOST after the critical period",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, false).await;
+                (find(&r, "w1@history")?.lifecycle() == pb::Lifecycle::Lost).then_some(())
+            }
+        },
+    )
+    .await;
     warden.stop().await;
 }
 
@@ -363,4 +401,32 @@ async fn a_postgres_outage_degrades_and_loses_no_sample_within_the_buffer() {
     );
     assert_eq!(metrics.store_rows_dropped(), 0);
     warden.stop().await;
+}
+
+#[test]
+fn migrate_applies_the_schema_idempotently_and_hides_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("history.db").display());
+    for _ in 0..2 {
+        let (ok, stdout, stderr) = run_blocking(Command::new(env!("CARGO_BIN_EXE_warden")).args([
+            "migrate",
+            "--database-url",
+            &url,
+        ]));
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("migrations applied"), "{stdout}");
+    }
+    assert!(dir.path().join("history.db").exists());
+    // A database warden cannot use is refused with its reason, without the password.
+    let (ok, _, stderr) = run_blocking(Command::new(env!("CARGO_BIN_EXE_warden")).args([
+        "migrate",
+        "--database-url",
+        "postgres://warden:s3cret@127.0.0.1:1/warden",
+    ]));
+    assert!(!ok);
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert!(
+        stderr.contains("unavailable") || stderr.contains("refused"),
+        "{stderr}"
+    );
 }
