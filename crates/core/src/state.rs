@@ -112,6 +112,9 @@ pub struct FleetState {
     max_workers: usize,
     /// When history last sampled the fleet.
     last_sample: Option<SystemTime>,
+    /// When this state was made: the first sampling interval starts here at the earliest
+    /// (a worker remembered from before a restart was not observed before it).
+    created: SystemTime,
     last_idle_summary: Option<SystemTime>,
     /// Distinct registered-task lists seen lately (see `intern_registered`).
     registered_lists: Vec<Arc<Vec<String>>>,
@@ -130,6 +133,7 @@ impl FleetState {
         Self {
             max_workers,
             last_sample: None,
+            created: now,
             snapshot: Snapshot {
                 epoch,
                 revision: 0,
@@ -640,7 +644,7 @@ impl FleetState {
                 .get_mut(&w.key)
                 .map(|p| p.take_interval())
                 .unwrap_or_default();
-            let since = previous.map_or(w.first_seen, |p| p.max(w.first_seen));
+            let since = previous.unwrap_or(self.created).max(w.first_seen);
             batch.workers.push(WorkerSample {
                 worker: w.key.clone(),
                 group: w.group.clone(),
@@ -1075,5 +1079,65 @@ mod tests {
             s.snapshot().workers[&key("a@h")].health.is_none(),
             "nothing evaluated health"
         );
+    }
+
+    #[test]
+    fn sampling_takes_each_intervals_tasks_once_over_the_span_observed() {
+        use crate::{
+            history::KnownWorker,
+            model::{EventPayload, FleetEvent, TaskObservation, TaskOutcome},
+        };
+        let mut s = FleetState::with_limits(t0(), 1, 100);
+        s.set_source(SourceStatus {
+            connected: true,
+            ..SourceStatus::unknown()
+        });
+        s.remember(
+            vec![KnownWorker {
+                key: key("old@h"),
+                group: Arc::from("celery"),
+                first_seen: t0() - Duration::from_secs(86_400),
+                last_seen: t0() - Duration::from_secs(3600),
+                lifecycle: Lifecycle::Alive,
+            }],
+            t0(),
+        );
+        let t1 = t0() + Duration::from_secs(10);
+        s.apply_inspect(&round(t1, &["new@h"]), t1, T);
+        let done = |id: &str, outcome| FleetEvent {
+            worker: key("new@h"),
+            payload: EventPayload::Task(TaskObservation {
+                outcome,
+                id: id.into(),
+                name: Some("x".into()),
+                timestamp: None,
+                runtime: Some(Duration::from_millis(100)),
+            }),
+        };
+        s.apply_event(done("a", TaskOutcome::Succeeded), t1, T);
+        s.apply_event(done("b", TaskOutcome::Failed), t1, T);
+        let t2 = t0() + Duration::from_secs(30);
+        let batch = s.take_samples(t2);
+        let sample = |b: &crate::history::SampleBatch, id: &str| {
+            b.workers
+                .iter()
+                .find(|w| &*w.worker.id == id)
+                .cloned()
+                .unwrap()
+        };
+        // A remembered worker's first interval starts at the restart, not when it was first
+        // seen a day ago; a new one's when it appeared.
+        assert_eq!(sample(&batch, "old@h").interval, Duration::from_secs(30));
+        assert_eq!(sample(&batch, "old@h").lifecycle, Lifecycle::Unknown);
+        let new = sample(&batch, "new@h");
+        assert_eq!(new.interval, Duration::from_secs(20));
+        assert_eq!((new.tasks.succeeded, new.tasks.failed), (1, 1));
+        assert_eq!(new.runtime.count(), 1);
+        // Taken once: the next tick starts afresh.
+        let t3 = t2 + Duration::from_secs(30);
+        let next = s.take_samples(t3);
+        let new = sample(&next, "new@h");
+        assert_eq!(new.interval, Duration::from_secs(30));
+        assert_eq!((new.tasks.succeeded, new.tasks.failed), (0, 0));
     }
 }
