@@ -537,8 +537,14 @@ impl History for HistoryService {
             })
             .await
             .map_err(store_error)?;
+        // Distinct workers seen during the range: those known to have been heard from in it.
+        let known = store.known_workers().await.map_err(store_error)?;
         if let Some(totals) = out.totals.as_mut() {
             totals.lost = lost.len() as u32;
+            totals.workers_seen = known
+                .iter()
+                .filter(|w| w.first_seen < end && w.last_seen >= start)
+                .count() as u32;
         }
         let oldest = store.oldest().await.map_err(store_error)?;
         Ok(Response::new(pb::GetFleetHistorySummaryResponse {
@@ -620,6 +626,8 @@ async fn range_totals(
         } else {
             0.0
         },
+        // The peak of workers alive at once; the fleet's total is replaced by the distinct
+        // workers seen (from the known workers) by the caller.
         workers_seen: alive.max as u32,
         lost: 0,
         restarts: 0,

@@ -206,6 +206,7 @@ async fn records_and_serves_history(database_url: &str) {
         "{summary:?}"
     );
     assert!(summary.runtime.is_some_and(|r| r.count >= u64::from(N)));
+    assert_eq!(summary.workers_seen, 1, "{summary:?}");
 
     // Restart on the same database while the worker is gone (it died while warden was
     // down: no goodbye was seen). History and the worker are still there; the worker is
