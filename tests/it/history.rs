@@ -234,6 +234,18 @@ async fn records_and_serves_history(database_url: &str) {
         sum(&mut history, "w1@history", "succeeded").await,
         Some(f64::from(N))
     );
+    let events = history
+        .list_events(pb::ListEventsRequest {
+            subject: Some(worker_subject("w1@history")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        events.events.iter().any(|e| e.message.contains("appeared")),
+        "events survive the restart: {events:?}"
+    );
     clock.advance(critical + Duration::from_secs(1));
     eventually(
         Duration::from_secs(10),
