@@ -954,6 +954,74 @@ mod tests {
         s
     }
 
+    fn leases(reports: Vec<crate::model::LeaseReport>) -> LeaseRound {
+        LeaseRound {
+            backend: Backend::RedisStreams,
+            scopes: vec![(Arc::from("s:g"), reports)],
+        }
+    }
+
+    fn lease_report(name: &str, leased: bool, goodbye: bool) -> crate::model::LeaseReport {
+        crate::model::LeaseReport {
+            name: name.into(),
+            group: "s:g".into(),
+            lease: leased.then(crate::model::Lease::default),
+            goodbye,
+            idle: Some(Duration::from_secs(1)),
+            ..Default::default()
+        }
+    }
+
+    /// When a lease goes, a goodbye marker then means OFFLINE, none LOST; the verdict stays
+    /// when the marker comes or goes later, and a new lease revives the worker.
+    #[test]
+    fn a_lease_that_goes_decides_offline_or_lost_once() {
+        let mut s = FleetState::new(t0());
+        let k = |id: &str| WorkerKey::new(Backend::RedisStreams, "s:g", id);
+        let lifecycle = |s: &FleetState, id: &str| s.snapshot().workers[&k(id)].lifecycle;
+        s.apply_leases(
+            leases(vec![
+                lease_report("clean", true, false),
+                lease_report("crash", true, false),
+                lease_report("plain", false, false),
+            ]),
+            t0(),
+            T,
+        );
+        assert_eq!(lifecycle(&s, "clean"), Lifecycle::Alive);
+        assert_eq!(lifecycle(&s, "plain"), Lifecycle::Alive);
+        assert_eq!(&*s.snapshot().workers[&k("clean")].group, "s:g");
+        let t1 = t0() + Duration::from_secs(3);
+        s.apply_leases(
+            leases(vec![
+                lease_report("clean", false, true),
+                lease_report("crash", false, false),
+            ]),
+            t1,
+            T,
+        );
+        assert_eq!(lifecycle(&s, "clean"), Lifecycle::Offline);
+        assert_eq!(lifecycle(&s, "crash"), Lifecycle::Lost);
+        let t2 = t1 + Duration::from_secs(3);
+        s.apply_leases(
+            leases(vec![
+                lease_report("clean", false, false),
+                lease_report("crash", false, true),
+            ]),
+            t2,
+            T,
+        );
+        s.evaluate_all(t2, T);
+        assert_eq!(lifecycle(&s, "clean"), Lifecycle::Offline);
+        assert_eq!(lifecycle(&s, "crash"), Lifecycle::Lost);
+        // Without a lease, liveness is the idle time: LOST after the critical silence.
+        let late = t0() + T.critical + Duration::from_secs(5);
+        s.evaluate_all(late, T);
+        assert_eq!(lifecycle(&s, "plain"), Lifecycle::Lost);
+        s.apply_leases(leases(vec![lease_report("crash", true, false)]), late, T);
+        assert_eq!(lifecycle(&s, "crash"), Lifecycle::Alive);
+    }
+
     #[test]
     fn a_worker_that_misses_a_ping_is_unresponsive_then_lost() {
         let mut s = state();
