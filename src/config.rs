@@ -902,6 +902,33 @@ mod tests {
     }
 
     #[test]
+    fn streams_are_off_by_default_and_use_the_broker_unless_told() {
+        assert!(Config::default().streams_settings().is_none());
+        let config = Config::from_toml(
+            "broker_url = \"redis://b:6379/2\"\nstreams = [\"orders\", \" jobs:* \", \"\"]\n",
+        )
+        .unwrap();
+        let settings = config.streams_settings().unwrap();
+        assert_eq!(settings.streams, ["orders", "jobs:*"]);
+        assert_eq!(settings.redis_url, "redis://b:6379/2");
+        assert_eq!(settings.heartbeat_prefix, "worker:heartbeat:");
+        assert_eq!(settings.poll_interval, Duration::from_secs(3));
+        let config =
+            Config::from_toml("streams = [\"s\"]\nstreams_redis = \"redis://other:6380/0\"\n")
+                .unwrap();
+        assert_eq!(
+            config.streams_settings().unwrap().redis_url,
+            "redis://other:6380/0"
+        );
+        let bad = Config {
+            streams_redis: Some(Secret::new("http://nope")),
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("streams_redis"), "{err}");
+    }
+
+    #[test]
     fn bad_file_value_names_key_and_value() {
         let err = Config::from_toml("inspect_interval = \"soon\"")
             .unwrap_err()
