@@ -293,3 +293,83 @@ async fn sigterm_is_offline_and_sigkill_is_lost_once_the_heartbeat_expires() {
     );
     warden.stop().await;
 }
+
+/// Streams on a Redis of their own (`--streams-redis`): when it goes down, only the Streams
+/// workers are stale (source `streams`) and kept ALIVE (their silence is not held against
+/// them); Celery workers on the broker are not stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_the_streams_redis_marks_only_streams_workers_stale() {
+    use warden::fleet::{Backend, WorkerEventKind, WorkerKey};
+    let broker_redis = RedisServer::start().await;
+    let mut streams_redis = RedisServer::start().await;
+    let broker = broker_redis.url(0);
+    let _w = StreamsWorker::start(
+        &streams_redis.url(0),
+        "events",
+        "readers",
+        "r1",
+        PERIOD,
+        false,
+    );
+    let config = Config {
+        streams_redis: Some(warden::config::Secret::new(streams_redis.url(0))),
+        ..streams_config(&broker, &["events"])
+    };
+    let warden = TestWarden::start(config).await;
+    let client = warden.client().await;
+    broker_connected(&client).await;
+    // A Celery worker in a scope of its own (the inspect rounds address the default scope).
+    let celery = WorkerKey::new(Backend::Celery, "own-scope", "celery@beside");
+    warden
+        .inner()
+        .fleet
+        .observe(worker_event(
+            celery.clone(),
+            WorkerEventKind::Online,
+            Some(Duration::from_secs(2)),
+        ))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the consumer alive, not stale",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, false).await;
+                let w = streams_worker(&r, "events:readers", "r1")?;
+                (w.lifecycle() == pb::Lifecycle::Alive
+                    && !w.stale
+                    && find(&r, "celery@beside").is_some())
+                .then_some(())
+            }
+        },
+    )
+    .await;
+
+    streams_redis.kill().await;
+    let r = eventually(Duration::from_secs(20), "the Streams worker stale", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            let w = streams_worker(&r, "events:readers", "r1")?;
+            (w.stale && w.stale_sources.iter().any(|s| s == "streams")).then_some(r)
+        }
+    })
+    .await;
+    let w = streams_worker(&r, "events:readers", "r1").unwrap();
+    assert_eq!(w.lifecycle(), pb::Lifecycle::Alive, "{w:?}");
+    let c = find(&r, "celery@beside").unwrap();
+    assert!(!c.stale, "{c:?}");
+    let source = r
+        .freshness
+        .as_ref()
+        .unwrap()
+        .sources
+        .iter()
+        .find(|s| s.source == "streams")
+        .unwrap();
+    assert!(!source.available, "{source:?}");
+    assert!(broker_source(&r).is_some_and(|s| s.available));
+    warden.stop().await;
+}
