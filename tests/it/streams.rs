@@ -373,3 +373,74 @@ async fn an_outage_of_the_streams_redis_marks_only_streams_workers_stale() {
     assert!(broker_source(&r).is_some_and(|s| s.available));
     warden.stop().await;
 }
+
+/// A consumer without heartbeats is listed from XINFO CONSUMERS (alive by its idle time); a
+/// bare-timestamp heartbeat counts, and its expiry without a marker is LOST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_without_heartbeats_appear_and_a_bare_timestamp_is_a_heartbeat() {
+    let redis = RedisServer::start().await;
+    let broker = redis.url(0);
+    redis
+        .cli(&["XGROUP", "CREATE", "plain", "g", "$", "MKSTREAM"])
+        .await;
+    redis.cli(&["XADD", "plain", "*", "k", "v"]).await;
+    redis
+        .cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "bare",
+            "COUNT",
+            "5",
+            "STREAMS",
+            "plain",
+            ">",
+        ])
+        .await;
+    let warden = TestWarden::start(streams_config(&broker, &["plain"])).await;
+    let client = warden.client().await;
+    let w = eventually(Duration::from_secs(20), "the bare consumer listed", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            streams_worker(&r, "plain:g", "bare").cloned()
+        }
+    })
+    .await;
+    assert_eq!(w.lifecycle(), pb::Lifecycle::Alive, "{w:?}");
+    assert!(w.heartbeat_age.is_none(), "{w:?}");
+    assert_eq!(w.streams.as_ref().map(|s| s.pending), Some(1));
+
+    redis
+        .cli(&[
+            "SET",
+            "worker:heartbeat:plain:bare",
+            "1700000000.5",
+            "PX",
+            "1500",
+        ])
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the bare timestamp is a heartbeat",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, false).await;
+                let w = streams_worker(&r, "plain:g", "bare")?;
+                (w.heartbeat_age.is_some() && w.lifecycle() == pb::Lifecycle::Alive).then_some(())
+            }
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "its expiry is LOST", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            let w = streams_worker(&r, "plain:g", "bare")?;
+            (w.lifecycle() == pb::Lifecycle::Lost).then_some(())
+        }
+    })
+    .await;
+    warden.stop().await;
+}
