@@ -269,6 +269,9 @@ pub struct LeaseReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lease {
     pub started_at: Option<SystemTime>,
+    /// When the worker says it renewed the lease. A lease renewed longer ago than the
+    /// critical threshold is stale: it counts as gone (a key left without a TTL).
+    pub renewed_at: Option<SystemTime>,
     /// How often the worker renews it.
     pub period: Option<Duration>,
     /// Most tasks at once.

@@ -436,7 +436,12 @@ impl FleetState {
                     worker.group = Arc::from(report.group.as_str());
                     changed = true;
                 }
-                match &report.lease {
+                let fresh = report.lease.as_ref().filter(|l| {
+                    l.renewed_at.is_none_or(|t| {
+                        now.duration_since(t).unwrap_or_default() <= thresholds.critical
+                    })
+                });
+                match fresh {
                     Some(lease) => {
                         worker.last_seen = worker.last_seen.max(now);
                         worker.last_heartbeat = Some(now);
@@ -1014,6 +1019,14 @@ mod tests {
         s.evaluate_all(t2, T);
         assert_eq!(lifecycle(&s, "clean"), Lifecycle::Offline);
         assert_eq!(lifecycle(&s, "crash"), Lifecycle::Lost);
+        // A lease renewed longer ago than the critical threshold is stale: gone.
+        let mut stale = lease_report("stale", true, false);
+        s.apply_leases(leases(vec![stale.clone()]), t2, T);
+        assert_eq!(lifecycle(&s, "stale"), Lifecycle::Alive);
+        stale.lease.as_mut().unwrap().renewed_at = Some(t2);
+        let t3 = t2 + T.critical + Duration::from_secs(1);
+        s.apply_leases(leases(vec![stale]), t3, T);
+        assert_eq!(lifecycle(&s, "stale"), Lifecycle::Lost);
         // Without a lease, liveness is the idle time: LOST after the critical silence.
         let late = t0() + T.critical + Duration::from_secs(5);
         s.evaluate_all(late, T);

@@ -42,6 +42,7 @@ pub fn parse(value: &[u8]) -> (Lease, Option<String>) {
     (
         Lease {
             started_at,
+            renewed_at: time("last_seen"),
             period,
             capacity: uint("capacity"),
             pid: uint("pid"),
@@ -70,6 +71,10 @@ mod tests {
             Some(UNIX_EPOCH + Duration::from_secs_f64(1_700_000_000.5))
         );
         assert_eq!(group.as_deref(), Some("g"));
+        assert_eq!(
+            lease.renewed_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_010))
+        );
         assert_eq!(parse(b"1700000000.25"), (Lease::default(), None));
         assert_eq!(parse(b"\xff garbage"), (Lease::default(), None));
     }
