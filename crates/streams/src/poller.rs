@@ -332,10 +332,13 @@ pub async fn poll(
         let Some((lease, named)) = lease else {
             continue;
         };
-        if !placed.insert((stream.clone(), consumer.clone())) {
+        if placed.contains(&(stream.clone(), consumer.clone())) {
             continue;
         }
         let of_stream: Vec<&Group> = groups.iter().filter(|g| &g.stream == stream).collect();
+        let named = named
+            .as_ref()
+            .or_else(|| leased.get(&(stream.clone(), consumer.clone())));
         let group = match named {
             Some(named) => of_stream.iter().find(|g| &g.name == named),
             None if of_stream.len() == 1 => of_stream.first(),
@@ -345,6 +348,7 @@ pub async fn poll(
             debug!(%stream, %consumer, "a heartbeat without a consumer group: not placed yet");
             continue;
         };
+        placed.insert((stream.clone(), consumer.clone()));
         let scope = scope_of(stream, &group.name);
         scopes
             .entry((stream.clone(), group.name.clone()))
