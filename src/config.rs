@@ -26,6 +26,9 @@ pub const DEFAULT_ENABLE_EVENTS: bool = true;
 pub const DEFAULT_MAX_WORKERS: usize = warden_core::state::DEFAULT_MAX_WORKERS;
 pub const DEFAULT_WATCH_BOOKMARK_INTERVAL: Duration = warden_core::watch::DEFAULT_BOOKMARK_EVERY;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_STREAMS_HEARTBEAT_PREFIX: &str = "worker:heartbeat:";
+pub const DEFAULT_STREAMS_SHUTDOWN_PREFIX: &str = "worker:shutdown:";
+pub const DEFAULT_STREAMS_POLL_INTERVAL: Duration = Duration::from_secs(3);
 /// The embedded history store: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://warden.db";
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
@@ -216,6 +219,16 @@ pub struct Config {
     /// Bearer tokens; empty means no authentication (loopback only).
     pub tokens: Vec<Token>,
     pub tls: Option<TlsFiles>,
+    /// Redis Streams to watch (names or globs); empty turns the Streams backend off.
+    pub streams: Vec<String>,
+    /// Redis holding the streams; `None` means the broker.
+    pub streams_redis: Option<Secret>,
+    /// Heartbeat keys are `{prefix}{stream}:{consumer}`.
+    pub streams_heartbeat_prefix: String,
+    /// Shutdown markers are `{prefix}{stream}:{consumer}`.
+    pub streams_shutdown_prefix: String,
+    /// How often the streams, groups, consumers and heartbeats are polled.
+    pub streams_poll_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,6 +264,11 @@ impl Default for Config {
             insecure: false,
             tokens: Vec::new(),
             tls: None,
+            streams: Vec::new(),
+            streams_redis: None,
+            streams_heartbeat_prefix: DEFAULT_STREAMS_HEARTBEAT_PREFIX.to_string(),
+            streams_shutdown_prefix: DEFAULT_STREAMS_SHUTDOWN_PREFIX.to_string(),
+            streams_poll_interval: DEFAULT_STREAMS_POLL_INTERVAL,
         }
     }
 }
@@ -348,6 +366,31 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert [default: none]
     #[arg(long, env = "WARDEN_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Redis Streams to watch, comma-separated names or globs; none turns the Streams backend off [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_STREAMS",
+        value_name = "STREAMS",
+        value_delimiter = ','
+    )]
+    pub streams: Option<Vec<String>>,
+    /// Redis holding the streams [default: the broker URL]
+    #[arg(
+        long,
+        env = "WARDEN_STREAMS_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub streams_redis: Option<String>,
+    /// Heartbeat keys of Streams workers are PREFIX{stream}:{consumer} [default: worker:heartbeat:]
+    #[arg(long, env = "WARDEN_STREAMS_HEARTBEAT_PREFIX", value_name = "PREFIX")]
+    pub streams_heartbeat_prefix: Option<String>,
+    /// Shutdown markers of Streams workers are PREFIX{stream}:{consumer} [default: worker:shutdown:]
+    #[arg(long, env = "WARDEN_STREAMS_SHUTDOWN_PREFIX", value_name = "PREFIX")]
+    pub streams_shutdown_prefix: Option<String>,
+    /// How often to poll the streams, their groups, consumers and heartbeats [default: 3s]
+    #[arg(long, env = "WARDEN_STREAMS_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub streams_poll_interval: Option<Duration>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -383,6 +426,20 @@ struct FileConfig {
     tokens_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    streams: Option<Vec<String>>,
+    streams_redis: Option<String>,
+    streams_heartbeat_prefix: Option<String>,
+    streams_shutdown_prefix: Option<String>,
+    streams_poll_interval: Option<String>,
+}
+
+/// Stream names or globs, trimmed, empty entries dropped.
+fn clean_streams(streams: Vec<String>) -> Vec<String> {
+    streams
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn file_duration(
@@ -495,6 +552,19 @@ impl Config {
         set(&mut self.log_level, f.log_level);
         set(&mut self.insecure, f.insecure);
         self.tls = tls_files(f.tls_cert, f.tls_key, self.tls.take());
+        set(&mut self.streams, f.streams.map(clean_streams));
+        if let Some(v) = f.streams_redis {
+            self.streams_redis = Some(Secret::new(v));
+        }
+        set(
+            &mut self.streams_heartbeat_prefix,
+            f.streams_heartbeat_prefix,
+        );
+        set(&mut self.streams_shutdown_prefix, f.streams_shutdown_prefix);
+        set(
+            &mut self.streams_poll_interval,
+            file_duration("streams_poll_interval", f.streams_poll_interval)?,
+        );
         Ok(())
     }
 
@@ -526,6 +596,39 @@ impl Config {
         set(&mut self.log_level, a.log_level.clone());
         self.insecure |= a.insecure;
         self.tls = tls_files(a.tls_cert.clone(), a.tls_key.clone(), self.tls.take());
+        set(&mut self.streams, a.streams.clone().map(clean_streams));
+        if let Some(v) = &a.streams_redis {
+            self.streams_redis = Some(Secret::new(v.clone()));
+        }
+        set(
+            &mut self.streams_heartbeat_prefix,
+            a.streams_heartbeat_prefix.clone(),
+        );
+        set(
+            &mut self.streams_shutdown_prefix,
+            a.streams_shutdown_prefix.clone(),
+        );
+        set(&mut self.streams_poll_interval, a.streams_poll_interval);
+    }
+
+    /// The Streams adapter's settings, or `None` when no stream is watched.
+    pub fn streams_settings(&self) -> Option<warden_streams::StreamsSettings> {
+        if self.streams.is_empty() {
+            return None;
+        }
+        Some(warden_streams::StreamsSettings {
+            redis_url: self
+                .streams_redis
+                .as_ref()
+                .unwrap_or(&self.broker_url)
+                .expose()
+                .to_string(),
+            streams: self.streams.clone(),
+            heartbeat_prefix: self.streams_heartbeat_prefix.clone(),
+            shutdown_prefix: self.streams_shutdown_prefix.clone(),
+            poll_interval: self.streams_poll_interval,
+            timeout: self.broker_timeout,
+        })
     }
 
     /// The Celery adapter's broker settings, validated by the adapter itself.
@@ -553,10 +656,20 @@ impl Config {
             ("sample_interval", self.sample_interval),
             ("retention_samples", self.retention_samples),
             ("retention_events", self.retention_events),
+            ("streams_poll_interval", self.streams_poll_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "0s", "must be greater than zero"));
             }
+        }
+        if let Some(url) = &self.streams_redis {
+            warden_streams::check_url(url.expose()).map_err(|e| {
+                invalid(
+                    "streams_redis",
+                    crate::celery::broker::redact_url(url.expose()),
+                    e,
+                )
+            })?;
         }
         if self.inspect_timeout >= self.inspect_interval {
             return Err(invalid(
@@ -771,6 +884,11 @@ mod tests {
             "tokens_file",
             "tls_cert",
             "tls_key",
+            "streams",
+            "streams_redis",
+            "streams_heartbeat_prefix",
+            "streams_shutdown_prefix",
+            "streams_poll_interval",
         ] {
             assert!(text.contains(&format!("{key} = ")), "example lacks {key}");
             let env = format!("WARDEN_{}", key.to_uppercase());
@@ -781,6 +899,33 @@ mod tests {
             };
             assert!(text.contains(&env), "example lacks {env}");
         }
+    }
+
+    #[test]
+    fn streams_are_off_by_default_and_use_the_broker_unless_told() {
+        assert!(Config::default().streams_settings().is_none());
+        let config = Config::from_toml(
+            "broker_url = \"redis://b:6379/2\"\nstreams = [\"orders\", \" jobs:* \", \"\"]\n",
+        )
+        .unwrap();
+        let settings = config.streams_settings().unwrap();
+        assert_eq!(settings.streams, ["orders", "jobs:*"]);
+        assert_eq!(settings.redis_url, "redis://b:6379/2");
+        assert_eq!(settings.heartbeat_prefix, "worker:heartbeat:");
+        assert_eq!(settings.poll_interval, Duration::from_secs(3));
+        let config =
+            Config::from_toml("streams = [\"s\"]\nstreams_redis = \"redis://other:6380/0\"\n")
+                .unwrap();
+        assert_eq!(
+            config.streams_settings().unwrap().redis_url,
+            "redis://other:6380/0"
+        );
+        let bad = Config {
+            streams_redis: Some(Secret::new("http://nope")),
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("streams_redis"), "{err}");
     }
 
     #[test]

@@ -156,6 +156,19 @@ impl Warden {
             cancel.clone(),
         ));
 
+        if let Some(settings) = config.streams_settings() {
+            fleet
+                .observe(fleet::owner::FleetMessage::Source(
+                    BrokerStatus::unknown_source(
+                        warden_streams::SOURCE,
+                        vec![fleet::Backend::RedisStreams],
+                    ),
+                ))
+                .await
+                .map_err(|e| ServerError::Broker(e.to_string()))?;
+            tasks.spawn(warden_streams::run(settings, fleet.clone(), cancel.clone()));
+        }
+
         // History: opened (and migrated) before serving; recorded by a fleet subscriber.
         let history = crate::history::open(&config)
             .await

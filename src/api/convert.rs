@@ -213,7 +213,13 @@ pub fn worker(w: &fleet::Worker, now: SystemTime, snapshot: &Snapshot, view: Vie
         resources: None,
         control: None,
         recovery: None,
-        streams: None,
+        streams: w.stream.as_ref().map(|s| pb::StreamsConsumer {
+            stream: s.stream.clone(),
+            consumer_group: s.group.clone(),
+            pending: s.pending,
+            idle: Some(duration(s.idle)),
+            last_delivered_id: s.last_delivered_id.clone(),
+        }),
     }
 }
 
@@ -440,7 +446,7 @@ pub fn task_stats(t: &fleet::TaskStats, view: View) -> pb::TaskStats {
 pub fn queue(q: &fleet::QueueInfo) -> pb::Queue {
     pb::Queue {
         name: q.name.clone(),
-        backend: pb::Backend::Celery.into(),
+        backend: backend(q.backend).into(),
         depth: q.depth,
         by_priority: q
             .by_priority
@@ -454,8 +460,8 @@ pub fn queue(q: &fleet::QueueInfo) -> pb::Queue {
         consumers: q.consumers.len() as u32,
         consumer_names: q.consumers.iter().map(|k| k.resource_name()).collect(),
         updated_at: Some(timestamp(q.updated_at)),
-        lag: None,
-        oldest_pending_age: None,
+        lag: q.lag,
+        oldest_pending_age: q.oldest_pending_age.map(duration),
         oldest_message_age: None,
     }
 }

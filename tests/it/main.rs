@@ -25,6 +25,7 @@ mod queues;
 mod readiness;
 mod refresh_coalescing;
 mod scale_interop;
+mod streams;
 mod task_stats;
 mod tls;
 mod validation;

@@ -210,6 +210,7 @@ pub async fn measure(
                 name: name.clone(),
                 by_priority,
                 unacked: unacked.get(name).copied().unwrap_or(0),
+                ..QueueDepth::default()
             },
         );
     }

@@ -7,8 +7,9 @@ use std::{
 
 pub use super::perf::{DistributionReport, TaskObservation, TaskOutcome, WindowReport};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Backend {
+    #[default]
     Celery,
     RedisStreams,
 }
@@ -224,6 +225,68 @@ pub struct Worker {
     pub prefetch_count: Option<u32>,
     /// Task performance, refreshed from the event stream about once a second.
     pub task_stats: Option<Arc<TaskStats>>,
+    /// Its liveness lease (e.g. a heartbeat key with a TTL) expired without a goodbye at this
+    /// time: LOST, decided at that transition and kept until it is heard from again.
+    pub lost_at: Option<SystemTime>,
+    /// Where it sits in a Redis Streams consumer group, as last polled (Streams workers only).
+    pub stream: Option<StreamConsumer>,
+}
+
+/// A worker's place in a Redis Streams consumer group, as last polled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamConsumer {
+    /// The stream, unencoded.
+    pub stream: String,
+    /// The consumer group, unencoded.
+    pub group: String,
+    /// Entries delivered to this consumer and not acknowledged.
+    pub pending: u64,
+    /// Time since it last interacted with the group (XINFO CONSUMERS `idle`).
+    pub idle: Duration,
+    /// The group's last delivered entry id; empty when none.
+    pub last_delivered_id: String,
+}
+
+/// What a lease-based backend (a heartbeat key with a TTL, a shutdown marker) says about one
+/// worker in one poll.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeaseReport {
+    pub name: String,
+    /// The worker group it belongs to.
+    pub group: String,
+    /// The lease, while it exists; `None` once it expired or was removed (or never existed).
+    pub lease: Option<Lease>,
+    /// A goodbye marker exists (a clean stop), read with the lease.
+    pub goodbye: bool,
+    /// Time since it last interacted with the backend, when the backend tells (liveness of
+    /// workers that hold no lease).
+    pub idle: Option<Duration>,
+    pub queues: Vec<ConsumedQueue>,
+    pub stream: Option<StreamConsumer>,
+}
+
+/// The content of a liveness lease (all optional but its existence).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lease {
+    pub started_at: Option<SystemTime>,
+    /// When the worker says it renewed the lease. A lease renewed longer ago than the
+    /// critical threshold is stale: it counts as gone (a key left without a TTL).
+    pub renewed_at: Option<SystemTime>,
+    /// How often the worker renews it.
+    pub period: Option<Duration>,
+    /// Most tasks at once.
+    pub capacity: Option<u32>,
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+    pub version: Option<String>,
+}
+
+/// One poll of a lease-based backend: every worker of `scope`s it saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRound {
+    pub backend: Backend,
+    /// (scope, reports of that scope).
+    pub scopes: Vec<(Arc<str>, Vec<LeaseReport>)>,
 }
 
 /// Task performance of a worker, as last summarised.
@@ -275,6 +338,8 @@ impl Worker {
             software: None,
             prefetch_count: None,
             task_stats: None,
+            lost_at: None,
+            stream: None,
         }
     }
 
@@ -455,17 +520,26 @@ pub struct FleetEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueDepth {
     pub name: String,
+    /// The backend of its consumers.
+    pub backend: Backend,
     /// (priority step, messages), non-empty steps only; step 0 is the queue's own list.
     pub by_priority: Vec<(u32, u64)>,
     /// Delivered but not acknowledged.
     pub unacked: u64,
+    /// Messages not yet delivered to its consumers, where the backend tells (Streams `lag`).
+    pub lag: Option<u64>,
+    /// Age of the oldest message delivered and not acknowledged, when known.
+    pub oldest_pending_age: Option<Duration>,
 }
 
 /// A queue as reported: depth plus who consumes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueInfo {
     pub name: String,
+    pub backend: Backend,
     pub depth: u64,
+    pub lag: Option<u64>,
+    pub oldest_pending_age: Option<Duration>,
     pub by_priority: Vec<(u32, u64)>,
     pub unacked: u64,
     /// The alive workers consuming it.

@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     clock::Clock,
-    model::{FleetEvent, InspectRound, QueueDepth, SourceStatus, Thresholds, Worker, WorkerKey},
+    model::{
+        FleetEvent, InspectRound, LeaseRound, QueueDepth, SourceStatus, Thresholds, Worker,
+        WorkerKey,
+    },
     state::{FleetChange, FleetState, ForgetError, Snapshot},
 };
 use crate::ports::FleetGauges;
@@ -29,6 +32,8 @@ pub enum FleetMessage {
     Inspect(InspectRound),
     Events(Vec<FleetEvent>),
     Queues(Vec<QueueDepth>),
+    /// One poll of a lease-based backend (Redis Streams heartbeats and consumer groups).
+    Leases(LeaseRound),
     /// A source of observations was probed (sent on every probe, so that `last_ok` moves).
     Source(SourceStatus),
     /// Workers remembered from history (at boot).
@@ -273,6 +278,10 @@ impl Owner {
                 }
             }
             FleetMessage::Queues(depths) => self.state.apply_queues(depths, now),
+            FleetMessage::Leases(round) => {
+                self.state
+                    .apply_leases(round, now, self.settings.thresholds)
+            }
             FleetMessage::Source(status) => self.state.set_source(status),
             FleetMessage::Remember(workers) => {
                 self.state.remember(workers, now);

@@ -11,7 +11,7 @@ use imbl::{OrdMap, Vector};
 use super::{
     model::{
         ActiveTask, Activity, Backend, ConsumedQueue, EventPayload, FleetEvent, InspectRound,
-        Lifecycle, QueueDepth, QueueInfo, SourceStatus, Thresholds, UNGROUPED, Worker,
+        LeaseRound, Lifecycle, QueueDepth, QueueInfo, SourceStatus, Thresholds, UNGROUPED, Worker,
         WorkerEventKind, WorkerKey,
     },
     perf::WorkerPerf,
@@ -226,7 +226,7 @@ impl FleetState {
                     // another process speaks under its name: a last heartbeat sent during the
                     // warm shutdown must not revive it.
                     WorkerEventKind::Online => {
-                        if worker.offline_at.take().is_some() {
+                        if worker.offline_at.take().is_some() | worker.lost_at.take().is_some() {
                             changed = true;
                         }
                     }
@@ -386,6 +386,9 @@ impl FleetState {
             let consumers = consumers_of.remove(&depth.name).unwrap_or_default();
             let info = QueueInfo {
                 depth: depth.by_priority.iter().map(|(_, n)| n).sum(),
+                backend: depth.backend,
+                lag: depth.lag,
+                oldest_pending_age: depth.oldest_pending_age,
                 name: depth.name,
                 by_priority: depth.by_priority,
                 unacked: depth.unacked,
@@ -394,8 +397,14 @@ impl FleetState {
             };
             let existing = self.snapshot.queues.get(&info.name).cloned();
             let changed = existing.as_deref().is_none_or(|e| {
-                (e.depth, &e.by_priority, e.unacked, &e.consumers)
-                    != (info.depth, &info.by_priority, info.unacked, &info.consumers)
+                (e.depth, &e.by_priority, e.unacked, &e.consumers, e.lag)
+                    != (
+                        info.depth,
+                        &info.by_priority,
+                        info.unacked,
+                        &info.consumers,
+                        info.lag,
+                    )
             });
             let info = Arc::new(info);
             self.snapshot.queues.insert(info.name.clone(), info.clone());
@@ -408,6 +417,113 @@ impl FleetState {
 
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// Applies one poll of a lease-based backend. A lease that exists is evidence of life;
+    /// when a worker's lease is gone, the transition decides once and for all: OFFLINE when a
+    /// goodbye marker exists then, LOST otherwise. Workers that never held a lease live by
+    /// their idle time (silence, judged by the thresholds).
+    pub fn apply_leases(&mut self, round: LeaseRound, now: SystemTime, thresholds: Thresholds) {
+        for (scope, reports) in round.scopes {
+            for report in reports {
+                let key = WorkerKey::new(round.backend, scope.clone(), report.name.as_str());
+                let existing = self.snapshot.workers.get(&key).cloned();
+                if existing.is_none() && !self.admit(&key) {
+                    continue;
+                }
+                let mut worker = existing
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(|| Worker::new(key, now));
+                let mut changed = existing.is_none();
+                if &*worker.group != report.group.as_str() && !report.group.is_empty() {
+                    worker.group = Arc::from(report.group.as_str());
+                    changed = true;
+                }
+                let fresh = report.lease.as_ref().filter(|l| {
+                    l.renewed_at.is_none_or(|t| {
+                        now.duration_since(t).unwrap_or_default() <= thresholds.critical
+                    })
+                });
+                match fresh {
+                    Some(lease) => {
+                        worker.last_seen = worker.last_seen.max(now);
+                        worker.last_heartbeat = Some(now);
+                        changed |= replace(&mut worker.remembered, None);
+                        changed |= replace(&mut worker.offline_at, None);
+                        changed |= replace(&mut worker.lost_at, None);
+                        if lease.period.is_some() {
+                            changed |= replace(&mut worker.heartbeat_interval, lease.period);
+                        }
+                        if lease.pid.is_some() {
+                            changed |= replace(&mut worker.pid, lease.pid);
+                        }
+                        if lease.started_at.is_some() {
+                            changed |= replace(&mut worker.started_at, lease.started_at);
+                        }
+                        if let Some(capacity) = lease.capacity {
+                            let pool = Some(crate::model::Pool {
+                                implementation: "streams".into(),
+                                max_concurrency: capacity,
+                                ..Default::default()
+                            });
+                            changed |= replace(&mut worker.pool, pool);
+                        }
+                        if let Some(host) = &lease.host
+                            && worker.hostname != *host
+                        {
+                            worker.hostname = host.clone();
+                            Arc::make_mut(&mut worker.labels).insert("host".into(), host.clone());
+                            changed = true;
+                        }
+                        if let Some(version) = &lease.version {
+                            let software = Some(crate::model::Software {
+                                ident: round.backend.slug().into(),
+                                version: version.clone(),
+                                system: String::new(),
+                            });
+                            changed |= replace(&mut worker.software, software);
+                        }
+                    }
+                    None if worker.last_heartbeat.is_some() => {
+                        if worker.offline_at.is_none() && worker.lost_at.is_none() {
+                            if report.goodbye {
+                                worker.offline_at = Some(now);
+                            } else {
+                                worker.lost_at = Some(now);
+                            }
+                            changed = true;
+                        }
+                    }
+                    None => {
+                        if let Some(seen) = report.idle.and_then(|idle| now.checked_sub(idle))
+                            && seen > worker.last_seen
+                        {
+                            worker.last_seen = seen;
+                            changed |= replace(&mut worker.remembered, None);
+                        }
+                    }
+                }
+                if !report.queues.is_empty() {
+                    changed |= replace(&mut worker.queues, report.queues);
+                }
+                if let Some(stream) = report.stream {
+                    // Idle time moves on every poll: reported, but not a change worth a watch
+                    // event.
+                    changed |= worker.stream.as_ref().is_none_or(|s| {
+                        (s.pending, &s.last_delivered_id)
+                            != (stream.pending, &stream.last_delivered_id)
+                    });
+                    worker.stream = Some(stream);
+                }
+                changed |= evaluate(&mut worker, now, thresholds);
+                if changed {
+                    self.put(worker, existing.is_some());
+                } else {
+                    self.touch(worker);
+                }
+            }
+        }
     }
 
     /// Records the status of one source of observations.
@@ -768,7 +884,10 @@ pub fn derive(worker: &Worker, now: SystemTime, thresholds: Thresholds) -> (Life
     let remembered = worker.remembered.is_some();
     if worker.offline_at.is_some() {
         (Lifecycle::Offline, Activity::Unresponsive)
-    } else if silence > thresholds.critical || (remembered && worker.lifecycle == Lifecycle::Lost) {
+    } else if worker.lost_at.is_some()
+        || silence > thresholds.critical
+        || (remembered && worker.lifecycle == Lifecycle::Lost)
+    {
         (Lifecycle::Lost, Activity::Unresponsive)
     } else if remembered {
         // Known from before a restart, silent since: a verdict needs evidence or a full
@@ -842,6 +961,82 @@ mod tests {
             ..SourceStatus::unknown()
         });
         s
+    }
+
+    fn leases(reports: Vec<crate::model::LeaseReport>) -> LeaseRound {
+        LeaseRound {
+            backend: Backend::RedisStreams,
+            scopes: vec![(Arc::from("s:g"), reports)],
+        }
+    }
+
+    fn lease_report(name: &str, leased: bool, goodbye: bool) -> crate::model::LeaseReport {
+        crate::model::LeaseReport {
+            name: name.into(),
+            group: "s:g".into(),
+            lease: leased.then(crate::model::Lease::default),
+            goodbye,
+            idle: Some(Duration::from_secs(1)),
+            ..Default::default()
+        }
+    }
+
+    /// When a lease goes, a goodbye marker then means OFFLINE, none LOST; the verdict stays
+    /// when the marker comes or goes later, and a new lease revives the worker.
+    #[test]
+    fn a_lease_that_goes_decides_offline_or_lost_once() {
+        let mut s = FleetState::new(t0());
+        let k = |id: &str| WorkerKey::new(Backend::RedisStreams, "s:g", id);
+        let lifecycle = |s: &FleetState, id: &str| s.snapshot().workers[&k(id)].lifecycle;
+        s.apply_leases(
+            leases(vec![
+                lease_report("clean", true, false),
+                lease_report("crash", true, false),
+                lease_report("plain", false, false),
+            ]),
+            t0(),
+            T,
+        );
+        assert_eq!(lifecycle(&s, "clean"), Lifecycle::Alive);
+        assert_eq!(lifecycle(&s, "plain"), Lifecycle::Alive);
+        assert_eq!(&*s.snapshot().workers[&k("clean")].group, "s:g");
+        let t1 = t0() + Duration::from_secs(3);
+        s.apply_leases(
+            leases(vec![
+                lease_report("clean", false, true),
+                lease_report("crash", false, false),
+            ]),
+            t1,
+            T,
+        );
+        assert_eq!(lifecycle(&s, "clean"), Lifecycle::Offline);
+        assert_eq!(lifecycle(&s, "crash"), Lifecycle::Lost);
+        let t2 = t1 + Duration::from_secs(3);
+        s.apply_leases(
+            leases(vec![
+                lease_report("clean", false, false),
+                lease_report("crash", false, true),
+            ]),
+            t2,
+            T,
+        );
+        s.evaluate_all(t2, T);
+        assert_eq!(lifecycle(&s, "clean"), Lifecycle::Offline);
+        assert_eq!(lifecycle(&s, "crash"), Lifecycle::Lost);
+        // A lease renewed longer ago than the critical threshold is stale: gone.
+        let mut stale = lease_report("stale", true, false);
+        s.apply_leases(leases(vec![stale.clone()]), t2, T);
+        assert_eq!(lifecycle(&s, "stale"), Lifecycle::Alive);
+        stale.lease.as_mut().unwrap().renewed_at = Some(t2);
+        let t3 = t2 + T.critical + Duration::from_secs(1);
+        s.apply_leases(leases(vec![stale]), t3, T);
+        assert_eq!(lifecycle(&s, "stale"), Lifecycle::Lost);
+        // Without a lease, liveness is the idle time: LOST after the critical silence.
+        let late = t0() + T.critical + Duration::from_secs(5);
+        s.evaluate_all(late, T);
+        assert_eq!(lifecycle(&s, "plain"), Lifecycle::Lost);
+        s.apply_leases(leases(vec![lease_report("crash", true, false)]), late, T);
+        assert_eq!(lifecycle(&s, "crash"), Lifecycle::Alive);
     }
 
     #[test]

@@ -500,6 +500,64 @@ impl Drop for CeleryWorker {
 }
 
 /// Sends `count` tasks of the test app (runs tests/python/submit.py).
+/// A Redis Streams worker (tests/python/streams_worker.py): reads a stream through a consumer
+/// group, heartbeats every `period` (TTL 3× the period), writes its shutdown marker on SIGTERM.
+pub struct StreamsWorker {
+    child: Child,
+    _logs: LogDir,
+}
+
+impl StreamsWorker {
+    /// Starts the worker (spawning only: nothing here waits for it).
+    pub fn start(
+        redis_url: &str,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        period: Duration,
+        no_ack: bool,
+    ) -> Self {
+        let logs = LogDir::new(&format!("streams {consumer}"));
+        let mut cmd = Command::new(venv().join("bin/python"));
+        cmd.arg(python_dir().join("streams_worker.py"))
+            .args(["--redis", redis_url, "--stream", stream, "--group", group])
+            .args(["--consumer", consumer])
+            .args(["--period", &period.as_secs_f64().to_string()])
+            .stdin(Stdio::null())
+            .stdout(logs.stdio("worker.log"))
+            .stderr(logs.stdio("worker.log"))
+            .process_group(0);
+        if no_ack {
+            cmd.arg("--no-ack");
+        }
+        let child = cmd.spawn().expect("python from the test venv");
+        Self { child, _logs: logs }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: a crash, no marker.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.kill();
+        reap(&mut self.child).await;
+    }
+
+    /// SIGTERM: a clean stop, which writes the shutdown marker; waits for the exit.
+    pub async fn terminate(&mut self) {
+        signal(self.pid(), "-TERM").await;
+        reap(&mut self.child).await;
+    }
+}
+
+impl Drop for StreamsWorker {
+    fn drop(&mut self) {
+        signal_group_now(self.pid(), "-KILL");
+        let _ = self.child.wait();
+    }
+}
+
 pub async fn submit(broker_url: &str, task: &str, count: u32, args: &[&str], extra: &[&str]) {
     submit_with_env(broker_url, task, count, args, extra, &[]).await;
 }

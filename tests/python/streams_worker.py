@@ -1,0 +1,78 @@
+"""A Redis Streams worker for the tests: consumes a stream through a consumer group
+(XREADGROUP, the group created with MKSTREAM), acknowledges what it reads (unless --no-ack),
+heartbeats per warden's protocol and writes the shutdown marker on SIGTERM.
+
+Heartbeat: SET worker:heartbeat:{stream}:{consumer} <json> EX 3*period, every period.
+Shutdown marker: SET worker:shutdown:{stream}:{consumer} <json> EX 120, then the heartbeat is
+deleted, on a clean exit.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+import redis
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--redis", required=True)
+    p.add_argument("--stream", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--consumer", required=True)
+    p.add_argument("--period", type=float, default=1.0)
+    p.add_argument("--capacity", type=int, default=4)
+    p.add_argument("--no-ack", action="store_true")
+    p.add_argument("--heartbeat-prefix", default="worker:heartbeat:")
+    p.add_argument("--shutdown-prefix", default="worker:shutdown:")
+    a = p.parse_args()
+
+    r = redis.Redis.from_url(a.redis)
+    try:
+        r.xgroup_create(a.stream, a.group, id="0", mkstream=True)
+    except redis.ResponseError as e:
+        if "BUSYGROUP" not in str(e):
+            raise
+    beat_key = f"{a.heartbeat_prefix}{a.stream}:{a.consumer}"
+    mark_key = f"{a.shutdown_prefix}{a.stream}:{a.consumer}"
+    started = time.time()
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+
+    def beat():
+        value = {
+            "started_at": started,
+            "last_seen": time.time(),
+            "capacity": a.capacity,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "version": "test-1",
+            "period": a.period,
+        }
+        r.set(beat_key, json.dumps(value), px=int(a.period * 3000))
+
+    r.delete(mark_key)
+    beat()
+    last_beat = time.time()
+    print(f"ready {a.consumer}", flush=True)
+    while not stopping:
+        block = max(1, int(a.period * 250))
+        replies = r.xreadgroup(a.group, a.consumer, {a.stream: ">"}, count=a.capacity, block=block)
+        for _stream, entries in replies or []:
+            for entry_id, _fields in entries:
+                if not a.no_ack:
+                    r.xack(a.stream, a.group, entry_id)
+        if time.time() - last_beat >= a.period:
+            beat()
+            last_beat = time.time()
+    r.set(mark_key, json.dumps({"stopped_at": time.time()}), ex=120)
+    r.delete(beat_key)
+    print(f"stopped {a.consumer}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
