@@ -131,10 +131,20 @@ async fn warm_shutdown_is_offline_and_sigkill_is_lost_after_the_critical_thresho
 
     // Past it: LOST.
     clock.advance(Duration::from_secs(2));
-    let r = eventually(Duration::from_secs(10), "SIGKILL reported LOST", || {
+    // The owner re-derives lifecycles on a 1 s tick; a loaded machine can delay it, so the
+    // deadline is generous (it is a deadline, not a wait). What the worker looked like at
+    // each poll is printed, for a failure's diagnosis.
+    let r = eventually(Duration::from_secs(30), "SIGKILL reported LOST", || {
         let mut client = client.clone();
         async move {
             let r = list(&mut client, false).await;
+            if let Some(w) = find(&r, "crash@life") {
+                eprintln!(
+                    "crash@life: lifecycle={:?} activity={:?} last_seen={:?} heartbeat_age={:?} interval={:?} stale={} sources={:?}",
+                    w.lifecycle(), w.activity(), w.last_seen, w.heartbeat_age, w.heartbeat_interval, w.stale,
+                    r.freshness.as_ref().map(|f| f.sources.iter().map(|s| (s.source.clone(), s.available)).collect::<Vec<_>>())
+                );
+            }
             (lifecycle_of(&r, "crash@life")? == pb::Lifecycle::Lost).then_some(r)
         }
     })
