@@ -28,6 +28,7 @@ mod events;
 mod maintenance;
 mod migrate;
 mod series;
+mod totals;
 mod write;
 
 use std::{future::Future, str::FromStr, time::Duration};
@@ -151,6 +152,8 @@ pub struct Store {
     /// The URL as it may be shown.
     shown_url: String,
     secrets: Secrets,
+    /// Set once `tick_totals` is known to cover every tick (see `totals.rs`).
+    totals_complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -234,6 +237,7 @@ impl Store {
             options,
             shown_url,
             secrets,
+            totals_complete: Default::default(),
         })
     }
 
