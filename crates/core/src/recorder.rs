@@ -146,10 +146,10 @@ pub async fn run(
     }
     // What is left, bounded: shutdown must not hang on a dead store.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        if let Some(write) = in_flight.take() {
-            if !recorder.written(write.await).await {
-                return;
-            }
+        if let Some(write) = in_flight.take()
+            && !recorder.written(write.await).await
+        {
+            return;
         }
         recorder.enqueue(false);
         while let Some(write) = recorder.start_write() {

@@ -196,7 +196,7 @@ fn batch(
         let seed = (tick as u64) << 20 | w as u64;
         let profile = w % PROFILES;
         // A worker is offline for a 2 h stretch now and then.
-        let offline = mix((w as u64) << 32 | (tick / 240) as u64) % 97 == 0;
+        let offline = mix((w as u64) << 32 | (tick / 240) as u64).is_multiple_of(97);
         let factor = 0.5 + unit(w as u64 ^ 0xFEED);
         let tasks = if offline {
             0
@@ -647,11 +647,13 @@ async fn queries(p: &Params, engine: &str, store: &Store) {
     let start = at(T0);
     let end = at(p.end_ms());
     let step = Duration::from_millis(HOUR_MS as u64);
-    let subjects = [
-        ("worker", Subject::Worker(worker_key(42))),
-        ("group", Subject::Group("group-3".into())),
-        ("fleet", Subject::Fleet),
-    ];
+    // Run i asks for worker (42 + 97·i) mod N and group (3 + i) mod G: a different worker
+    // each time (its rows on other pages), not one whose pages the previous run left cached.
+    let subject = |what: &str, i: usize| match what {
+        "worker" => Subject::Worker(worker_key((42 + 97 * i) % p.workers)),
+        "group" => Subject::Group(format!("group-{}", (3 + i) % p.groups)),
+        _ => Subject::Fleet,
+    };
     let metrics = [
         ("throughput", Aggregation::Avg),
         ("runtime", Aggregation::P95),
@@ -666,27 +668,29 @@ async fn queries(p: &Params, engine: &str, store: &Store) {
         "{engine}:   {:<7} {:<17} {:>6} {:>9} {:>9} {:>9}  sample value",
         "subject", "metric", "points", "p50", "p95", "max"
     );
-    for (what, subject) in &subjects {
+    for what in ["worker", "group", "fleet"] {
         for (name, agg) in metrics {
-            let q = SeriesQuery {
-                subject: subject.clone(),
-                metric: metric(name).unwrap(),
-                start,
-                end,
-                step,
+            let m = metric(name).unwrap();
+            let once = |i: usize| {
+                let q = SeriesQuery {
+                    subject: subject(what, i),
+                    metric: m,
+                    start,
+                    end,
+                    step,
+                };
+                async move {
+                    let t = Instant::now();
+                    let buckets = store.buckets(&q).await.unwrap();
+                    let values: Vec<Option<f64>> =
+                        buckets.iter().map(|b| b.value(m.source, agg)).collect();
+                    (t.elapsed(), values)
+                }
             };
-            let m = q.metric;
-            let once = || async {
-                let t = Instant::now();
-                let buckets = store.buckets(&q).await.unwrap();
-                let values: Vec<Option<f64>> =
-                    buckets.iter().map(|b| b.value(m.source, agg)).collect();
-                (t.elapsed(), values)
-            };
-            let (_, values) = once().await;
+            let (_, values) = once(p.iters).await;
             let mut times = Vec::with_capacity(p.iters);
-            for _ in 0..p.iters {
-                times.push(once().await.0.as_secs_f64() * 1000.0);
+            for i in 0..p.iters {
+                times.push(once(i).await.0.as_secs_f64() * 1000.0);
             }
             let s = stats(times);
             let sample = values
@@ -898,6 +902,34 @@ async fn postgres(p: &Params) {
     write_cost(p, "postgres", &url, &store, pg.postmaster()).await;
     store.close().await;
     pg.stop();
+    // The same queries with shared buffers that hold the samples (the default 128 MB holds
+    // less than one worker's 7 days of heap pages), prewarmed as a long-running server's are.
+    let tuned =
+        std::env::var("HISTORY_BENCH_PG_TUNED").unwrap_or_else(|_| "shared_buffers=6GB".into());
+    if !tuned.is_empty() {
+        let settings: Vec<&str> = PG_DURABLE
+            .iter()
+            .copied()
+            .chain(tuned.split(',').map(str::trim))
+            .collect();
+        pg.start(&settings);
+        pg.psql("history", "CREATE EXTENSION IF NOT EXISTS pg_prewarm");
+        let t = Instant::now();
+        let pages = pg.psql(
+            "history",
+            "SELECT SUM(pg_prewarm(c.oid)) FROM pg_class c \
+             WHERE c.relname IN ('worker_samples', 'worker_samples_by_worker', 'tick_totals', \
+                 'tick_totals_by_subject')",
+        );
+        println!(
+            "postgres: restarted with {tuned}; pg_prewarm loaded {pages} pages in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        let store = connect("postgres", &url).await;
+        queries(p, "postgres (tuned)", &store).await;
+        store.close().await;
+        pg.stop();
+    }
 }
 
 fn main() {

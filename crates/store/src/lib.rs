@@ -14,6 +14,13 @@
 //! - Passwords never reach an error or a log line: URLs are shown through [`redact_url`] and
 //!   every error text is scrubbed of the URL's secrets.
 //!
+//! - A group's and the fleet's series come from per-tick totals (`tick_totals`) that the
+//!   writer keeps in the transaction of the samples, so that they cost the same whatever the
+//!   number of workers; they equal the series summed from the samples (see `totals.rs`).
+//! - [`HistoryStore::size`] reports bytes on disk and rows per table: exact for tables of up
+//!   to 10,000 rows, **estimates** above (SQLite: the span of row ids; Postgres: the planner's
+//!   estimate), so that it stays cheap on tens of millions of rows.
+//!
 //! Conventions: times are stored in whole milliseconds (rounded down); a series covers
 //! `start <= at < end`; retention deletes rows strictly older than `now - retention` (a row
 //! exactly at the bound is kept); events are listed newest first by id (insertion order), a

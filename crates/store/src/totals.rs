@@ -401,7 +401,7 @@ pub(crate) async fn backfill(store: &Store) -> Result<u64, StoreError> {
         let Some(n) = done else { break };
         windows += 1;
         rows_done += n;
-        if windows % 100 == 0 {
+        if windows.is_multiple_of(100) {
             tracing::info!(
                 engine = store.engine.name(),
                 windows,

@@ -1,5 +1,6 @@
 //! Writes: one transaction per batch, multi-row inserts (a statement per [`ROWS_PER_INSERT`]
-//! rows, not per row), known workers upserted, forgotten workers deleted (after the upserts:
+//! rows, not per row), the worker samples' per-tick totals first (`totals.rs`), known workers
+//! upserted, forgotten workers deleted (after the upserts:
 //! a worker both upserted and forgotten in one batch ends forgotten). Text goes through
 //! [`codes::text`] (NUL characters replaced).
 use std::{borrow::Cow, collections::HashMap};

@@ -53,7 +53,7 @@ fn batches() -> Vec<WriteBatch> {
             } else {
                 30_000
             });
-            s.lifecycle = if r % 13 == 0 {
+            s.lifecycle = if r.is_multiple_of(13) {
                 Lifecycle::Offline
             } else {
                 Lifecycle::Alive
@@ -72,12 +72,16 @@ fn batches() -> Vec<WriteBatch> {
             s.tasks.failed = ((r >> 16) % 4).min(finished) as u32;
             s.tasks.succeeded = finished as u32 - s.tasks.failed;
             s.tasks.retried = ((r >> 20) % 2) as u32;
-            s.cpu_percent =
-                (w % 3 != 0 && (r >> 24) % 5 != 0).then(|| ((r >> 28) % 1000) as f64 / 7.0);
+            s.cpu_percent = (w % 3 != 0 && !(r >> 24).is_multiple_of(5))
+                .then(|| ((r >> 28) % 1000) as f64 / 7.0);
             s.memory_rss_bytes = (w % 4 == 1).then_some(100_000_000 + (r >> 30) % 1_000_000);
             let mut runtime = Sketch::default();
             for k in 0..finished {
-                let ms = if (r >> 40) % 10 == 0 { 3_000 } else { 10 } + mix(r ^ k) % 400;
+                let ms = if (r >> 40).is_multiple_of(10) {
+                    3_000
+                } else {
+                    10
+                } + mix(r ^ k) % 400;
                 runtime.record(Duration::from_millis(ms));
             }
             s.runtime = runtime;
