@@ -24,6 +24,11 @@ const SQLITE: &[Embedded] = &[
         "tick_totals",
         include_str!("../../../migrations/sqlite/0002_tick_totals.sql"),
     ),
+    (
+        3,
+        "worker_index",
+        include_str!("../../../migrations/sqlite/0003_worker_index.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -36,6 +41,11 @@ const POSTGRES: &[Embedded] = &[
         2,
         "tick_totals",
         include_str!("../../../migrations/postgres/0002_tick_totals.sql"),
+    ),
+    (
+        3,
+        "worker_index",
+        include_str!("../../../migrations/postgres/0003_worker_index.sql"),
     ),
 ];
 
