@@ -591,7 +591,9 @@ pub struct SweepReport {
     pub deleted: Vec<(&'static str, u64)>,
 }
 
-/// Rows per table and bytes on disk.
+/// Rows per table and bytes on disk. A store may estimate the rows of large tables (the
+/// history store counts up to 10,000 rows exactly and estimates above, so that reading the
+/// size stays cheap).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreSize {
     pub bytes: u64,

@@ -14,6 +14,13 @@
 //! - Passwords never reach an error or a log line: URLs are shown through [`redact_url`] and
 //!   every error text is scrubbed of the URL's secrets.
 //!
+//! - A group's and the fleet's series come from per-tick totals (`tick_totals`) that the
+//!   writer keeps in the transaction of the samples, so that they cost the same whatever the
+//!   number of workers; they equal the series summed from the samples (see `totals.rs`).
+//! - [`HistoryStore::size`] reports bytes on disk and rows per table: exact for tables of up
+//!   to 10,000 rows, **estimates** above (SQLite: the span of row ids; Postgres: the planner's
+//!   estimate), so that it stays cheap on tens of millions of rows.
+//!
 //! Conventions: times are stored in whole milliseconds (rounded down); a series covers
 //! `start <= at < end`; retention deletes rows strictly older than `now - retention` (a row
 //! exactly at the bound is kept); events are listed newest first by id (insertion order), a
@@ -28,6 +35,7 @@ mod events;
 mod maintenance;
 mod migrate;
 mod series;
+mod totals;
 mod write;
 
 use std::{future::Future, str::FromStr, time::Duration};
@@ -151,6 +159,8 @@ pub struct Store {
     /// The URL as it may be shown.
     shown_url: String,
     secrets: Secrets,
+    /// Set once `tick_totals` is known to cover every tick (see `totals.rs`).
+    totals_complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -234,6 +244,7 @@ impl Store {
             options,
             shown_url,
             secrets,
+            totals_complete: Default::default(),
         })
     }
 

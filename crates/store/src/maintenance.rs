@@ -9,14 +9,18 @@ use warden_core::{
 
 use crate::{Engine, Fail, Store, StoreError, codes, on_pool};
 
-/// Every table, in the order sizes and sweeps report them.
-pub(crate) const TABLES: [&str; 5] = [
+/// Every table, in the order sizes report them.
+pub(crate) const TABLES: [&str; 6] = [
     "worker_samples",
     "queue_samples",
     "group_samples",
     "events",
     "workers",
+    "tick_totals",
 ];
+
+/// Tables of at most this many rows are counted exactly by [`size`]; larger ones estimated.
+pub(crate) const EXACT_ROWS_UP_TO: i64 = 10_000;
 
 pub(crate) async fn known_workers(store: &Store) -> Result<Vec<KnownWorker>, StoreError> {
     const SQL: &str = "SELECT backend, scope, id, grp, first_seen_ms, last_seen_ms, lifecycle \
@@ -85,6 +89,7 @@ pub(crate) async fn sweep(
         ("queue_samples", retention.samples),
         ("group_samples", retention.samples),
         ("events", retention.events),
+        ("tick_totals", retention.samples),
     ] {
         let sql = delete_sql(store.engine, table);
         let before = bound(keep);
@@ -132,6 +137,26 @@ fn delete_sql(engine: Engine, table: &str) -> String {
     }
 }
 
+/// An estimate of a large table's rows, cheap whatever its size: SQLite, the span of its row
+/// ids (rows are appended with increasing ids and retention deletes the oldest, so this is
+/// exact until rows in the middle are deleted, and never below the count); Postgres, the
+/// planner's own estimate (`reltuples` per page times the pages the table has now), or, for
+/// a table never vacuumed nor analysed, the statistics' live rows.
+fn estimate_sql(engine: Engine, table: &str) -> String {
+    match engine {
+        Engine::Sqlite => format!("SELECT COALESCE(MAX(rowid) - MIN(rowid) + 1, 0) FROM {table}"),
+        Engine::Postgres => format!(
+            "SELECT CAST(CASE WHEN c.reltuples > 0 AND c.relpages > 0 \
+                 THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) \
+                     / CAST(current_setting('block_size') AS BIGINT)) \
+                 ELSE COALESCE(pg_stat_get_live_tuples(c.oid), 0) END AS BIGINT) \
+             FROM pg_class AS c WHERE c.oid = to_regclass('{table}')"
+        ),
+    }
+}
+
+/// Bytes on disk, and rows per table: counted exactly up to [`EXACT_ROWS_UP_TO`] (a bounded
+/// count), estimated above ([`estimate_sql`]), so that the cost does not grow with the store.
 pub(crate) async fn size(store: &Store) -> Result<StoreSize, StoreError> {
     let bytes_sql = match store.engine {
         Engine::Sqlite => {
@@ -155,10 +180,21 @@ pub(crate) async fn size(store: &Store) -> Result<StoreSize, StoreError> {
                     .await?;
                 let mut rows = Vec::with_capacity(TABLES.len());
                 for table in TABLES {
-                    let n: i64 =
-                        sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-                            .fetch_one(pool)
-                            .await?;
+                    let counted: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {}) AS bounded",
+                        EXACT_ROWS_UP_TO + 1
+                    )))
+                    .fetch_one(pool)
+                    .await?;
+                    let n = if counted <= EXACT_ROWS_UP_TO {
+                        counted
+                    } else {
+                        let estimate: Option<i64> =
+                            sqlx::query_scalar(AssertSqlSafe(estimate_sql(store.engine, table)))
+                                .fetch_one(pool)
+                                .await?;
+                        estimate.unwrap_or(0).max(counted)
+                    };
                     rows.push((table, n.unsigned_abs()));
                 }
                 Ok::<_, Fail>(StoreSize {

@@ -13,17 +13,41 @@ use crate::{Engine, Fail, Store, StoreError, on_pool};
 /// (version, description, SQL), as named in the folder: `<version>_<description>.sql`.
 type Embedded = (i64, &'static str, &'static str);
 
-const SQLITE: &[Embedded] = &[(
-    1,
-    "history",
-    include_str!("../../../migrations/sqlite/0001_history.sql"),
-)];
+const SQLITE: &[Embedded] = &[
+    (
+        1,
+        "history",
+        include_str!("../../../migrations/sqlite/0001_history.sql"),
+    ),
+    (
+        2,
+        "tick_totals",
+        include_str!("../../../migrations/sqlite/0002_tick_totals.sql"),
+    ),
+    (
+        3,
+        "worker_index",
+        include_str!("../../../migrations/sqlite/0003_worker_index.sql"),
+    ),
+];
 
-const POSTGRES: &[Embedded] = &[(
-    1,
-    "history",
-    include_str!("../../../migrations/postgres/0001_history.sql"),
-)];
+const POSTGRES: &[Embedded] = &[
+    (
+        1,
+        "history",
+        include_str!("../../../migrations/postgres/0001_history.sql"),
+    ),
+    (
+        2,
+        "tick_totals",
+        include_str!("../../../migrations/postgres/0002_tick_totals.sql"),
+    ),
+    (
+        3,
+        "worker_index",
+        include_str!("../../../migrations/postgres/0003_worker_index.sql"),
+    ),
+];
 
 fn embedded(engine: Engine) -> &'static [Embedded] {
     match engine {
@@ -63,10 +87,11 @@ pub(crate) async fn run(store: &Store) -> Result<(), StoreError> {
             })
         })
         .await;
-    if result.is_ok() {
-        tracing::info!(engine, url = %store.shown_url, "history store migrated");
-    }
-    result
+    result?;
+    // Samples written before `tick_totals` existed (none on a new database).
+    crate::totals::backfill(store).await?;
+    tracing::info!(engine, url = %store.shown_url, "history store migrated");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use warden_core::{
     sketch::Sketch,
 };
 
-use crate::{Fail, Store, StoreError, codes, on_pool};
+use crate::{Fail, Store, StoreError, codes, on_pool, totals};
 
 /// Worker-sample columns a gauge or count may name.
 const WORKER_COLUMNS: &[&str] = &[
@@ -78,7 +78,15 @@ fn column(name: &'static str, allowed: &[&str]) -> Result<&'static str, StoreErr
         .ok_or_else(|| StoreError::NotSupported(format!("no stored column {name:?}")))
 }
 
-fn exprs(source: Source) -> Result<Exprs, StoreError> {
+/// The expressions of `source`, over worker samples, or over `tick_totals` when `totals` (whose
+/// columns hold the workers' sums under the same names, plus `alive`, `max_interval_ms`,
+/// `util_active` and `util_concurrency`).
+fn exprs(source: Source, totals: bool) -> Result<Exprs, StoreError> {
+    let samples = if totals {
+        "tick_totals"
+    } else {
+        "worker_samples"
+    };
     let zero = format!("CAST(0 AS {D})");
     let null = format!("CAST(NULL AS {D})");
     let plain = |table, value: String| Exprs {
@@ -90,7 +98,7 @@ fn exprs(source: Source) -> Result<Exprs, StoreError> {
         ratio: false,
     };
     let ratio = |numerator: String, denominator: String, over: &'static str| Exprs {
-        table: "worker_samples",
+        table: samples,
         value: null.clone(),
         numerator,
         denominator,
@@ -99,11 +107,12 @@ fn exprs(source: Source) -> Result<Exprs, StoreError> {
     };
     Ok(match source {
         Source::WorkerGauge(c) | Source::WorkerCount(c) => plain(
-            "worker_samples",
+            samples,
             format!("CAST({} AS {D})", column(c, WORKER_COLUMNS)?),
         ),
+        Source::Alive if totals => plain(samples, format!("CAST(alive AS {D})")),
         Source::Alive => plain(
-            "worker_samples",
+            samples,
             format!(
                 "CAST(CASE WHEN lifecycle = {} THEN 1 ELSE 0 END AS {D})",
                 codes::LIFECYCLE_ALIVE
@@ -115,12 +124,24 @@ fn exprs(source: Source) -> Result<Exprs, StoreError> {
         ),
         Source::Throughput => ratio(
             format!("CAST(succeeded + failed AS {D})"),
-            format!("CAST(interval_ms AS {D}) / CAST(60000 AS {D})"),
+            format!(
+                "CAST({} AS {D}) / CAST(60000 AS {D})",
+                if totals {
+                    "max_interval_ms"
+                } else {
+                    "interval_ms"
+                }
+            ),
             "MAX",
         ),
         Source::ErrorRate => ratio(
             format!("CAST(failed AS {D})"),
             format!("CAST(succeeded + failed AS {D})"),
+            "SUM",
+        ),
+        Source::Utilisation if totals => ratio(
+            format!("CAST(util_active AS {D})"),
+            format!("CAST(util_concurrency AS {D})"),
             "SUM",
         ),
         Source::Utilisation => ratio(
@@ -159,6 +180,17 @@ fn filter(subject: &Subject) -> (String, Vec<Bind>, bool) {
             false,
         ),
         Subject::Fleet => (String::new(), vec![], true),
+    }
+}
+
+/// The filter of a group's or the fleet's rows of `tick_totals` (parameters from `$4`).
+fn totals_filter(subject: &Subject) -> (String, Vec<Bind>) {
+    match subject {
+        Subject::Group(g) => (
+            " AND fleet = 0 AND grp = $4".into(),
+            vec![Bind::Text(codes::text(g).into_owned())],
+        ),
+        _ => (" AND fleet = 1 AND grp = ''".into(), vec![]),
     }
 }
 
@@ -202,9 +234,16 @@ fn ticks_sql(e: &Exprs, filter: &str, summed: bool) -> String {
     )
 }
 
-fn distribution_sql(col: &str, filter: &str) -> String {
+/// A distribution's sketches in time order, each with the number of sketches it merges (1
+/// for a worker row; `tick_totals` keeps the count).
+fn distribution_sql(col: &str, filter: &str, totals: bool) -> String {
+    let (table, n) = if totals {
+        ("tick_totals", format!("{col}_n"))
+    } else {
+        ("worker_samples", "CAST(1 AS BIGINT)".to_owned())
+    };
     format!(
-        "SELECT at_ms / $3 * $3 AS b, {col} AS d FROM worker_samples \
+        "SELECT at_ms / $3 * $3 AS b, {col} AS d, {n} AS n FROM {table} \
          WHERE at_ms >= $1 AND at_ms < $2 AND {col} IS NOT NULL{filter} ORDER BY at_ms"
     )
 }
@@ -226,13 +265,23 @@ pub(crate) async fn buckets(store: &Store, q: &SeriesQuery) -> Result<Vec<Bucket
         return Ok(Vec::new());
     }
     let (filter, binds, summed) = filter(&q.subject);
+    // A group's or the fleet's worker figures come from the per-tick totals where they cover
+    // the range (see `totals.rs`): the same ticks, summed once at write time.
+    let totals = summed
+        && !matches!(q.metric.source, Source::QueueGauge(_))
+        && totals::covers(store, start).await?;
+    let (filter, binds) = if totals {
+        totals_filter(&q.subject)
+    } else {
+        (filter, binds)
+    };
     let distribution = match q.metric.source {
         Source::Distribution(c) => Some(column(c, DISTRIBUTION_COLUMNS)?),
         _ => None,
     };
     let sql = match distribution {
-        Some(col) => distribution_sql(col, &filter),
-        None => ticks_sql(&exprs(q.metric.source)?, &filter, summed),
+        Some(col) => distribution_sql(col, &filter, totals),
+        None => ticks_sql(&exprs(q.metric.source, totals)?, &filter, summed),
     };
     store
         .call(store.options.timeout, async {
@@ -254,6 +303,7 @@ pub(crate) async fn buckets(store: &Store, q: &SeriesQuery) -> Result<Vec<Bucket
                     while let Some(row) = rows.try_next().await? {
                         let b: i64 = row.try_get(0)?;
                         let bytes: &[u8] = row.try_get(1)?;
+                        let merges = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
                         let Some(sketch) = Sketch::decode(bytes) else {
                             tracing::warn!(bucket = b, "skipping an unreadable stored sketch");
                             continue;
@@ -261,11 +311,11 @@ pub(crate) async fn buckets(store: &Store, q: &SeriesQuery) -> Result<Vec<Bucket
                         match &mut current {
                             Some((at, merged, n)) if *at == b => {
                                 merged.merge(&sketch);
-                                *n += 1;
+                                *n += merges;
                             }
                             _ => {
                                 out.extend(current.take().map(distribution_bucket));
-                                current = Some((b, sketch, 1));
+                                current = Some((b, sketch, merges));
                             }
                         }
                     }

@@ -1,5 +1,6 @@
 //! Writes: one transaction per batch, multi-row inserts (a statement per [`ROWS_PER_INSERT`]
-//! rows, not per row), known workers upserted, forgotten workers deleted (after the upserts:
+//! rows, not per row), the worker samples' per-tick totals first (`totals.rs`), known workers
+//! upserted, forgotten workers deleted (after the upserts:
 //! a worker both upserted and forgotten in one batch ends forgotten). Text goes through
 //! [`codes::text`] (NUL characters replaced).
 use std::{borrow::Cow, collections::HashMap};
@@ -11,7 +12,7 @@ use warden_core::{
     sketch::Sketch,
 };
 
-use crate::{Fail, Store, StoreError, codes, events, on_pool};
+use crate::{Fail, Store, StoreError, codes, events, on_pool, totals};
 
 /// Rows per INSERT statement: 1,000 worker samples (23 columns) stay under SQLite's 32,766
 /// variables and Postgres's 65,535 parameters.
@@ -36,7 +37,7 @@ const WORKERS_UPSERT: &str = " ON CONFLICT (backend, scope, id) DO UPDATE SET \
      lifecycle = excluded.lifecycle";
 const FORGET: &str = "DELETE FROM workers WHERE backend = $1 AND scope = $2 AND id = $3";
 
-fn blob(s: &Sketch) -> Option<Vec<u8>> {
+pub(crate) fn blob(s: &Sketch) -> Option<Vec<u8>> {
     (!s.is_empty()).then(|| {
         let mut out = Vec::new();
         s.encode(&mut out);
@@ -153,10 +154,15 @@ pub(crate) async fn write(store: &Store, batch: &WriteBatch) -> Result<(), Store
         })
         .collect();
     let known = dedup(&batch.workers);
+    let groups: Vec<Cow<'_, str>> = workers.iter().map(|r| r.grp.clone()).collect();
+    let tick_totals = totals::of_samples(&batch.samples.workers, &groups);
     store
         .call(store.options.timeout, async {
             on_pool!(store, |pool, Db| {
                 let mut tx = pool.begin().await?;
+                // The totals first: a backfill of older ticks (`totals::backfill`) that locks
+                // them then sees either none of this batch or all of it.
+                totals::insert_totals!(tx, Db, tick_totals);
                 for chunk in workers.chunks(ROWS_PER_INSERT) {
                     let mut q = QueryBuilder::<Db>::new(WORKER_SAMPLES);
                     q.push_values(chunk, |mut b, r| {

@@ -7,4 +7,5 @@ mod retention;
 mod series;
 mod support;
 mod throughput;
+mod totals;
 mod workers;

@@ -93,6 +93,8 @@ async fn retention_deletes_exactly_what_is_older_than_the_bound() {
                 ("queue_samples", 31),
                 ("group_samples", 31),
                 ("events", 31),
+                // A group's row and the fleet's per tick.
+                ("tick_totals", 62),
             ],
             "{engine}"
         );
@@ -110,6 +112,7 @@ async fn retention_deletes_exactly_what_is_older_than_the_bound() {
                 ("group_samples", 2),
                 ("events", 4),
                 ("workers", 0),
+                ("tick_totals", 4),
             ],
             "{engine}"
         );
@@ -152,7 +155,7 @@ async fn an_empty_store_has_no_oldest_sample_and_sweeps_nothing() {
     for db in both_with(StoreOptions::default()).await {
         assert_eq!(db.store.oldest().await.unwrap(), None);
         let report = db.store.sweep(at(NOW), Retention::default()).await.unwrap();
-        assert_eq!(report.deleted.len(), 4);
+        assert_eq!(report.deleted.len(), 5);
         assert!(report.deleted.iter().all(|(_, n)| *n == 0));
         let size = db.store.size().await.unwrap();
         assert!(size.rows.iter().all(|(_, n)| *n == 0), "{}", db.engine);
