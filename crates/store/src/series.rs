@@ -24,6 +24,14 @@
 //!
 //! A group's or the fleet's tick is the rows that share an `at_ms`: the sampler stamps every
 //! sample of a tick with the tick's time (see `SampleBatch`).
+//!
+//! Where `tick_totals` covers the range (always, once the samples written before it existed
+//! are rolled up), a group's or the fleet's ticks are read from it instead: its rows hold the
+//! same per-tick sums under the same column names (plus `alive`, `max_interval_ms`,
+//! `util_active`, `util_concurrency` and the merged sketches with their counts), summed again
+//! per tick in case a tick was written in several batches; everything after that is the same
+//! SQL. A worker's ticks are read through `worker_samples_by_worker`, which carries the
+//! columns the series read (`migrations/*/0003_worker_index.sql`).
 use futures_util::TryStreamExt;
 use sqlx::{AssertSqlSafe, Row};
 use warden_core::{
