@@ -112,7 +112,7 @@ impl Metrics {
         let store_rows = Family::<Labels, Gauge>::default();
         registry.register(
             "store_rows",
-            "Rows in the history store, by table",
+            "Rows in the history store, by table (estimated above 10,000 rows)",
             store_rows.clone(),
         );
         Self {

@@ -13,6 +13,10 @@
 //!   the fleet;
 //! - `HISTORY_BENCH_ITERS` (20): timed repetitions of each query (after one warm-up call);
 //! - `HISTORY_BENCH_ENGINES` (`sqlite,postgres`): which engines to run;
+//! - `HISTORY_BENCH_FILL_ONLY=1`: fill (or resume filling) and stop, measuring nothing;
+//! - `HISTORY_BENCH_PG_TUNED` (`shared_buffers=6GB`): Postgres settings of a second pass of
+//!   the queries (after `pg_prewarm` of the samples, their worker index and the totals);
+//!   empty for none;
 //! - `HISTORY_BENCH_DIR` (`/tmp/warden-history-bench`): where the filled databases live, one
 //!   folder per (workers, days, groups). A filled database is reused by later runs (an
 //!   interrupted fill resumes at the tick after the last one written); delete the folder to
@@ -64,6 +68,9 @@ struct Params {
     iters: usize,
     engines: Vec<String>,
     dir: PathBuf,
+    /// Fill (or reuse) and stop: no measurement (fills of both engines may then run side by
+    /// side, and the measurements one after the other on a quiet machine).
+    fill_only: bool,
 }
 
 impl Params {
@@ -85,6 +92,7 @@ impl Params {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            fill_only: std::env::var("HISTORY_BENCH_FILL_ONLY").is_ok_and(|v| v == "1"),
             dir: PathBuf::from(
                 std::env::var("HISTORY_BENCH_DIR")
                     .unwrap_or_else(|_| "/tmp/warden-history-bench".into()),
@@ -846,6 +854,10 @@ async fn sqlite(p: &Params) {
     let url = format!("sqlite://{}", path.display());
     let store = connect("sqlite", &url).await;
     fill(p, "sqlite", &url, &store).await;
+    if p.fill_only {
+        store.close().await;
+        return;
+    }
     queries(p, "sqlite", &store).await;
     let files = ["history.db", "history.db-wal", "history.db-shm"]
         .iter()
@@ -883,6 +895,10 @@ async fn postgres(p: &Params) {
             "postgres: VACUUM (ANALYZE) after the fill: {:.0} s",
             t.elapsed().as_secs_f64()
         );
+    }
+    if p.fill_only {
+        pg.stop();
+        return;
     }
     // Durable settings from here on.
     pg.stop();

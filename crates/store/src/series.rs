@@ -24,6 +24,14 @@
 //!
 //! A group's or the fleet's tick is the rows that share an `at_ms`: the sampler stamps every
 //! sample of a tick with the tick's time (see `SampleBatch`).
+//!
+//! Where `tick_totals` covers the range (always, once the samples written before it existed
+//! are rolled up), a group's or the fleet's ticks are read from it instead: its rows hold the
+//! same per-tick sums under the same column names (plus `alive`, `max_interval_ms`,
+//! `util_active`, `util_concurrency` and the merged sketches with their counts), summed again
+//! per tick in case a tick was written in several batches; everything after that is the same
+//! SQL. A worker's ticks are read through `worker_samples_by_worker`, which carries the
+//! columns the series read (`migrations/*/0003_worker_index.sql`).
 use futures_util::TryStreamExt;
 use sqlx::{AssertSqlSafe, Row};
 use warden_core::{
@@ -31,7 +39,7 @@ use warden_core::{
     sketch::Sketch,
 };
 
-use crate::{Fail, Store, StoreError, codes, on_pool, totals};
+use crate::{Engine, Fail, Store, StoreError, codes, on_pool, totals};
 
 /// Worker-sample columns a gauge or count may name.
 const WORKER_COLUMNS: &[&str] = &[
@@ -196,7 +204,7 @@ fn totals_filter(subject: &Subject) -> (String, Vec<Bind>) {
 
 /// The SQL of a tick-valued metric. Parameters: `$1` start, `$2` end (ms), `$3` step (ms),
 /// then the subject's.
-fn ticks_sql(e: &Exprs, filter: &str, summed: bool) -> String {
+fn ticks_sql(e: &Exprs, filter: &str, summed: bool, parts: &[&str]) -> String {
     let range = "at_ms >= $1 AND at_ms < $2";
     let ticks = if summed {
         format!(
@@ -209,14 +217,20 @@ fn ticks_sql(e: &Exprs, filter: &str, summed: bool) -> String {
             table = e.table,
         )
     } else {
-        format!(
-            "SELECT at_ms AS t, {v} AS v, {n} AS num, {d} AS den \
-             FROM {table} WHERE {range}{filter}",
-            v = e.value,
-            n = e.numerator,
-            d = e.denominator,
-            table = e.table,
-        )
+        parts
+            .iter()
+            .map(|part| {
+                format!(
+                    "SELECT at_ms AS t, {v} AS v, {n} AS num, {d} AS den \
+                     FROM {table} WHERE {range}{filter}{part}",
+                    v = e.value,
+                    n = e.numerator,
+                    d = e.denominator,
+                    table = e.table,
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
     };
     let value = if e.ratio {
         "CASE WHEN den > 0 THEN num / den END"
@@ -236,17 +250,34 @@ fn ticks_sql(e: &Exprs, filter: &str, summed: bool) -> String {
 
 /// A distribution's sketches in time order, each with the number of sketches it merges (1
 /// for a worker row; `tick_totals` keeps the count).
-fn distribution_sql(col: &str, filter: &str, totals: bool) -> String {
+fn distribution_sql(col: &str, filter: &str, totals: bool, parts: &[&str]) -> String {
     let (table, n) = if totals {
         ("tick_totals", format!("{col}_n"))
     } else {
         ("worker_samples", "CAST(1 AS BIGINT)".to_owned())
     };
-    format!(
-        "SELECT at_ms / $3 * $3 AS b, {col} AS d, {n} AS n FROM {table} \
-         WHERE at_ms >= $1 AND at_ms < $2 AND {col} IS NOT NULL{filter} ORDER BY at_ms"
-    )
+    let rows = parts
+        .iter()
+        .map(|part| {
+            format!(
+                "SELECT at_ms AS t, {col} AS d, {n} AS n FROM {table} \
+                 WHERE at_ms >= $1 AND at_ms < $2 AND {col} IS NOT NULL{filter}{part}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    format!("SELECT t / $3 * $3 AS b, d, n FROM ({rows}) AS sketches ORDER BY t")
 }
+
+/// Postgres: a worker's rows whose sketches fit in its covering index, which is partial
+/// (`migrations/postgres/0003_worker_index.sql`: an index row has a bounded size), and the
+/// others, found by a small index of their own. A worker's series reads both, one index-only
+/// scan and one that is empty unless a sketch was unusually large. The predicates are the
+/// indexes' own, word for word, so that the planner can prove them.
+pub(crate) const SMALL_SKETCHES: &str =
+    "COALESCE(octet_length(runtime), 0) + COALESCE(octet_length(queue_wait), 0) <= 1000";
+pub(crate) const LARGE_SKETCHES: &str =
+    "COALESCE(octet_length(runtime), 0) + COALESCE(octet_length(queue_wait), 0) > 1000";
 
 pub(crate) async fn buckets(store: &Store, q: &SeriesQuery) -> Result<Vec<Bucket>, StoreError> {
     if !q.metric.subjects.contains(&q.subject.kind()) {
@@ -279,9 +310,17 @@ pub(crate) async fn buckets(store: &Store, q: &SeriesQuery) -> Result<Vec<Bucket
         Source::Distribution(c) => Some(column(c, DISTRIBUTION_COLUMNS)?),
         _ => None,
     };
+    let split = [
+        format!(" AND {SMALL_SKETCHES}"),
+        format!(" AND {LARGE_SKETCHES}"),
+    ];
+    let parts: Vec<&str> = match (&q.subject, store.engine) {
+        (Subject::Worker(_), Engine::Postgres) => split.iter().map(String::as_str).collect(),
+        _ => vec![""],
+    };
     let sql = match distribution {
-        Some(col) => distribution_sql(col, &filter, totals),
-        None => ticks_sql(&exprs(q.metric.source, totals)?, &filter, summed),
+        Some(col) => distribution_sql(col, &filter, totals, &parts),
+        None => ticks_sql(&exprs(q.metric.source, totals)?, &filter, summed, &parts),
     };
     store
         .call(store.options.timeout, async {
@@ -353,5 +392,21 @@ fn distribution_bucket((start, merged, n): (i64, Sketch, u64)) -> Bucket {
         count: n,
         distribution: (!merged.is_empty()).then_some(merged),
         ..Bucket::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worker query's predicates are those of the Postgres indexes, or the planner cannot
+    /// use them (and a worker's series reads the heap again).
+    #[test]
+    fn the_split_predicates_are_the_indexes_own() {
+        let migration = include_str!("../../../migrations/postgres/0003_worker_index.sql");
+        let flat = migration.split_whitespace().collect::<Vec<_>>().join(" ");
+        for predicate in [SMALL_SKETCHES, LARGE_SKETCHES] {
+            assert!(flat.contains(&format!("WHERE {predicate};")), "{predicate}");
+        }
     }
 }

@@ -548,3 +548,83 @@ async fn a_metric_asked_of_the_wrong_kind_of_subject_is_not_supported() {
         ));
     }
 }
+
+/// A worker row whose sketches are unusually large (Postgres keeps such rows out of the worker
+/// index, which is partial, and reads them from the table) is in the worker's series all the
+/// same, beside ordinary rows.
+#[tokio::test]
+async fn a_worker_row_with_huge_sketches_is_counted() {
+    let mut huge = Sketch::default();
+    for i in 0..900u32 {
+        let value = Duration::from_nanos((1_000.0 * 1.035f64.powi(i as i32)) as u64);
+        for _ in 0..(i * 7_919 % 9_973 + 1) {
+            huge.record(value);
+        }
+    }
+    let mut encoded = Vec::new();
+    huge.encode(&mut encoded);
+    assert!(encoded.len() > 1_000, "{} bytes", encoded.len());
+    let w = worker("big");
+    for db in both().await {
+        for (i, t) in [FIRST, FIRST + TICK, FIRST + 2 * TICK]
+            .into_iter()
+            .enumerate()
+        {
+            let mut s = sample(&w, "g", t);
+            s.tasks.succeeded = 10;
+            s.runtime = if i == 1 {
+                huge.clone()
+            } else {
+                sketch_of(&[100; 10])
+            };
+            s.queue_wait = if i == 1 {
+                huge.clone()
+            } else {
+                Sketch::default()
+            };
+            let batch = WriteBatch {
+                samples: SampleBatch {
+                    workers: vec![s],
+                    ..SampleBatch::default()
+                },
+                ..WriteBatch::default()
+            };
+            db.store.write(&batch).await.unwrap();
+        }
+        let range = (T0, T0 + STEP);
+        let q = series(
+            Subject::Worker(w.clone()),
+            "runtime",
+            range.0,
+            range.1,
+            STEP as u64,
+        );
+        let got = db.store.buckets(&q).await.unwrap();
+        assert_eq!(got.len(), 1, "{}", db.engine);
+        assert_eq!(got[0].count, 3, "{}: sketches merged", db.engine);
+        assert_eq!(
+            got[0].distribution.as_ref().map(Sketch::count),
+            Some(huge.count() + 20),
+            "{}",
+            db.engine
+        );
+        let q = series(
+            Subject::Worker(w.clone()),
+            "succeeded",
+            range.0,
+            range.1,
+            STEP as u64,
+        );
+        let got = db.store.buckets(&q).await.unwrap();
+        assert_eq!((got[0].count, got[0].sum), (3, 30.0), "{}", db.engine);
+        let q = series(
+            Subject::Worker(w.clone()),
+            "queue_wait",
+            range.0,
+            range.1,
+            STEP as u64,
+        );
+        let got = db.store.buckets(&q).await.unwrap();
+        assert_eq!(got[0].count, 1, "{}", db.engine);
+    }
+}
