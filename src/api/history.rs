@@ -100,6 +100,26 @@ fn time(field: &str, t: Option<&prost_types::Timestamp>) -> Result<Option<System
     .transpose()
 }
 
+/// A request's `[start, end)`: `end` defaults to now, `start` to 24 hours before `end`;
+/// returns the range's length too. INVALID_ARGUMENT naming `end` unless it is after `start`.
+fn time_range(
+    start: Option<&prost_types::Timestamp>,
+    end: Option<&prost_types::Timestamp>,
+    now: SystemTime,
+) -> Result<(SystemTime, SystemTime, Duration), ApiError> {
+    let end = time("end", end)?.unwrap_or(now);
+    let start = time("start", start)?.unwrap_or_else(|| {
+        end.checked_sub(DEFAULT_RANGE)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    });
+    let range = end
+        .duration_since(start)
+        .ok()
+        .filter(|r| !r.is_zero())
+        .ok_or_else(|| ApiError::invalid("end", "must be after start"))?;
+    Ok((start, end, range))
+}
+
 fn aggregation(a: pb::Aggregation) -> Option<Aggregation> {
     Some(match a {
         pb::Aggregation::Unspecified => return None,
@@ -212,10 +232,7 @@ fn step(requested: Option<Duration>, range: Duration, max_points: u32) -> Durati
 }
 
 fn summary(metric: &MetricDef, buckets: &[Bucket]) -> Option<pb::SeriesSummary> {
-    let mut all = Bucket::default();
-    for b in buckets {
-        all.merge(b);
-    }
+    let all = merged(buckets);
     let source = metric.source;
     // Rates and ratios average from summed parts; distributions from the merged one.
     let avg = all.value(source, Aggregation::Avg)?;
@@ -287,16 +304,7 @@ impl History for HistoryService {
             .into());
         }
         let now = self.fleet.clock().now();
-        let end = time("end", req.end.as_ref())?.unwrap_or(now);
-        let start = time("start", req.start.as_ref())?.unwrap_or_else(|| {
-            end.checked_sub(DEFAULT_RANGE)
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        });
-        let range = end
-            .duration_since(start)
-            .ok()
-            .filter(|r| !r.is_zero())
-            .ok_or_else(|| ApiError::invalid("end", "must be after start"))?;
+        let (start, end, range) = time_range(req.start.as_ref(), req.end.as_ref(), now)?;
         let requested_step = match req.step {
             None => None,
             Some(d) if d.seconds < 0 || d.nanos < 0 => {
@@ -489,16 +497,7 @@ impl History for HistoryService {
         let req = request.into_inner();
         let store = self.store()?;
         let now = self.fleet.clock().now();
-        let end = time("end", req.end.as_ref())?.unwrap_or(now);
-        let start = time("start", req.start.as_ref())?.unwrap_or_else(|| {
-            end.checked_sub(DEFAULT_RANGE)
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        });
-        let range = end
-            .duration_since(start)
-            .ok()
-            .filter(|r| !r.is_zero())
-            .ok_or_else(|| ApiError::invalid("end", "must be after start"))?;
+        let (start, end, range) = time_range(req.start.as_ref(), req.end.as_ref(), now)?;
         let groups: Vec<String> = req
             .groups
             .iter()
@@ -555,6 +554,15 @@ impl History for HistoryService {
     }
 }
 
+/// Every bucket of a series folded into one (a summary over the whole range).
+fn merged(buckets: &[Bucket]) -> Bucket {
+    let mut all = Bucket::default();
+    for b in buckets {
+        all.merge(b);
+    }
+    all
+}
+
 /// Totals of a subject over a range: each figure is one step as wide as the range.
 async fn range_totals(
     store: &dyn HistoryStore,
@@ -563,7 +571,7 @@ async fn range_totals(
     end: SystemTime,
     range: Duration,
 ) -> Result<pb::RangeTotals, ApiError> {
-    let whole = |name: &str| -> Result<SeriesQuery, ApiError> {
+    let query = |name: &str| -> Result<SeriesQuery, ApiError> {
         Ok(SeriesQuery {
             subject: subject.clone(),
             metric: history::metric(name)
@@ -573,43 +581,16 @@ async fn range_totals(
             step: range + Duration::from_secs(1),
         })
     };
-    let merged = |buckets: Vec<Bucket>| {
-        let mut all = Bucket::default();
-        for b in &buckets {
-            all.merge(b);
-        }
-        all
+    // Each figure is one step as wide as the range, read and folded into one bucket.
+    let whole = |name: &'static str| async move {
+        let buckets = store.buckets(&query(name)?).await.map_err(store_error)?;
+        Ok::<_, ApiError>(merged(&buckets))
     };
-    let succeeded = merged(
-        store
-            .buckets(&whole("succeeded")?)
-            .await
-            .map_err(store_error)?,
-    );
-    let failed = merged(
-        store
-            .buckets(&whole("failed")?)
-            .await
-            .map_err(store_error)?,
-    );
-    let throughput = merged(
-        store
-            .buckets(&whole("throughput")?)
-            .await
-            .map_err(store_error)?,
-    );
-    let alive = merged(
-        store
-            .buckets(&whole("alive_workers")?)
-            .await
-            .map_err(store_error)?,
-    );
-    let runtime = merged(
-        store
-            .buckets(&whole("runtime")?)
-            .await
-            .map_err(store_error)?,
-    );
+    let succeeded = whole("succeeded").await?;
+    let failed = whole("failed").await?;
+    let throughput = whole("throughput").await?;
+    let alive = whole("alive_workers").await?;
+    let runtime = whole("runtime").await?;
     let finished = succeeded.sum + failed.sum;
     let secs = |d: Option<Duration>| d.map(convert::duration);
     Ok(pb::RangeTotals {
