@@ -211,6 +211,8 @@ pub struct Config {
     pub retention_samples: Duration,
     /// How long events are kept.
     pub retention_events: Duration,
+    /// Per-table retention overrides (own time bound, row cap).
+    pub retention_tables: Vec<warden_core::history::TableRetention>,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter.
     pub log_level: String,
@@ -259,6 +261,7 @@ impl Default for Config {
             history_buffer_rows: DEFAULT_HISTORY_BUFFER_ROWS,
             retention_samples: DEFAULT_RETENTION_SAMPLES,
             retention_events: DEFAULT_RETENTION_EVENTS,
+            retention_tables: Vec::new(),
             log_format: LogFormat::Pretty,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             insecure: false,
@@ -347,6 +350,17 @@ pub struct ServeArgs {
     /// How long events are kept [default: 30d]
     #[arg(long, env = "WARDEN_RETENTION_EVENTS", value_name = "DURATION", value_parser = parse_duration)]
     pub retention_events: Option<Duration>,
+    /// Per-table retention, comma-separated `TABLE:keep=DURATION:max_rows=N` (either setting
+    /// may be left out); tables: worker_samples, queue_samples, group_samples, events. A row
+    /// cap deletes the oldest sampling ticks beyond it [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_RETENTION_TABLES",
+        value_name = "TABLE:SETTINGS",
+        value_delimiter = ',',
+        value_parser = parse_table_retention
+    )]
+    pub retention_tables: Option<Vec<warden_core::history::TableRetention>>,
     /// Log format [default: pretty]
     #[arg(long, env = "WARDEN_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -393,6 +407,54 @@ pub struct ServeArgs {
     pub streams_poll_interval: Option<Duration>,
 }
 
+/// One `TABLE:keep=DURATION:max_rows=N` entry of `--retention-tables`.
+fn parse_table_retention(s: &str) -> Result<warden_core::history::TableRetention, String> {
+    use warden_core::history::{RETAINED_TABLES, TableRetention};
+    let mut parts = s.trim().split(':');
+    let table = parts.next().unwrap_or_default().trim();
+    if !RETAINED_TABLES.contains(&table) {
+        return Err(format!(
+            "unknown table {table:?} (one of {})",
+            RETAINED_TABLES.join(", ")
+        ));
+    }
+    let mut out = TableRetention {
+        table: table.to_owned(),
+        keep: None,
+        max_rows: None,
+    };
+    for setting in parts {
+        match setting.trim().split_once('=') {
+            Some(("keep", v)) => {
+                let keep = parse_duration(v.trim())?;
+                if keep.is_zero() {
+                    return Err(format!("{table}: keep must be greater than zero"));
+                }
+                out.keep = Some(keep);
+            }
+            Some(("max_rows", v)) => {
+                let rows: u64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|e| format!("{table}: max_rows {v:?}: {e}"))?;
+                if rows == 0 {
+                    return Err(format!("{table}: max_rows must be greater than zero"));
+                }
+                out.max_rows = Some(rows);
+            }
+            _ => {
+                return Err(format!(
+                    "{table}: unknown setting {setting:?} (keep=DURATION or max_rows=N)"
+                ));
+            }
+        }
+    }
+    if out.keep.is_none() && out.max_rows.is_none() {
+        return Err(format!("{table}: give keep=DURATION, max_rows=N or both"));
+    }
+    Ok(out)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m30s)"))
 }
@@ -420,6 +482,7 @@ struct FileConfig {
     history_buffer_rows: Option<usize>,
     retention_samples: Option<String>,
     retention_events: Option<String>,
+    retention_tables: Option<Vec<String>>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     insecure: Option<bool>,
@@ -548,6 +611,12 @@ impl Config {
             &mut self.retention_events,
             file_duration("retention_events", f.retention_events)?,
         );
+        if let Some(entries) = f.retention_tables {
+            self.retention_tables = entries
+                .iter()
+                .map(|e| parse_table_retention(e).map_err(|why| invalid("retention_tables", e, why)))
+                .collect::<Result<_, _>>()?;
+        }
         set(&mut self.log_format, f.log_format);
         set(&mut self.log_level, f.log_level);
         set(&mut self.insecure, f.insecure);
@@ -592,6 +661,7 @@ impl Config {
         set(&mut self.history_buffer_rows, a.history_buffer_rows);
         set(&mut self.retention_samples, a.retention_samples);
         set(&mut self.retention_events, a.retention_events);
+        set(&mut self.retention_tables, a.retention_tables.clone());
         set(&mut self.log_format, a.log_format);
         set(&mut self.log_level, a.log_level.clone());
         self.insecure |= a.insecure;
@@ -783,6 +853,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn table_retention_entries_parse_and_bad_ones_name_what_is_wrong() {
+        let t = parse_table_retention("worker_samples:keep=3d:max_rows=5000000").unwrap();
+        assert_eq!(t.table, "worker_samples");
+        assert_eq!(t.keep, Some(Duration::from_secs(3 * 86_400)));
+        assert_eq!(t.max_rows, Some(5_000_000));
+        let t = parse_table_retention("events:max_rows=10").unwrap();
+        assert_eq!((t.keep, t.max_rows), (None, Some(10)));
+        for (entry, says) in [
+            ("workers:keep=1d", "unknown table"),
+            ("events", "give keep"),
+            ("events:max_rows=0", "greater than zero"),
+            ("events:keep=0s", "greater than zero"),
+            ("events:rows=5", "unknown setting"),
+            ("events:max_rows=many", "max_rows"),
+        ] {
+            let err = parse_table_retention(entry).unwrap_err();
+            assert!(err.contains(says), "{entry}: {err}");
+        }
+    }
+
+    #[test]
     fn tokens_parse_and_never_print_their_secret() {
         let tokens = parse_tokens(
             "# comment\nalice:admin:aaaaaaaaaaaaaaaaaaaa\nbob:viewer:bbbbbbbbbbbbbbbbbbbb",
@@ -878,6 +969,7 @@ mod tests {
             "history_buffer_rows",
             "retention_samples",
             "retention_events",
+            "retention_tables",
             "log_format",
             "log_level",
             "insecure",

@@ -183,6 +183,7 @@ impl Warden {
                     retention: warden_core::history::Retention {
                         samples: config.retention_samples,
                         events: config.retention_events,
+                        tables: config.retention_tables.clone(),
                     },
                     ..Default::default()
                 },

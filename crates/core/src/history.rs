@@ -569,11 +569,52 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
-/// How long each kind of row is kept.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How long each kind of row is kept, with optional per-table overrides.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Retention {
+    /// Samples (worker, queue and group samples, and the per-tick totals).
     pub samples: Duration,
     pub events: Duration,
+    /// Per-table overrides, for the tables in [`RETAINED_TABLES`]; a table not named here
+    /// follows `samples` or `events` and has no row cap.
+    pub tables: Vec<TableRetention>,
+}
+
+/// The tables whose retention may be set one by one. (`tick_totals` is derived from the
+/// worker samples and follows their time bound.)
+pub const RETAINED_TABLES: [&str; 4] = ["worker_samples", "queue_samples", "group_samples", "events"];
+
+/// One table's retention, overriding the kind's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRetention {
+    /// One of [`RETAINED_TABLES`].
+    pub table: String,
+    /// Rows older than this are deleted (instead of the kind's bound).
+    pub keep: Option<Duration>,
+    /// At most this many rows are kept: beyond it the oldest are deleted, whole sampling ticks
+    /// at a time (rows sharing the oldest kept time go together), so the table may hold fewer.
+    pub max_rows: Option<u64>,
+}
+
+impl Retention {
+    /// How long `table`'s rows are kept.
+    pub fn keep(&self, table: &str) -> Duration {
+        let kind = if table == "events" {
+            self.events
+        } else {
+            self.samples
+        };
+        self.override_of(table).and_then(|t| t.keep).unwrap_or(kind)
+    }
+
+    /// The most rows `table` may hold, if capped.
+    pub fn max_rows(&self, table: &str) -> Option<u64> {
+        self.override_of(table).and_then(|t| t.max_rows)
+    }
+
+    fn override_of(&self, table: &str) -> Option<&TableRetention> {
+        self.tables.iter().rev().find(|t| t.table == table)
+    }
 }
 
 impl Default for Retention {
@@ -581,6 +622,7 @@ impl Default for Retention {
         Self {
             samples: Duration::from_secs(7 * 86_400),
             events: Duration::from_secs(30 * 86_400),
+            tables: Vec::new(),
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::{
 /// The name of the store's source status.
 pub const STORE: &str = "store";
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecorderSettings {
     /// How often workers, queues and groups are sampled.
     pub sample_every: Duration,
@@ -78,6 +78,11 @@ pub async fn run(
     gauges: Arc<dyn RecorderGauges>,
     cancel: CancellationToken,
 ) {
+    let (sample_every, flush_every, sweep_every) = (
+        settings.sample_every,
+        settings.flush_every,
+        settings.sweep_every,
+    );
     let mut recorder = Recorder {
         fleet: fleet.clone(),
         store,
@@ -100,7 +105,7 @@ pub async fn run(
     let (samples_tx, mut samples) = mpsc::channel(64);
     if fleet
         .observe(FleetMessage::SubscribeSamples {
-            every: settings.sample_every,
+            every: sample_every,
             sender: samples_tx,
         })
         .await
@@ -108,8 +113,8 @@ pub async fn run(
     {
         return;
     }
-    let mut flush = crate::clock::ticker(settings.flush_every);
-    let mut sweep = crate::clock::ticker(settings.sweep_every);
+    let mut flush = crate::clock::ticker(flush_every);
+    let mut sweep = crate::clock::ticker(sweep_every);
     // The write of the oldest buffered batch, when one is under way: polled beside the
     // inputs, so that a store that hangs for its timeout holds nothing else up.
     let mut in_flight: Option<InFlight> = None;
@@ -395,7 +400,7 @@ impl Recorder {
 
     async fn sweep(&mut self) {
         let now = self.fleet.clock().now();
-        match self.store.sweep(now, self.settings.retention).await {
+        match self.store.sweep(now, self.settings.retention.clone()).await {
             Ok(report) => {
                 let deleted: u64 = report.deleted.iter().map(|(_, n)| n).sum();
                 if deleted > 0 {
