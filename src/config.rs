@@ -614,7 +614,9 @@ impl Config {
         if let Some(entries) = f.retention_tables {
             self.retention_tables = entries
                 .iter()
-                .map(|e| parse_table_retention(e).map_err(|why| invalid("retention_tables", e, why)))
+                .map(|e| {
+                    parse_table_retention(e).map_err(|why| invalid("retention_tables", e, why))
+                })
                 .collect::<Result<_, _>>()?;
         }
         set(&mut self.log_format, f.log_format);

@@ -582,7 +582,8 @@ pub struct Retention {
 
 /// The tables whose retention may be set one by one. (`tick_totals` is derived from the
 /// worker samples and follows their time bound.)
-pub const RETAINED_TABLES: [&str; 4] = ["worker_samples", "queue_samples", "group_samples", "events"];
+pub const RETAINED_TABLES: [&str; 4] =
+    ["worker_samples", "queue_samples", "group_samples", "events"];
 
 /// One table's retention, overriding the kind's.
 #[derive(Debug, Clone, PartialEq, Eq)]

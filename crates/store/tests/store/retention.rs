@@ -232,6 +232,9 @@ async fn a_row_cap_keeps_the_newest_ticks_and_a_table_bound_overrides_its_kind()
         );
         // Under the cap already: nothing more goes.
         let again = db.store.sweep(at(NOW), retention).await.unwrap();
-        assert!(again.deleted.iter().all(|(_, n)| *n == 0), "{engine}: {again:?}");
+        assert!(
+            again.deleted.iter().all(|(_, n)| *n == 0),
+            "{engine}: {again:?}"
+        );
     }
 }
