@@ -173,7 +173,16 @@ impl Warden {
         let history = crate::history::open(&config)
             .await
             .map_err(|e| ServerError::History(e.to_string()))?;
-        if let Some(store) = &history {
+        // Events from outside the fleet (control, operations, alerts) reach history through
+        // the journal; without a store it records nothing.
+        let (_journal, journal_inbox) = if history.is_some() {
+            let (journal, inbox) =
+                warden_core::journal::Journal::channel(warden_core::journal::JOURNAL_CAPACITY);
+            (journal, Some(inbox))
+        } else {
+            (warden_core::journal::Journal::disconnected(), None)
+        };
+        if let (Some(store), Some(journal_inbox)) = (&history, journal_inbox) {
             tasks.spawn(warden_core::recorder::run(
                 fleet.clone(),
                 store.clone(),
@@ -188,6 +197,7 @@ impl Warden {
                     ..Default::default()
                 },
                 Arc::new(metrics.clone()),
+                journal_inbox,
                 cancel.clone(),
             ));
         }

@@ -7,6 +7,8 @@
 //!   a bounded buffer (rows; the oldest batches are dropped first, counted and logged) and
 //!   are written when it returns; the store's status is reported as a source (`store`) that
 //!   no worker depends on, so an outage never marks live data stale.
+//! - Events that do not come from the fleet (control actions, operations, alerts) arrive
+//!   through the [`journal`](crate::journal) and are written with the rest.
 //! - At start, the workers the store remembers are handed to the fleet (UNKNOWN until heard
 //!   from); a sweeper deletes what retention no longer keeps.
 use std::{
@@ -24,6 +26,7 @@ use crate::{
         AttrValue, EventKind, HistoryEvent, HistoryStore, KnownWorker, Retention, SampleBatch,
         Severity, StoreSize, WriteBatch,
     },
+    journal::JournalInbox,
     model::{Backend, Lifecycle, SourceStatus, Worker, WorkerKey},
     owner::{FleetHandle, FleetMessage},
     ports::{BoxFuture, PortError},
@@ -76,8 +79,10 @@ pub async fn run(
     store: Arc<dyn HistoryStore>,
     settings: RecorderSettings,
     gauges: Arc<dyn RecorderGauges>,
+    mut journal: JournalInbox,
     cancel: CancellationToken,
 ) {
+    let mut journal_open = true;
     let (sample_every, flush_every, sweep_every) = (
         settings.sample_every,
         settings.flush_every,
@@ -132,6 +137,10 @@ pub async fn run(
                 let Some(item) = item else { break };
                 recorder.observed(item.event, item.at);
             }
+            event = journal.recv(), if journal_open => match event {
+                Some(event) => recorder.pending.events.push(event),
+                None => journal_open = false,
+            },
             result = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                 in_flight = None;
                 backing_off = !recorder.written(result).await;
@@ -602,13 +611,25 @@ mod tests {
             ..RecorderSettings::default()
         };
         // The store is down at start: the recorder waits for it without holding the fleet.
+        let (journal, inbox) = crate::journal::Journal::channel(16);
         let recorder = tokio::spawn(run(
             fleet.clone(),
             store.clone(),
             settings,
             Arc::new(NoRecorderGauges),
+            inbox,
             cancel.clone(),
         ));
+        // An event from outside the fleet (a control action) waits with the rest.
+        journal.record(HistoryEvent {
+            at: crate::clock::Clock::now(&clock),
+            kind: EventKind::Control,
+            severity: Severity::Info,
+            worker: None,
+            group: None,
+            message: "restart requested".into(),
+            attributes: vec![],
+        });
         // Reported once the recorder watches the fleet.
         until("the store reported down", || {
             fleet
@@ -671,6 +692,12 @@ mod tests {
             .filter(|e| e.message.contains("appeared"))
             .count();
         assert_eq!(online, 1, "one appearance");
+        let journaled = written
+            .iter()
+            .flat_map(|b| &b.events)
+            .filter(|e| e.kind == EventKind::Control && e.message == "restart requested")
+            .count();
+        assert_eq!(journaled, 1, "the journal's event, written once");
         cancel.cancel();
         let _ = recorder.await;
     }
@@ -720,6 +747,7 @@ mod tests {
             store.clone(),
             RecorderSettings::default(),
             Arc::new(NoRecorderGauges),
+            crate::journal::Journal::channel(1).1,
             cancel.clone(),
         ));
         let lifecycle = |id: &str| fleet.snapshot().workers.get(&key(id)).map(|w| w.lifecycle);
