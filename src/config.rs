@@ -35,6 +35,10 @@ pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HISTORY_BUFFER_ROWS: usize = 500_000;
 pub const DEFAULT_RETENTION_SAMPLES: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_RETENTION_EVENTS: Duration = Duration::from_secs(30 * 86_400);
+/// `/metrics` labels task series with the worker's hostname, as celery-exporter does.
+pub const DEFAULT_METRICS_TASK_HOSTNAME: bool = true;
+/// `/metrics` leaves out workers gone (not alive, not heard of) for longer than this.
+pub const DEFAULT_METRICS_GONE_AFTER: Duration = Duration::from_secs(600);
 /// `database_url` value that turns history off.
 pub const NO_DATABASE: &str = "none";
 
@@ -229,6 +233,11 @@ pub struct Config {
     pub streams_shutdown_prefix: String,
     /// How often the streams, groups, consumers and heartbeats are polled.
     pub streams_poll_interval: Duration,
+    /// Label `/metrics` task series with the worker's hostname; `false` sums them over the
+    /// fleet per task name (far fewer series).
+    pub metrics_task_hostname: bool,
+    /// Workers gone for longer than this leave `/metrics` (bounded cardinality).
+    pub metrics_gone_after: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,6 +278,8 @@ impl Default for Config {
             streams_heartbeat_prefix: DEFAULT_STREAMS_HEARTBEAT_PREFIX.to_string(),
             streams_shutdown_prefix: DEFAULT_STREAMS_SHUTDOWN_PREFIX.to_string(),
             streams_poll_interval: DEFAULT_STREAMS_POLL_INTERVAL,
+            metrics_task_hostname: DEFAULT_METRICS_TASK_HOSTNAME,
+            metrics_gone_after: DEFAULT_METRICS_GONE_AFTER,
         }
     }
 }
@@ -391,6 +402,12 @@ pub struct ServeArgs {
     /// How often to poll the streams, their groups, consumers and heartbeats [default: 3s]
     #[arg(long, env = "WARDEN_STREAMS_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub streams_poll_interval: Option<Duration>,
+    /// Label /metrics task series with the worker's hostname; false sums them per task name [default: true]
+    #[arg(long, env = "WARDEN_METRICS_TASK_HOSTNAME", value_name = "BOOL")]
+    pub metrics_task_hostname: Option<bool>,
+    /// Workers gone (not alive) for longer than this leave /metrics [default: 10m]
+    #[arg(long, env = "WARDEN_METRICS_GONE_AFTER", value_name = "DURATION", value_parser = parse_duration)]
+    pub metrics_gone_after: Option<Duration>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -431,6 +448,8 @@ struct FileConfig {
     streams_heartbeat_prefix: Option<String>,
     streams_shutdown_prefix: Option<String>,
     streams_poll_interval: Option<String>,
+    metrics_task_hostname: Option<bool>,
+    metrics_gone_after: Option<String>,
 }
 
 /// Stream names or globs, trimmed, empty entries dropped.
@@ -565,6 +584,11 @@ impl Config {
             &mut self.streams_poll_interval,
             file_duration("streams_poll_interval", f.streams_poll_interval)?,
         );
+        set(&mut self.metrics_task_hostname, f.metrics_task_hostname);
+        set(
+            &mut self.metrics_gone_after,
+            file_duration("metrics_gone_after", f.metrics_gone_after)?,
+        );
         Ok(())
     }
 
@@ -609,6 +633,16 @@ impl Config {
             a.streams_shutdown_prefix.clone(),
         );
         set(&mut self.streams_poll_interval, a.streams_poll_interval);
+        set(&mut self.metrics_task_hostname, a.metrics_task_hostname);
+        set(&mut self.metrics_gone_after, a.metrics_gone_after);
+    }
+
+    /// What `/metrics` exports of the fleet.
+    pub fn export_options(&self) -> warden_metrics::fleet::ExportOptions {
+        warden_metrics::fleet::ExportOptions {
+            task_hostname: self.metrics_task_hostname,
+            gone_after: self.metrics_gone_after,
+        }
     }
 
     /// The Streams adapter's settings, or `None` when no stream is watched.
@@ -889,6 +923,8 @@ mod tests {
             "streams_heartbeat_prefix",
             "streams_shutdown_prefix",
             "streams_poll_interval",
+            "metrics_task_hostname",
+            "metrics_gone_after",
         ] {
             assert!(text.contains(&format!("{key} = ")), "example lacks {key}");
             let env = format!("WARDEN_{}", key.to_uppercase());

@@ -289,7 +289,12 @@ impl Warden {
         });
 
         let http_cancel = cancel.clone();
-        let http_router = crate::http::router(status_rx, metrics.clone());
+        let http_router = crate::http::router(
+            status_rx,
+            metrics.clone(),
+            fleet.snapshots(),
+            config.export_options(),
+        );
         tasks.spawn(async move {
             if let Err(err) = axum::serve(http_listener, http_router)
                 .with_graceful_shutdown(http_cancel.cancelled_owned())

@@ -14,6 +14,7 @@ mod clocked;
 mod demo;
 mod discovery;
 mod event_backpressure;
+mod exporter;
 mod forget;
 mod history;
 mod hostile_flood;

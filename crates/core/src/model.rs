@@ -296,6 +296,8 @@ pub struct TaskStats {
     pub overall: [WindowReport; 3],
     /// The same per task name, sorted by name.
     pub by_task: Vec<(Arc<str>, [WindowReport; 3])>,
+    /// Cumulative counts by task name since warden first saw the worker, sorted by name.
+    pub totals: Vec<(Arc<str>, crate::perf::TaskTotals)>,
 }
 
 /// The group of a Celery worker that has not reported its queues yet.
