@@ -904,6 +904,42 @@ mod tests {
     }
 
     #[test]
+    fn totals_are_cumulative_by_resolved_name_with_a_runtime_histogram() {
+        let mut p = WorkerPerf::default();
+        p.record(
+            &obs(TaskOutcome::Received, "a", Some("add"), 0, None),
+            at(0),
+        );
+        // Celery's succeeded event has no name: it is resolved from the received one.
+        p.record(&obs(TaskOutcome::Succeeded, "a", None, 1, Some(0.2)), at(1));
+        p.record(
+            &obs(TaskOutcome::Received, "b", Some("add"), 2, None),
+            at(2),
+        );
+        p.record(
+            &obs(TaskOutcome::Succeeded, "b", None, 3, Some(20.0)),
+            at(3),
+        );
+        p.record(&obs(TaskOutcome::Failed, "zz", None, 4, None), at(4));
+        // Long after every window: totals do not age.
+        let stats = p.task_stats(at(10_000), LONG_AGO);
+        let add = stats.totals.iter().find(|(n, _)| &**n == "add").unwrap().1;
+        assert_eq!((add.received, add.succeeded, add.failed), (2, 2, 0));
+        assert_eq!(add.runtime_count(), 2);
+        assert_eq!(add.runtime_over, 1, "20 s is over the last bound (10 s)");
+        let le_025 = RUNTIME_BUCKETS.iter().position(|b| *b == 0.25).unwrap();
+        assert_eq!(add.runtime_buckets[le_025], 1);
+        assert!((add.runtime_sum - 20.2).abs() < 1e-9);
+        let unknown = stats
+            .totals
+            .iter()
+            .find(|(n, _)| &**n == UNNAMED_TASKS)
+            .unwrap()
+            .1;
+        assert_eq!(unknown.failed, 1);
+    }
+
+    #[test]
     fn windows_table_matches_the_rings() {
         let slot_secs: Vec<u64> = WINDOWS.iter().map(|(_, w, _)| w.as_secs()).collect();
         assert_eq!(slot_secs, [10, 60, 300]);

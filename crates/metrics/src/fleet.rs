@@ -382,3 +382,108 @@ fn sample_f64(out: &mut String, name: &str, label_set: &[(&str, &str)], value: f
         out.push_str(" NaN\n");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use warden_core::{
+        model::{TaskStats, WorkerKey},
+        perf::WindowReport,
+        state::FleetState,
+    };
+
+    use super::*;
+
+    fn worker(id: &str, succeeded: u64, now: SystemTime) -> Worker {
+        let mut w = Worker::new(WorkerKey::new(Backend::Celery, "", id), now);
+        w.task_stats = Some(Arc::new(TaskStats {
+            overall: [WindowReport::default(); 3],
+            by_task: Vec::new(),
+            totals: vec![(
+                Arc::from("t"),
+                TaskTotals {
+                    succeeded,
+                    ..TaskTotals::default()
+                },
+            )],
+        }));
+        w
+    }
+
+    /// Two nodes on host h1, and one on h2 that is lost and was last heard of an hour ago.
+    fn snapshot() -> Snapshot {
+        let now = SystemTime::now();
+        let mut snapshot = FleetState::with_limits(now, 1, 10).snapshot().clone();
+        for w in [worker("a@h1", 2, now), worker("b@h1", 3, now)] {
+            snapshot.workers.insert(w.key.clone(), Arc::new(w));
+        }
+        let mut gone = worker("c@h2", 7, now - Duration::from_secs(3600));
+        gone.lifecycle = Lifecycle::Lost;
+        snapshot.workers.insert(gone.key.clone(), Arc::new(gone));
+        snapshot
+    }
+
+    fn text(options: ExportOptions) -> String {
+        let mut out = String::new();
+        render(&snapshot(), options, Format::Text, &mut out);
+        out
+    }
+
+    #[test]
+    fn nodes_of_one_host_share_its_series_and_gone_workers_are_left_out() {
+        let out = text(ExportOptions::default());
+        assert!(
+            out.contains("celery_task_succeeded_total{name=\"t\",hostname=\"h1\"} 5\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("celery_worker_up{hostname=\"h1\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("h2"),
+            "a worker gone for an hour is not exported: {out}"
+        );
+        let keep = text(ExportOptions {
+            gone_after: Duration::from_secs(7200),
+            ..ExportOptions::default()
+        });
+        assert!(
+            keep.contains("celery_worker_up{hostname=\"h2\"} 0\n"),
+            "{keep}"
+        );
+    }
+
+    #[test]
+    fn without_hostnames_task_series_are_summed_per_name() {
+        let out = text(ExportOptions {
+            task_hostname: false,
+            gone_after: Duration::from_secs(7200),
+        });
+        assert!(
+            out.contains("celery_task_succeeded_total{name=\"t\"} 12\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("celery_task_runtime_count{name=\"t\"} 0\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("celery_task_failed_total{name=\"t\",hostname"),
+            "{out}"
+        );
+        // Worker gauges keep their hostname: they are per worker by nature.
+        assert!(
+            out.contains("celery_worker_up{hostname=\"h1\"} 1\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        sample(&mut out, "m", &[("name", "a\"b\\c\nd")], 1);
+        assert_eq!(out, "m{name=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+}

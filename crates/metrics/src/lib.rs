@@ -343,3 +343,30 @@ mod tests {
         assert!(metrics.encode().contains("reason=\"seen\""));
     }
 }
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counter_families_with_total_and_has_no_eof() {
+        let metrics = Metrics::new();
+        metrics.inspect_round("ok");
+        let text = metrics.exposition(None, fleet::Format::Text);
+        assert!(
+            text.contains("# HELP warden_inspect_rounds_total Celery inspect broadcasts, by outcome.\n# TYPE warden_inspect_rounds_total counter\nwarden_inspect_rounds_total{outcome=\"ok\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE warden_workers gauge\n"), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        let om = metrics.exposition(None, fleet::Format::OpenMetrics);
+        assert!(
+            om.contains("# TYPE warden_inspect_rounds counter\n"),
+            "{om}"
+        );
+        assert!(om.ends_with("# EOF\n"), "{om}");
+    }
+}
