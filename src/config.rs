@@ -441,19 +441,34 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_METRICS_GONE_AFTER", value_name = "DURATION", value_parser = parse_duration)]
     pub metrics_gone_after: Option<Duration>,
     /// Prometheus to read worker CPU and memory from (http:// or https://); none turns resource figures off [default: none]
-    #[arg(long, env = "WARDEN_PROMETHEUS_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub prometheus_url: Option<String>,
     /// Timeout of each Prometheus query [default: 5s]
     #[arg(long, env = "WARDEN_PROMETHEUS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub prometheus_timeout: Option<Duration>,
     /// Bearer token for Prometheus [default: none]
-    #[arg(long, env = "WARDEN_PROMETHEUS_BEARER_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_BEARER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub prometheus_bearer_token: Option<String>,
     /// Basic-auth user for Prometheus, with --prometheus-password [default: none]
     #[arg(long, env = "WARDEN_PROMETHEUS_USERNAME", value_name = "USER")]
     pub prometheus_username: Option<String>,
     /// Basic-auth password for Prometheus [default: none]
-    #[arg(long, env = "WARDEN_PROMETHEUS_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
     pub prometheus_password: Option<String>,
     /// PromQL giving CPU % by pod; {pods} is a regex of the fleet's pods; empty turns it off [default: cAdvisor's container_cpu_usage_seconds_total rate]
     #[arg(long, env = "WARDEN_PROMETHEUS_QUERY_CPU", value_name = "PROMQL")]
@@ -462,7 +477,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_PROMETHEUS_QUERY_MEMORY", value_name = "PROMQL")]
     pub prometheus_query_memory: Option<String>,
     /// PromQL giving the memory limit bytes by pod [default: cAdvisor's container_spec_memory_limit_bytes]
-    #[arg(long, env = "WARDEN_PROMETHEUS_QUERY_MEMORY_LIMIT", value_name = "PROMQL")]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_QUERY_MEMORY_LIMIT",
+        value_name = "PROMQL"
+    )]
     pub prometheus_query_memory_limit: Option<String>,
     /// How often worker resource figures are collected [default: 15s]
     #[arg(long, env = "WARDEN_RESOURCE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
@@ -733,7 +752,10 @@ impl Config {
             self.prometheus_username = a.prometheus_username.clone();
         }
         set_secret(&mut self.prometheus_password, a.prometheus_password.clone());
-        set(&mut self.prometheus_query_cpu, a.prometheus_query_cpu.clone());
+        set(
+            &mut self.prometheus_query_cpu,
+            a.prometheus_query_cpu.clone(),
+        );
         set(
             &mut self.prometheus_query_memory,
             a.prometheus_query_memory.clone(),

@@ -8,7 +8,11 @@ use crate::{
 };
 
 /// A worker's resource usage; stale while its source is down.
-pub fn resources(r: &fleet::ResourceUsage, now: SystemTime, snapshot: &Snapshot) -> pb::ResourceUsage {
+pub fn resources(
+    r: &fleet::ResourceUsage,
+    now: SystemTime,
+    snapshot: &Snapshot,
+) -> pb::ResourceUsage {
     pb::ResourceUsage {
         cpu_percent: r.cpu_percent,
         memory_rss_bytes: r.memory_bytes,
@@ -18,11 +22,10 @@ pub fn resources(r: &fleet::ResourceUsage, now: SystemTime, snapshot: &Snapshot)
         disks: Vec::new(),
         sampled_at: Some(timestamp(r.sampled_at)),
         source: r.source.to_string(),
-        stale: snapshot
-            .sources
-            .get(r.source)
-            .is_some_and(|s| !s.connected),
-        age: Some(duration(now.duration_since(r.sampled_at).unwrap_or_default())),
+        stale: snapshot.sources.get(r.source).is_some_and(|s| !s.connected),
+        age: Some(duration(
+            now.duration_since(r.sampled_at).unwrap_or_default(),
+        )),
     }
 }
 

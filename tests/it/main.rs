@@ -25,6 +25,7 @@ mod lifecycle;
 mod queues;
 mod readiness;
 mod refresh_coalescing;
+mod resources;
 mod scale_interop;
 mod streams;
 mod task_stats;

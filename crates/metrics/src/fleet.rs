@@ -299,6 +299,42 @@ fn render_warden(snapshot: &Snapshot, shown: &[&Worker], out: &mut String) {
             );
         }
     }
+    type Figure = fn(&warden_core::model::ResourceUsage) -> Option<f64>;
+    let figures: [(&str, &str, Figure); 4] = [
+        (
+            "warden_worker_cpu_percent",
+            "CPU used by the worker, in percent of one core, as its resource source last measured it",
+            |r| r.cpu_percent,
+        ),
+        (
+            "warden_worker_memory_bytes",
+            "Memory used by the worker (working set), in bytes",
+            |r| r.memory_bytes.map(|v| v as f64),
+        ),
+        (
+            "warden_worker_memory_limit_bytes",
+            "The memory limit the worker runs under, in bytes; absent when none",
+            |r| r.memory_limit_bytes.map(|v| v as f64),
+        ),
+        (
+            "warden_worker_memory_percent",
+            "Memory used in percent of the limit; absent without a limit",
+            |r| r.memory_percent(),
+        ),
+    ];
+    for (name, help, figure) in figures {
+        family(out, name, "gauge", help);
+        for w in shown {
+            if let Some(value) = w.resources.as_deref().and_then(figure) {
+                sample_f64(
+                    out,
+                    name,
+                    &[("backend", backend_label(w.backend())), ("worker", w.id())],
+                    value,
+                );
+            }
+        }
+    }
     family(
         out,
         "warden_source_up",

@@ -100,7 +100,10 @@ impl PrometheusSource {
         let queries = [
             (metric::CPU_PERCENT, settings.queries.cpu_percent),
             (metric::MEMORY_BYTES, settings.queries.memory_bytes),
-            (metric::MEMORY_LIMIT_BYTES, settings.queries.memory_limit_bytes),
+            (
+                metric::MEMORY_LIMIT_BYTES,
+                settings.queries.memory_limit_bytes,
+            ),
         ]
         .into_iter()
         .filter(|(_, q)| !q.trim().is_empty())
@@ -131,7 +134,10 @@ impl PrometheusSource {
         let status = response.status();
         let body: QueryResponse = response.json().await.map_err(|e| {
             if status.is_success() {
-                PortError::Failed(format!("prometheus answered something else than a query result: {}", e.without_url()))
+                PortError::Failed(format!(
+                    "prometheus answered something else than a query result: {}",
+                    e.without_url()
+                ))
             } else {
                 PortError::Unavailable {
                     dependency: SOURCE,
@@ -272,7 +278,10 @@ fn unavailable(e: &reqwest::Error) -> PortError {
 
 /// A URL without its credentials, for errors.
 fn redact(url: &str) -> String {
-    match url.split_once("://").and_then(|(s, r)| Some((s, r.split_once('@')?.1))) {
+    match url
+        .split_once("://")
+        .and_then(|(s, r)| Some((s, r.split_once('@')?.1)))
+    {
         Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
         None => url.to_string(),
     }
