@@ -50,8 +50,11 @@ impl Default for ExportOptions {
     }
 }
 
-/// celery-exporter's task counters: (name without `_total`, help, field).
-const TASK_COUNTERS: [(&str, &str, fn(&TaskTotals) -> u64); 7] = [
+/// One counter of [`TaskTotals`]: (family name without `_total`, help, field).
+type TaskCounter = (&'static str, &'static str, fn(&TaskTotals) -> u64);
+
+/// celery-exporter's task counters.
+const TASK_COUNTERS: [TaskCounter; 7] = [
     (
         "celery_task_received",
         "Sent when the worker receives a task.",
