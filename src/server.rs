@@ -52,6 +52,8 @@ pub enum ServerError {
     Reflection(String),
     #[error("{0}")]
     History(String),
+    #[error("resources: {0}")]
+    Resources(String),
 }
 
 /// A running warden.
@@ -167,6 +169,20 @@ impl Warden {
                 .await
                 .map_err(|e| ServerError::Broker(e.to_string()))?;
             tasks.spawn(warden_streams::run(settings, fleet.clone(), cancel.clone()));
+        }
+
+        if let Some(settings) = config.prometheus_settings() {
+            let timeout = settings.timeout;
+            let source = warden_resources::PrometheusSource::new(settings)
+                .map_err(|e| ServerError::Resources(e.to_string()))?;
+            tasks.spawn(warden_resources::run(
+                Arc::new(source),
+                fleet.clone(),
+                config.resource_interval,
+                // Every query of a round within its own timeout, one after the other.
+                timeout * 3,
+                cancel.clone(),
+            ));
         }
 
         // History: opened (and migrated) before serving; recorded by a fleet subscriber.
@@ -300,7 +316,12 @@ impl Warden {
         });
 
         let http_cancel = cancel.clone();
-        let http_router = crate::http::router(status_rx, metrics.clone());
+        let http_router = crate::http::router(
+            status_rx,
+            metrics.clone(),
+            fleet.snapshots(),
+            config.export_options(),
+        );
         tasks.spawn(async move {
             if let Err(err) = axum::serve(http_listener, http_router)
                 .with_graceful_shutdown(http_cancel.cancelled_owned())
