@@ -86,6 +86,9 @@ impl Warden {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Warden, ServerError> {
+        // One TLS provider for every client (kube, sqlx, reqwest, tonic); `main` installs it
+        // first thing, and an embedding program or a test gets it here (a no-op when set).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let cancel = CancellationToken::new();
         let metrics = Metrics::new();
         let settings = config.broker_settings().map_err(ServerError::Broker)?;
