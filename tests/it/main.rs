@@ -26,6 +26,8 @@ mod readiness;
 mod refresh_coalescing;
 mod scale_interop;
 mod streams;
+mod streams_control;
+mod streams_janitor;
 mod task_stats;
 mod tls;
 mod validation;

@@ -30,8 +30,10 @@ pub struct StreamsSettings {
     pub heartbeat_prefix: String,
     pub shutdown_prefix: String,
     pub poll_interval: Duration,
-    /// Longest one poll may take.
+    /// Longest one poll (or janitor pass) may take.
     pub timeout: Duration,
+    /// The periodic janitor.
+    pub janitor: crate::janitor::JanitorSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,7 @@ pub struct Poll {
     pub depths: Vec<QueueDepth>,
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -69,7 +71,7 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-fn number(v: &Value) -> Option<u64> {
+pub(crate) fn number(v: &Value) -> Option<u64> {
     match v {
         Value::Int(n) => u64::try_from(*n).ok(),
         other => text(other)?.parse().ok(),
@@ -77,7 +79,7 @@ fn number(v: &Value) -> Option<u64> {
 }
 
 /// The fields of a RESP3 map or a RESP2 flat array of pairs.
-fn fields(v: &Value) -> BTreeMap<String, &Value> {
+pub(crate) fn fields(v: &Value) -> BTreeMap<String, &Value> {
     match v {
         Value::Map(pairs) => pairs
             .iter()
@@ -91,7 +93,7 @@ fn fields(v: &Value) -> BTreeMap<String, &Value> {
     }
 }
 
-fn items(v: &Value) -> &[Value] {
+pub(crate) fn items(v: &Value) -> &[Value] {
     match v {
         Value::Array(items) | Value::Set(items) => items,
         _ => &[],
@@ -110,7 +112,7 @@ fn escape_glob(s: &str) -> String {
     out
 }
 
-async fn scan(
+pub(crate) async fn scan(
     con: &mut MultiplexedConnection,
     pattern: &str,
     kind: Option<&str>,
@@ -139,6 +141,18 @@ async fn scan(
     }
 }
 
+/// The streams that exist and match `patterns` (names or globs), sorted, without duplicates.
+pub async fn resolve(
+    con: &mut MultiplexedConnection,
+    patterns: &[String],
+) -> Result<Vec<String>, PollError> {
+    let mut streams = BTreeSet::new();
+    for pattern in patterns {
+        streams.extend(scan(con, pattern, Some("stream")).await?);
+    }
+    Ok(streams.into_iter().collect())
+}
+
 /// The ms timestamp of a stream entry id (`{ms}-{seq}`).
 fn id_time(id: &str) -> Option<SystemTime> {
     let ms: u64 = id.split('-').next()?.parse().ok()?;
@@ -155,14 +169,10 @@ pub async fn poll(
     now: SystemTime,
     leased: &mut BTreeMap<(String, String), String>,
 ) -> Result<Poll, PollError> {
-    let mut streams = BTreeSet::new();
-    for pattern in &settings.streams {
-        streams.extend(scan(con, pattern, Some("stream")).await?);
-    }
+    let streams = resolve(con, &settings.streams).await?;
     if streams.is_empty() {
         return Ok(Poll::default());
     }
-    let streams: Vec<String> = streams.into_iter().collect();
 
     // Lengths and groups.
     let mut pipe = redis::pipe();
