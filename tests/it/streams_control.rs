@@ -196,6 +196,76 @@ async fn reclaim_moves_a_crashed_consumers_entries_to_a_live_one_which_processes
             .all(|id| p.get(id).map(String::as_str) == Some("dead"))
     );
 
+    // The CLI: `warden streams` lists the group with what Redis holds; `warden reclaim
+    // --dry-run` names the same entries.
+    let url = warden.grpc_url.clone();
+    let listed = eventually(
+        Duration::from_secs(20),
+        "warden streams lists the group",
+        || {
+            let url = url.clone();
+            async move {
+                let (ok, stdout, stderr) = run(std::process::Command::new(env!(
+                    "CARGO_BIN_EXE_warden"
+                ))
+                .args([
+                    "streams", "--output", "json", "--server", &url, "--token", OPERATOR,
+                ]))
+                .await;
+                assert!(ok, "{stderr}");
+                let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+                let group = v
+                    .as_array()?
+                    .iter()
+                    .find(|g| g["queue"] == "jobs:billing")?
+                    .clone();
+                (group["consumers"].as_array()?.len() == 2).then_some(group)
+            }
+        },
+    )
+    .await;
+    assert_eq!(listed["pending"], held.len() as u64);
+    let dead = listed["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["consumer"] == "dead")
+        .expect("the dead consumer is listed");
+    assert_eq!(dead["pending"], held.len() as u64);
+    let (ok, stdout, stderr) = run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden")).args([
+            "reclaim",
+            "jobs",
+            "billing",
+            "--min-idle",
+            "0s",
+            "--dry-run",
+            "--output",
+            "json",
+            "--server",
+            &url,
+            "--token",
+            OPERATOR,
+        ]),
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["to_consumer"], "live");
+    let ids: BTreeSet<String> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, held);
+    assert_eq!(
+        pending(&mut con).await.len(),
+        held.len(),
+        "the CLI dry run moved nothing"
+    );
+
     // The real call moves them; the live worker processes each exactly once.
     let done = control
         .reclaim_pending(authed(
