@@ -14,7 +14,6 @@ use tonic::{
 
 mod streams;
 
-
 use crate::{
     config::ServeArgs,
     proto::v1::{

@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use warden_streams::{
     StreamsSettings,
     janitor::{self, JanitorSettings},
-    poller,
+    poller::{self, DISCOVERY_EVERY, Discovery},
 };
 
 const STREAMS: usize = 50;
@@ -50,7 +50,12 @@ async fn commandstats(con: &mut MultiplexedConnection) -> BTreeMap<String, u64> 
     info.lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
             Some((name.to_string(), calls))
         })
         .collect()
@@ -69,7 +74,14 @@ async fn main() {
         .unwrap_or(0);
     let port = free_port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -101,7 +113,12 @@ async fn main() {
             .arg("MKSTREAM")
             .ignore();
         for _ in 0..ENTRIES_PER_STREAM {
-            pipe.cmd("XADD").arg(&stream).arg("*").arg("f").arg("v").ignore();
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("f")
+                .arg("v")
+                .ignore();
         }
         for c in 0..CONSUMERS_PER_STREAM {
             let consumer = format!("c{c}");
@@ -150,49 +167,64 @@ async fn main() {
     let mut poll_con = client.get_multiplexed_async_connection().await.unwrap();
     let mut leased = BTreeMap::new();
     // Warm-up, and a check that the poll sees the whole fleet.
-    let first = poller::poll(&mut poll_con, &settings, SystemTime::now(), &mut leased)
-        .await
-        .unwrap();
+    let first = poller::poll(
+        &mut poll_con,
+        &settings,
+        SystemTime::now(),
+        &mut leased,
+        &mut Discovery::new(1),
+    )
+    .await
+    .unwrap();
     let consumers: usize = first.round.iter().map(|(_, r)| r.len()).sum();
     assert_eq!(consumers, STREAMS * CONSUMERS_PER_STREAM);
     assert_eq!(first.depths.len(), STREAMS);
 
-    let before = commandstats(&mut con).await;
-    let mut times = Vec::with_capacity(POLLS);
-    for _ in 0..POLLS {
-        let t = Instant::now();
-        let p = poller::poll(&mut poll_con, &settings, SystemTime::now(), &mut leased)
+    for refresh_every in [1, DISCOVERY_EVERY] {
+        let mut discovery = Discovery::new(refresh_every);
+        let before = commandstats(&mut con).await;
+        let mut times = Vec::with_capacity(POLLS);
+        for _ in 0..POLLS {
+            let t = Instant::now();
+            let p = poller::poll(
+                &mut poll_con,
+                &settings,
+                SystemTime::now(),
+                &mut leased,
+                &mut discovery,
+            )
             .await
             .unwrap();
-        times.push(t.elapsed());
-        assert_eq!(p.round.len(), STREAMS);
+            times.push(t.elapsed());
+            assert_eq!(p.round.len(), STREAMS);
+        }
+        let after = commandstats(&mut con).await;
+        let delta = |name: &str| after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0);
+        let commands: u64 = after
+            .iter()
+            .filter(|(k, _)| k.as_str() != "info")
+            .map(|(k, v)| v - before.get(k).unwrap_or(&0))
+            .sum();
+        let scans = delta("scan") as f64 / POLLS as f64;
+        times.sort();
+        println!(
+            "poll cycle: {} streams, {} consumers, {} noise keys, {POLLS} polls, discovery SCANs every {refresh_every} polls",
+            STREAMS,
+            STREAMS * CONSUMERS_PER_STREAM,
+            noise
+        );
+        println!(
+            "  time per poll: p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.95).as_secs_f64() * 1e3,
+            times.last().unwrap().as_secs_f64() * 1e3
+        );
+        println!(
+            "  round trips per poll: {:.1} ({scans:.1} SCAN calls + 3 pipelines); Redis commands per poll: {:.0}",
+            scans + 3.0,
+            commands as f64 / POLLS as f64
+        );
     }
-    let after = commandstats(&mut con).await;
-    let delta = |name: &str| after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0);
-    let commands: u64 = after
-        .iter()
-        .filter(|(k, _)| k.as_str() != "info")
-        .map(|(k, v)| v - before.get(k).unwrap_or(&0))
-        .sum();
-    let scans = delta("scan") as f64 / POLLS as f64;
-    times.sort();
-    println!(
-        "poll cycle: {} streams, {} consumers, {} noise keys, {POLLS} polls",
-        STREAMS,
-        STREAMS * CONSUMERS_PER_STREAM,
-        noise
-    );
-    println!(
-        "  time per poll: p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms",
-        percentile(&times, 0.5).as_secs_f64() * 1e3,
-        percentile(&times, 0.95).as_secs_f64() * 1e3,
-        times.last().unwrap().as_secs_f64() * 1e3
-    );
-    println!(
-        "  round trips per poll: {:.0} ({scans:.0} SCAN calls + 3 pipelines); Redis commands per poll: {:.0}",
-        scans + 3.0,
-        commands as f64 / POLLS as f64
-    );
 
     // One janitor pass (dry run, then real) over the same fleet.
     let before = commandstats(&mut con).await;
