@@ -29,6 +29,8 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_STREAMS_HEARTBEAT_PREFIX: &str = "worker:heartbeat:";
 pub const DEFAULT_STREAMS_SHUTDOWN_PREFIX: &str = "worker:shutdown:";
 pub const DEFAULT_STREAMS_POLL_INTERVAL: Duration = Duration::from_secs(3);
+pub const DEFAULT_STREAMS_JANITOR_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_STREAMS_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 /// The embedded history store: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://warden.db";
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
@@ -243,6 +245,10 @@ pub struct Config {
     pub streams_shutdown_prefix: String,
     /// How often the streams, groups, consumers and heartbeats are polled.
     pub streams_poll_interval: Duration,
+    /// How often the janitor trims the streams and deletes stale consumers; 0 turns it off.
+    pub streams_janitor_interval: Duration,
+    /// A consumer with no heartbeat, nothing pending and idle this long is deleted.
+    pub streams_consumer_idle: Duration,
     /// Label `/metrics` task series with the worker's hostname; `false` sums them over the
     /// fleet per task name (far fewer series).
     pub metrics_task_hostname: bool,
@@ -304,6 +310,8 @@ impl Default for Config {
             streams_heartbeat_prefix: DEFAULT_STREAMS_HEARTBEAT_PREFIX.to_string(),
             streams_shutdown_prefix: DEFAULT_STREAMS_SHUTDOWN_PREFIX.to_string(),
             streams_poll_interval: DEFAULT_STREAMS_POLL_INTERVAL,
+            streams_janitor_interval: DEFAULT_STREAMS_JANITOR_INTERVAL,
+            streams_consumer_idle: DEFAULT_STREAMS_CONSUMER_IDLE,
             metrics_task_hostname: DEFAULT_METRICS_TASK_HOSTNAME,
             metrics_gone_after: DEFAULT_METRICS_GONE_AFTER,
             prometheus_url: None,
@@ -448,6 +456,12 @@ pub struct ServeArgs {
     /// How often to poll the streams, their groups, consumers and heartbeats [default: 3s]
     #[arg(long, env = "WARDEN_STREAMS_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub streams_poll_interval: Option<Duration>,
+    /// How often the Streams janitor trims streams (XTRIM MINID at the oldest entry any group needs) and deletes stale consumers; 0s turns it off [default: 5m]
+    #[arg(long, env = "WARDEN_STREAMS_JANITOR_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub streams_janitor_interval: Option<Duration>,
+    /// The janitor deletes a consumer with no heartbeat, no pending entries and idle this long [default: 1h]
+    #[arg(long, env = "WARDEN_STREAMS_CONSUMER_IDLE", value_name = "DURATION", value_parser = parse_duration)]
+    pub streams_consumer_idle: Option<Duration>,
     /// Label /metrics task series with the worker's hostname; false sums them per task name [default: true]
     #[arg(long, env = "WARDEN_METRICS_TASK_HOSTNAME", value_name = "BOOL")]
     pub metrics_task_hostname: Option<bool>,
@@ -589,6 +603,8 @@ struct FileConfig {
     streams_heartbeat_prefix: Option<String>,
     streams_shutdown_prefix: Option<String>,
     streams_poll_interval: Option<String>,
+    streams_janitor_interval: Option<String>,
+    streams_consumer_idle: Option<String>,
     metrics_task_hostname: Option<bool>,
     metrics_gone_after: Option<String>,
     prometheus_url: Option<String>,
@@ -742,6 +758,14 @@ impl Config {
             &mut self.streams_poll_interval,
             file_duration("streams_poll_interval", f.streams_poll_interval)?,
         );
+        set(
+            &mut self.streams_janitor_interval,
+            file_duration("streams_janitor_interval", f.streams_janitor_interval)?,
+        );
+        set(
+            &mut self.streams_consumer_idle,
+            file_duration("streams_consumer_idle", f.streams_consumer_idle)?,
+        );
         set(&mut self.metrics_task_hostname, f.metrics_task_hostname);
         set(
             &mut self.metrics_gone_after,
@@ -812,6 +836,11 @@ impl Config {
             a.streams_shutdown_prefix.clone(),
         );
         set(&mut self.streams_poll_interval, a.streams_poll_interval);
+        set(
+            &mut self.streams_janitor_interval,
+            a.streams_janitor_interval,
+        );
+        set(&mut self.streams_consumer_idle, a.streams_consumer_idle);
         set(&mut self.metrics_task_hostname, a.metrics_task_hostname);
         set(&mut self.metrics_gone_after, a.metrics_gone_after);
         set_secret(&mut self.prometheus_url, a.prometheus_url.clone());
@@ -891,6 +920,11 @@ impl Config {
             shutdown_prefix: self.streams_shutdown_prefix.clone(),
             poll_interval: self.streams_poll_interval,
             timeout: self.broker_timeout,
+            janitor: warden_streams::janitor::JanitorSettings {
+                interval: (!self.streams_janitor_interval.is_zero())
+                    .then_some(self.streams_janitor_interval),
+                consumer_idle: self.streams_consumer_idle,
+            },
         })
     }
 
@@ -1194,6 +1228,8 @@ mod tests {
             "streams_heartbeat_prefix",
             "streams_shutdown_prefix",
             "streams_poll_interval",
+            "streams_janitor_interval",
+            "streams_consumer_idle",
             "metrics_task_hostname",
             "metrics_gone_after",
             "prometheus_url",

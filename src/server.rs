@@ -171,6 +171,10 @@ impl Warden {
                 ))
                 .await
                 .map_err(|e| ServerError::Broker(e.to_string()))?;
+            tasks.spawn(warden_streams::janitor::run(
+                settings.clone(),
+                cancel.clone(),
+            ));
             tasks.spawn(warden_streams::run(settings, fleet.clone(), cancel.clone()));
         }
 
@@ -249,7 +253,11 @@ impl Warden {
             config.watch_bookmark_interval,
             tasks.clone(),
         );
-        let control = ControlService::new(fleet.clone());
+        let control = ControlService::new(fleet.clone()).with_streams(
+            config
+                .streams_settings()
+                .and_then(|s| warden_streams::control::StreamsControl::new(s).ok()),
+        );
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

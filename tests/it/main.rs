@@ -29,6 +29,8 @@ mod refresh_coalescing;
 mod resources;
 mod scale_interop;
 mod streams;
+mod streams_control;
+mod streams_janitor;
 mod task_stats;
 mod tls;
 mod validation;
