@@ -21,6 +21,7 @@ mod hostile_input;
 mod hostile_replies;
 mod interop;
 mod lifecycle;
+mod local_runtime;
 mod queues;
 mod readiness;
 mod refresh_coalescing;
