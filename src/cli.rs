@@ -1079,75 +1079,6 @@ fn watch_line(message: &pb::WatchFleetResponse, output: Output) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_people_write_them() {
-        assert_eq!(
-            human_duration(Duration::from_secs(2 * 86_400 + 5 * 3_600 + 30 * 60 + 7)),
-            "2d 5h 30m"
-        );
-        assert_eq!(human_duration(Duration::from_secs(45)), "45s");
-        assert_eq!(human_duration(Duration::from_secs(3_600)), "1h");
-        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        assert_eq!(ago(now - Duration::from_secs(12), now), "12s ago");
-    }
-
-    #[test]
-    fn charts_scale_to_the_largest_value_and_keep_gaps_empty() {
-        let t = |s: u64| {
-            Some(prost_types::Timestamp::from(
-                SystemTime::UNIX_EPOCH + Duration::from_secs(s),
-            ))
-        };
-        let series = pb::Series {
-            metric: "throughput".into(),
-            unit: "tasks/min".into(),
-            aggregation: pb::Aggregation::Avg.into(),
-            points: vec![
-                pb::Point {
-                    time: t(0),
-                    value: 10.0,
-                },
-                pb::Point {
-                    time: t(60),
-                    value: 5.0,
-                },
-                pb::Point {
-                    time: t(120),
-                    value: 0.0,
-                },
-            ],
-            summary: Some(pb::SeriesSummary {
-                avg: 5.0,
-                min: 0.0,
-                max: 10.0,
-                last: 0.0,
-                count: 3,
-            }),
-            ..Default::default()
-        };
-        let text = chart(&series, 80);
-        let rows: Vec<&str> = text.lines().collect();
-        assert!(rows[0].starts_with("throughput (tasks/min, avg)"), "{text}");
-        // The top row: the 10.0 column is full, the 5.0 one empty.
-        assert!(rows[1].ends_with("█  "), "{text}");
-        // The bottom row: 10 and 5 have bars, 0 none.
-        assert!(rows[8].ends_with("██ "), "{text}");
-        assert!(text.contains("avg 5.0  min 0.0  max 10.0"), "{text}");
-    }
-
-    #[test]
-    fn rpc_errors_name_the_status_code() {
-        let err = ClientError::from(tonic::Status::failed_precondition("w@h is ALIVE"));
-        assert_eq!(err.to_string(), "FAILED_PRECONDITION: w@h is ALIVE");
-        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
-    }
-}
-
 /// `warden logs`: lines as text (`time level source text`), or one JSON object per line;
 /// stream events go to stderr.
 async fn logs(args: LogsArgs) -> Result<(), ClientError> {
@@ -1240,4 +1171,92 @@ fn log_line_json(line: &pb::LogLine) -> Value {
         "task_id": line.task_id,
         "truncated": line.truncated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(
+            human_duration(Duration::from_secs(2 * 86_400 + 5 * 3_600 + 30 * 60 + 7)),
+            "2d 5h 30m"
+        );
+        assert_eq!(human_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(human_duration(Duration::from_secs(3_600)), "1h");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(ago(now - Duration::from_secs(12), now), "12s ago");
+    }
+
+    #[test]
+    fn charts_scale_to_the_largest_value_and_keep_gaps_empty() {
+        let t = |s: u64| {
+            Some(prost_types::Timestamp::from(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(s),
+            ))
+        };
+        let series = pb::Series {
+            metric: "throughput".into(),
+            unit: "tasks/min".into(),
+            aggregation: pb::Aggregation::Avg.into(),
+            points: vec![
+                pb::Point {
+                    time: t(0),
+                    value: 10.0,
+                },
+                pb::Point {
+                    time: t(60),
+                    value: 5.0,
+                },
+                pb::Point {
+                    time: t(120),
+                    value: 0.0,
+                },
+            ],
+            summary: Some(pb::SeriesSummary {
+                avg: 5.0,
+                min: 0.0,
+                max: 10.0,
+                last: 0.0,
+                count: 3,
+            }),
+            ..Default::default()
+        };
+        let text = chart(&series, 80);
+        let rows: Vec<&str> = text.lines().collect();
+        assert!(rows[0].starts_with("throughput (tasks/min, avg)"), "{text}");
+        // The top row: the 10.0 column is full, the 5.0 one empty.
+        assert!(rows[1].ends_with("█  "), "{text}");
+        // The bottom row: 10 and 5 have bars, 0 none.
+        assert!(rows[8].ends_with("██ "), "{text}");
+        assert!(text.contains("avg 5.0  min 0.0  max 10.0"), "{text}");
+    }
+
+    #[test]
+    fn rpc_errors_name_the_status_code() {
+        let err = ClientError::from(tonic::Status::failed_precondition("w@h is ALIVE"));
+        assert_eq!(err.to_string(), "FAILED_PRECONDITION: w@h is ALIVE");
+        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
+    }
+
+    #[test]
+    fn log_lines_print_time_level_source_and_text() {
+        let line = pb::LogLine {
+            time: Some(prost_types::Timestamp {
+                seconds: 1_704_110_400,
+                nanos: 0,
+            }),
+            level: pb::LogLevel::Error as i32,
+            text: "boom".into(),
+            source: "pid:7".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            log_line_text(&line),
+            "2024-01-01T12:00:00.000Z ERROR    pid:7 boom"
+        );
+        assert_eq!(log_line_json(&line)["level"], "ERROR");
+    }
 }

@@ -273,13 +273,9 @@ impl Filter {
         {
             return false;
         }
-        if !self.task_id.is_empty()
-            && !(text.contains(&self.task_id)
-                || line.context_task.as_deref() == Some(self.task_id.as_str()))
-        {
-            return false;
-        }
-        true
+        self.task_id.is_empty()
+            || text.contains(&self.task_id)
+            || line.context_task.as_deref() == Some(self.task_id.as_str())
     }
 }
 

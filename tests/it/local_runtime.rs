@@ -14,8 +14,7 @@ use warden::{
 use warden_runtime::{GroupSpec, LocalSettings};
 
 use crate::support::{
-    LogDir, RedisServer, TestWarden, eventually, find, list, python_dir, submit, test_config,
-    venv,
+    LogDir, RedisServer, TestWarden, eventually, find, list, python_dir, submit, test_config, venv,
 };
 
 /// A group of solo-pool Celery workers of the test app, each consuming `queue` (and its own
@@ -114,9 +113,11 @@ async fn seen_alive_with_pid(setup: &Setup, id: &str, pid: u32) {
 }
 
 async fn running_pid(runtime: &dyn Runtime, id: &str) -> u32 {
-    eventually(Duration::from_secs(30), &format!("{id} running"), || async {
-        runtime.instance(&key(id)).await.unwrap().pid
-    })
+    eventually(
+        Duration::from_secs(30),
+        &format!("{id} running"),
+        || async { runtime.instance(&key(id)).await.unwrap().pid },
+    )
     .await
 }
 
@@ -222,9 +223,30 @@ async fn tail_filters_one_workers_error_lines_and_follows_new_ones() {
     let channel = setup.warden.channel().await;
 
     // Both fail a task; A also succeeds one (INFO lines).
-    submit(&setup.broker, "fail", 1, &["failure-of-a"], &["--queue", "queue-a"]).await;
-    submit(&setup.broker, "add", 1, &["1", "2"], &["--queue", "queue-a"]).await;
-    submit(&setup.broker, "fail", 1, &["failure-of-b"], &["--queue", "queue-b"]).await;
+    submit(
+        &setup.broker,
+        "fail",
+        1,
+        &["failure-of-a"],
+        &["--queue", "queue-a"],
+    )
+    .await;
+    submit(
+        &setup.broker,
+        "add",
+        1,
+        &["1", "2"],
+        &["--queue", "queue-a"],
+    )
+    .await;
+    submit(
+        &setup.broker,
+        "fail",
+        1,
+        &["failure-of-b"],
+        &["--queue", "queue-b"],
+    )
+    .await;
 
     let errors = |worker: &str| pb::TailRequest {
         worker: worker.into(),
@@ -281,7 +303,14 @@ async fn tail_filters_one_workers_error_lines_and_follows_new_ones() {
         },
     )
     .await;
-    submit(&setup.broker, "fail", 1, &["later-failure"], &["--queue", "queue-a"]).await;
+    submit(
+        &setup.broker,
+        "fail",
+        1,
+        &["later-failure"],
+        &["--queue", "queue-a"],
+    )
+    .await;
     let got = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(message) = follow.next().await {
             let message = message.expect("follow");

@@ -208,21 +208,17 @@ impl Supervisor {
     async fn wait_backoff(&mut self, backoff: &mut Duration) -> Option<Next> {
         let wait = *backoff;
         *backoff = (*backoff * 2).min(self.backoff_max);
-        let sleep = tokio::time::sleep(wait);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => return None,
-                _ = self.cancel.cancelled() => return Some(Next::Remove(None)),
-                order = self.orders.recv() => match order {
-                    None => return Some(Next::Remove(None)),
-                    Some(Order::Restart { done, .. }) | Some(Order::Start { done }) => {
-                        return Some(Next::Respawn(Some(done)));
-                    }
-                    Some(Order::Stop { done, .. }) => return Some(Next::Hold(Some(done))),
-                    Some(Order::Remove { done, .. }) => return Some(Next::Remove(Some(done))),
-                },
-            }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => None,
+            _ = self.cancel.cancelled() => Some(Next::Remove(None)),
+            order = self.orders.recv() => Some(match order {
+                None => Next::Remove(None),
+                Some(Order::Restart { done, .. }) | Some(Order::Start { done }) => {
+                    Next::Respawn(Some(done))
+                }
+                Some(Order::Stop { done, .. }) => Next::Hold(Some(done)),
+                Some(Order::Remove { done, .. }) => Next::Remove(Some(done)),
+            }),
         }
     }
 
