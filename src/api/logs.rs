@@ -411,6 +411,33 @@ impl Logs for LogsService {
                     next = feed.next() => next,
                 };
                 heartbeat.reset();
+                // Lines already buffered go out together (at most one message's worth); the
+                // first other event ends the batch and is handled after it.
+                let mut next = next;
+                if let Some(LogEvent::Line(_)) = &next {
+                    let mut batch = Vec::new();
+                    let mut bytes = 0;
+                    while let Some(LogEvent::Line(raw)) = next {
+                        if raw.position > last {
+                            last = raw.position;
+                            if let Some(line) = lines.convert(raw) {
+                                bytes += line.text.len() + 64;
+                                batch.push(line);
+                            }
+                        }
+                        next = if batch.len() < MAX_BATCH_LINES && bytes < MAX_BATCH_BYTES {
+                            feed.try_next()
+                        } else {
+                            None
+                        };
+                    }
+                    if !batch.is_empty() {
+                        yield Ok(lines_response(cursor(last), batch));
+                    }
+                    if next.is_none() {
+                        continue;
+                    }
+                }
                 match next {
                     None => {
                         yield Ok(event_response(cursor(last), event(

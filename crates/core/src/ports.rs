@@ -169,6 +169,10 @@ pub enum LogEvent {
 pub trait LogFeed: Send + 'static {
     /// The next event; `None` when the worker is gone for good (removed from the runtime).
     fn next(&mut self) -> BoxFuture<'_, Option<LogEvent>>;
+    /// The next event if one is ready now, without waiting (for batching what is buffered).
+    fn try_next(&mut self) -> Option<LogEvent> {
+        None
+    }
 }
 
 /// Where workers run: Kubernetes pods or local processes. Implemented by `crates/runtime`.

@@ -299,6 +299,14 @@ impl LogFeed for Follower {
             }
         })
     }
+
+    fn try_next(&mut self) -> Option<LogEvent> {
+        match self.0.try_recv() {
+            Ok(event) => Some(event),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(LogEvent::Lagged(n)),
+            Err(_) => None,
+        }
+    }
 }
 
 impl Runtime for LocalRuntime {
