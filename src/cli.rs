@@ -18,7 +18,7 @@ use crate::{
     config::ServeArgs,
     proto::v1::{
         self as pb, control_client::ControlClient, history_client::HistoryClient,
-        worker_health_client::WorkerHealthClient,
+        logs_client::LogsClient, worker_health_client::WorkerHealthClient,
     },
 };
 
@@ -55,6 +55,31 @@ pub enum Command {
     Streams(streams::StreamsArgs),
     /// Move dead Streams consumers' pending entries to a live one (`streams reclaim`).
     Reclaim(streams::ReclaimCommand),
+    /// Print a worker's log lines (role operator); with -f, keep following new ones.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The worker: short name where unambiguous, or resource name.
+    pub name: String,
+    /// Keep the stream open and print new lines as the worker writes them.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only lines at this level or more severe: TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL.
+    #[arg(long)]
+    pub level: Option<String>,
+    /// How many past lines to print first (0: only new lines, with -f).
+    #[arg(short = 'n', long, default_value_t = 100)]
+    pub lines: u32,
+    /// Only lines containing this text.
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Only lines mentioning this task id.
+    #[arg(long)]
+    pub task: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -335,6 +360,7 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                 Output::Table => print!("{}", worker_detail(&worker, SystemTime::now())),
             }
         }
+        Command::Logs(args) => logs(args).await?,
         Command::Watch(args) => {
             let mut client = WorkerHealthClient::new(connect(&args.client).await?);
             let mut stream = client
@@ -1061,6 +1087,100 @@ fn watch_line(message: &pb::WatchFleetResponse, output: Output) -> String {
     }
 }
 
+/// `warden logs`: lines as text (`time level source text`), or one JSON object per line;
+/// stream events go to stderr.
+async fn logs(args: LogsArgs) -> Result<(), ClientError> {
+    let min_level = match &args.level {
+        None => 0,
+        Some(name) => crate::logline::Level::from_name(name).ok_or_else(|| {
+            ClientError::Input(format!(
+                "unknown level {name:?} (TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL)"
+            ))
+        })? as i32,
+    };
+    let mut client = LogsClient::new(connect(&args.client).await?);
+    let mut stream = client
+        .tail(request(
+            &args.client,
+            pb::TailRequest {
+                worker: args.name.clone(),
+                tail_lines: Some(args.lines),
+                follow: args.follow,
+                min_level,
+                contains: args.grep.clone().unwrap_or_default(),
+                task_id: args.task.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+        )?)
+        .await?
+        .into_inner();
+    while let Some(message) = stream.message().await? {
+        match message.payload {
+            Some(pb::tail_response::Payload::Lines(batch)) => {
+                for line in batch.lines {
+                    match args.client.output {
+                        Output::Json => println!("{}", log_line_json(&line)),
+                        Output::Table => println!("{}", log_line_text(&line)),
+                    }
+                }
+            }
+            Some(pb::tail_response::Payload::Event(event)) => {
+                let kind = pb::StreamEventKind::try_from(event.kind)
+                    .unwrap_or(pb::StreamEventKind::Unspecified);
+                if kind != pb::StreamEventKind::Heartbeat {
+                    eprintln!("# {}: {}", kind.as_str_name(), event.message);
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn level_name(level: i32) -> &'static str {
+    match pb::LogLevel::try_from(level).unwrap_or(pb::LogLevel::Unspecified) {
+        pb::LogLevel::Unspecified => "-",
+        pb::LogLevel::Trace => "TRACE",
+        pb::LogLevel::Debug => "DEBUG",
+        pb::LogLevel::Info => "INFO",
+        pb::LogLevel::Warning => "WARNING",
+        pb::LogLevel::Error => "ERROR",
+        pb::LogLevel::Critical => "CRITICAL",
+    }
+}
+
+fn log_line_text(line: &pb::LogLine) -> String {
+    let time = line
+        .time
+        .as_ref()
+        .and_then(|t| {
+            Some(
+                SystemTime::UNIX_EPOCH
+                    + Duration::new(t.seconds.try_into().ok()?, t.nanos.try_into().ok()?),
+            )
+        })
+        .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .unwrap_or_default();
+    format!(
+        "{time} {:<8} {} {}",
+        level_name(line.level),
+        line.source,
+        line.text
+    )
+}
+
+fn log_line_json(line: &pb::LogLine) -> Value {
+    json!({
+        "time": line.time.as_ref().map(|t| t.to_string()),
+        "level": level_name(line.level),
+        "worker": line.worker,
+        "source": line.source,
+        "text": line.text,
+        "task_id": line.task_id,
+        "truncated": line.truncated,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1127,5 +1247,24 @@ mod tests {
         let err = ClientError::from(tonic::Status::failed_precondition("w@h is ALIVE"));
         assert_eq!(err.to_string(), "FAILED_PRECONDITION: w@h is ALIVE");
         assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
+    }
+
+    #[test]
+    fn log_lines_print_time_level_source_and_text() {
+        let line = pb::LogLine {
+            time: Some(prost_types::Timestamp {
+                seconds: 1_704_110_400,
+                nanos: 0,
+            }),
+            level: pb::LogLevel::Error as i32,
+            text: "boom".into(),
+            source: "pid:7".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            log_line_text(&line),
+            "2024-01-01T12:00:00.000Z ERROR    pid:7 boom"
+        );
+        assert_eq!(log_line_json(&line)["level"], "ERROR");
     }
 }

@@ -269,6 +269,9 @@ pub struct Config {
     pub prometheus_query_memory_limit: String,
     /// How often resource figures are collected.
     pub resource_interval: Duration,
+    /// The local runtime (`[local]`): worker processes warden launches itself. `None` (the
+    /// default) unless at least one group is configured.
+    pub local: Option<warden_runtime::LocalSettings>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -323,6 +326,7 @@ impl Default for Config {
             prometheus_query_memory: DEFAULT_PROMETHEUS_QUERY_MEMORY.to_string(),
             prometheus_query_memory_limit: DEFAULT_PROMETHEUS_QUERY_MEMORY_LIMIT.to_string(),
             resource_interval: DEFAULT_RESOURCE_INTERVAL,
+            local: None,
         }
     }
 }
@@ -616,6 +620,57 @@ struct FileConfig {
     prometheus_query_memory: Option<String>,
     prometheus_query_memory_limit: Option<String>,
     resource_interval: Option<String>,
+    local: Option<LocalFile>,
+}
+
+/// `[local]`: the local runtime. Only in the file (groups do not fit in flags).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalFile {
+    log_dir: Option<PathBuf>,
+    log_file_bytes: Option<u64>,
+    log_files: Option<u32>,
+    stop_grace: Option<String>,
+    backoff_initial: Option<String>,
+    backoff_max: Option<String>,
+    sample_interval: Option<String>,
+    #[serde(default)]
+    groups: Vec<warden_runtime::GroupSpec>,
+}
+
+impl LocalFile {
+    /// The runtime's settings, or `None` when no group is configured.
+    fn settings(self) -> Result<Option<warden_runtime::LocalSettings>, ConfigError> {
+        if self.groups.is_empty() {
+            return Ok(None);
+        }
+        let mut s = warden_runtime::LocalSettings {
+            groups: self.groups,
+            ..Default::default()
+        };
+        set(&mut s.log_dir, self.log_dir);
+        set(&mut s.log_file_bytes, self.log_file_bytes);
+        set(&mut s.log_files, self.log_files);
+        set(
+            &mut s.stop_grace,
+            file_duration("local.stop_grace", self.stop_grace)?,
+        );
+        set(
+            &mut s.backoff_initial,
+            file_duration("local.backoff_initial", self.backoff_initial)?,
+        );
+        set(
+            &mut s.backoff_max,
+            file_duration("local.backoff_max", self.backoff_max)?,
+        );
+        set(
+            &mut s.sample_interval,
+            file_duration("local.sample_interval", self.sample_interval)?,
+        );
+        s.validate()
+            .map_err(|(key, reason)| invalid("local", key, reason))?;
+        Ok(Some(s))
+    }
 }
 
 /// Stream names or globs, trimmed, empty entries dropped.
@@ -791,6 +846,9 @@ impl Config {
             &mut self.resource_interval,
             file_duration("resource_interval", f.resource_interval)?,
         );
+        if let Some(local) = f.local {
+            self.local = local.settings()?;
+        }
         Ok(())
     }
 
@@ -1251,6 +1309,35 @@ mod tests {
             };
             assert!(text.contains(&env), "example lacks {env}");
         }
+    }
+
+    #[test]
+    fn local_groups_turn_the_local_runtime_on() {
+        assert_eq!(Config::default().local, None);
+        let config = Config::from_toml(
+            r#"
+            [local]
+            stop_grace = "3s"
+            [[local.groups]]
+            name = "default"
+            command = "celery"
+            args = ["-A", "app", "worker", "-n", "{node}"]
+            env = { BROKER = "redis://:secret@h/0" }
+            count = 4
+            "#,
+        )
+        .unwrap();
+        let local = config.local.unwrap();
+        assert_eq!(local.groups[0].count, 4);
+        assert_eq!(local.stop_grace, Duration::from_secs(3));
+        assert_eq!(
+            local.log_dir,
+            PathBuf::from(warden_runtime::local::DEFAULT_LOG_DIR)
+        );
+        let err = Config::from_toml("[local]\n[[local.groups]]\nname = \"x\"\ncommand = \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("local.groups[0].command"), "{err}");
     }
 
     #[test]

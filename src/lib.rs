@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod history;
 pub mod http;
+pub mod logline;
 pub mod proto;
 pub mod server;
 pub mod telemetry;

@@ -18,7 +18,10 @@ use crate::{
         broker::Broker, events::EventFollower, pidbox::Pidbox, poller::Inspector, probe, queues,
     },
     config::{Config, Role},
-    fleet::{self, BrokerStatus, Clock, FleetHandle, FleetSettings, SystemClock, Thresholds},
+    fleet::{
+        self, BrokerStatus, Clock, FleetHandle, FleetSettings, SystemClock, Thresholds,
+        ports::Runtime,
+    },
     metrics::Metrics,
     proto::{
         FILE_DESCRIPTOR_SET,
@@ -54,6 +57,8 @@ pub enum ServerError {
     History(String),
     #[error("resources: {0}")]
     Resources(String),
+    #[error("local runtime: {0}")]
+    Runtime(String),
 }
 
 /// A running warden.
@@ -62,6 +67,10 @@ pub struct Warden {
     pub http_addr: SocketAddr,
     pub fleet: FleetHandle,
     pub metrics: Metrics,
+    /// Where workers run, when warden runs them (the local runtime); `None` otherwise.
+    pub runtime: Option<Arc<dyn Runtime>>,
+    /// How long shutdown waits for background tasks (longer when local processes must stop).
+    shutdown_grace: Duration,
     cancel: CancellationToken,
     /// Every background task, the gRPC and HTTP servers included: none is detached.
     tasks: TaskTracker,
@@ -225,6 +234,23 @@ impl Warden {
             ));
         }
 
+        // The local runtime: only when groups are configured.
+        let runtime: Option<Arc<dyn Runtime>> = match &config.local {
+            Some(settings) => Some(Arc::new(
+                warden_runtime::LocalRuntime::start(
+                    settings.clone(),
+                    scope.clone(),
+                    cancel.clone(),
+                    tasks.clone(),
+                )
+                .map_err(|e| ServerError::Runtime(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let shutdown_grace = config.local.as_ref().map_or(SHUTDOWN_GRACE, |l| {
+            SHUTDOWN_GRACE.max(l.stop_grace + SHUTDOWN_GRACE)
+        });
+
         let grpc_listener = bind("gRPC", config.grpc_addr).await?;
         let http_listener = bind("HTTP", config.http_addr).await?;
         let grpc_addr = local_addr("gRPC", &grpc_listener, config.grpc_addr)?;
@@ -298,7 +324,7 @@ impl Warden {
                 auth.interceptor(Some(Role::Viewer), false),
             ))
             .add_service(LogsServer::with_interceptor(
-                LogsService,
+                LogsService::new(fleet.clone(), runtime.clone(), cancel.clone()),
                 auth.interceptor(Some(Role::Operator), false),
             ))
             // Alerts checks roles itself, so that refused changes are audited.
@@ -355,6 +381,8 @@ impl Warden {
             http_addr,
             fleet,
             metrics,
+            runtime,
+            shutdown_grace,
             cancel,
             tasks,
         })
@@ -369,13 +397,14 @@ impl Warden {
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+        if tokio::time::timeout(self.shutdown_grace, self.tasks.wait())
             .await
             .is_err()
         {
             warn!(
                 still_running = self.tasks.len(),
-                "some tasks did not stop within {SHUTDOWN_GRACE:?}; leaving them to the runtime"
+                "some tasks did not stop within {:?}; leaving them to the runtime",
+                self.shutdown_grace
             );
         }
         info!("warden stopped");

@@ -22,6 +22,7 @@ mod hostile_input;
 mod hostile_replies;
 mod interop;
 mod lifecycle;
+mod local_runtime;
 mod otel;
 mod queues;
 mod readiness;
