@@ -807,7 +807,8 @@ fn workers_table(
         let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         let stale = w.resources.as_ref().is_some_and(|r| r.stale);
-        let (cpu, cpu_value) = percent_cell(w.resources.as_ref().and_then(|r| r.cpu_percent), stale);
+        let (cpu, cpu_value) =
+            percent_cell(w.resources.as_ref().and_then(|r| r.cpu_percent), stale);
         let (mem, mem_value) =
             percent_cell(w.resources.as_ref().and_then(|r| r.memory_percent), stale);
         usage.push([cpu_value, mem_value]);
@@ -1143,8 +1144,14 @@ mod tests {
         let plain = workers_table(&workers, now, false, false);
         assert!(!plain.contains('\x1b'), "{plain}");
         let lines: Vec<&str> = plain.lines().collect();
-        assert!(lines[0].contains("CPU") && lines[0].contains("MEM"), "{plain}");
-        assert!(lines[1].contains("12.0%") && lines[1].contains("40.0%"), "{plain}");
+        assert!(
+            lines[0].contains("CPU") && lines[0].contains("MEM"),
+            "{plain}"
+        );
+        assert!(
+            lines[1].contains("12.0%") && lines[1].contains("40.0%"),
+            "{plain}"
+        );
         assert!(lines[2].contains("96.5% (stale)"), "{plain}");
         let cols: Vec<&str> = lines[3].split_whitespace().collect();
         assert!(cols.contains(&"-"), "unknown is '-', never 0: {plain}");
@@ -1152,9 +1159,18 @@ mod tests {
 
         let coloured = workers_table(&workers, now, false, true);
         let lines: Vec<&str> = coloured.lines().collect();
-        assert!(!lines[1].contains('\x1b'), "under 80 % is plain: {coloured}");
-        assert!(lines[2].contains("\x1b[33m85.0%"), "80 % .. 95 % is yellow: {coloured}");
-        assert!(lines[2].contains("\x1b[31m96.5% (stale)"), "95 % and over is red: {coloured}");
+        assert!(
+            !lines[1].contains('\x1b'),
+            "under 80 % is plain: {coloured}"
+        );
+        assert!(
+            lines[2].contains("\x1b[33m85.0%"),
+            "80 % .. 95 % is yellow: {coloured}"
+        );
+        assert!(
+            lines[2].contains("\x1b[31m96.5% (stale)"),
+            "95 % and over is red: {coloured}"
+        );
     }
 
     #[test]

@@ -86,6 +86,9 @@ impl Warden {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Warden, ServerError> {
+        // One crypto provider for every TLS client (reqwest is built without one); `main`
+        // installs the same one first, and embedders (tests) get it here. Idempotent.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let cancel = CancellationToken::new();
         let metrics = Metrics::new();
         let settings = config.broker_settings().map_err(ServerError::Broker)?;

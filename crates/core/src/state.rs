@@ -538,7 +538,12 @@ impl FleetState {
     /// usage becomes its sample's, and an asked worker the source had nothing for loses the
     /// figures that source gave before (absent, not old). While a source is down nothing is
     /// applied: its last figures stay, and its status marks them stale.
-    pub fn apply_samples(&mut self, source: &'static str, asked: &[WorkerKey], samples: Vec<Sample>) {
+    pub fn apply_samples(
+        &mut self,
+        source: &'static str,
+        asked: &[WorkerKey],
+        samples: Vec<Sample>,
+    ) {
         let sampled: std::collections::HashSet<&WorkerKey> =
             samples.iter().map(|s| &s.worker).collect();
         let cleared: Vec<Worker> = asked
@@ -1194,7 +1199,10 @@ mod tests {
         let asked = [key("a@h"), key("b@h")];
         s.apply_samples("prometheus", &asked, vec![sample("a@h"), sample("b@h")]);
         let a = s.snapshot().workers[&key("a@h")].resources.clone().unwrap();
-        assert_eq!((a.cpu_percent, a.memory_bytes), (Some(42.0), Some(1_000_000)));
+        assert_eq!(
+            (a.cpu_percent, a.memory_bytes),
+            (Some(42.0), Some(1_000_000))
+        );
         assert_eq!(a.memory_limit_bytes, None, "not given: absent, not 0");
         assert_eq!(a.memory_percent(), None);
         // The next answer has nothing for b: its old figures go; a's stay.

@@ -11,9 +11,7 @@ use std::{
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use warden_core::{
-    model::{
-        Backend, Health, HealthStatus, ResourceUsage, TaskStats, Worker, WorkerKey,
-    },
+    model::{Backend, Health, HealthStatus, ResourceUsage, TaskStats, Worker, WorkerKey},
     perf::{RUNTIME_BUCKETS, TaskTotals, WindowReport},
     state::{FleetState, Snapshot},
 };
@@ -87,7 +85,8 @@ fn scrape(c: &mut Criterion) {
             },
         ),
     ] {
-        for (format_name, format) in [("text", Format::Text), ("openmetrics", Format::OpenMetrics)] {
+        for (format_name, format) in [("text", Format::Text), ("openmetrics", Format::OpenMetrics)]
+        {
             let body = metrics.exposition(Some((&snapshot, options)), format);
             println!(
                 "scrape {label}/{format_name}: {} bytes, {} lines",

@@ -197,7 +197,13 @@ pub fn render(snapshot: &Snapshot, options: ExportOptions, format: Format, out: 
             raw_sample(out, "celery_task_runtime_bucket", labels, le, cumulative);
         }
         let count = totals.runtime_count();
-        raw_sample(out, "celery_task_runtime_bucket", labels, ",le=\"+Inf\"", count);
+        raw_sample(
+            out,
+            "celery_task_runtime_bucket",
+            labels,
+            ",le=\"+Inf\"",
+            count,
+        );
         raw_sample(out, "celery_task_runtime_count", labels, "", count);
         out.push_str("celery_task_runtime_sum{");
         out.push_str(labels);
