@@ -29,6 +29,8 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_STREAMS_HEARTBEAT_PREFIX: &str = "worker:heartbeat:";
 pub const DEFAULT_STREAMS_SHUTDOWN_PREFIX: &str = "worker:shutdown:";
 pub const DEFAULT_STREAMS_POLL_INTERVAL: Duration = Duration::from_secs(3);
+pub const DEFAULT_STREAMS_JANITOR_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_STREAMS_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 /// The embedded history store: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://warden.db";
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
@@ -223,6 +225,8 @@ pub struct Config {
     pub retention_samples: Duration,
     /// How long events are kept.
     pub retention_events: Duration,
+    /// Per-table retention overrides (own time bound, row cap).
+    pub retention_tables: Vec<warden_core::history::TableRetention>,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter.
     pub log_level: String,
@@ -241,6 +245,10 @@ pub struct Config {
     pub streams_shutdown_prefix: String,
     /// How often the streams, groups, consumers and heartbeats are polled.
     pub streams_poll_interval: Duration,
+    /// How often the janitor trims the streams and deletes stale consumers; 0 turns it off.
+    pub streams_janitor_interval: Duration,
+    /// A consumer with no heartbeat, nothing pending and idle this long is deleted.
+    pub streams_consumer_idle: Duration,
     /// Label `/metrics` task series with the worker's hostname; `false` sums them over the
     /// fleet per task name (far fewer series).
     pub metrics_task_hostname: bool,
@@ -291,6 +299,7 @@ impl Default for Config {
             history_buffer_rows: DEFAULT_HISTORY_BUFFER_ROWS,
             retention_samples: DEFAULT_RETENTION_SAMPLES,
             retention_events: DEFAULT_RETENTION_EVENTS,
+            retention_tables: Vec::new(),
             log_format: LogFormat::Pretty,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             insecure: false,
@@ -301,6 +310,8 @@ impl Default for Config {
             streams_heartbeat_prefix: DEFAULT_STREAMS_HEARTBEAT_PREFIX.to_string(),
             streams_shutdown_prefix: DEFAULT_STREAMS_SHUTDOWN_PREFIX.to_string(),
             streams_poll_interval: DEFAULT_STREAMS_POLL_INTERVAL,
+            streams_janitor_interval: DEFAULT_STREAMS_JANITOR_INTERVAL,
+            streams_consumer_idle: DEFAULT_STREAMS_CONSUMER_IDLE,
             metrics_task_hostname: DEFAULT_METRICS_TASK_HOSTNAME,
             metrics_gone_after: DEFAULT_METRICS_GONE_AFTER,
             prometheus_url: None,
@@ -390,6 +401,17 @@ pub struct ServeArgs {
     /// How long events are kept [default: 30d]
     #[arg(long, env = "WARDEN_RETENTION_EVENTS", value_name = "DURATION", value_parser = parse_duration)]
     pub retention_events: Option<Duration>,
+    /// Per-table retention, comma-separated `TABLE:keep=DURATION:max_rows=N` (either setting
+    /// may be left out); tables: worker_samples, queue_samples, group_samples, events. A row
+    /// cap deletes the oldest sampling ticks beyond it [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_RETENTION_TABLES",
+        value_name = "TABLE:SETTINGS",
+        value_delimiter = ',',
+        value_parser = parse_table_retention
+    )]
+    pub retention_tables: Option<Vec<warden_core::history::TableRetention>>,
     /// Log format [default: pretty]
     #[arg(long, env = "WARDEN_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -434,6 +456,12 @@ pub struct ServeArgs {
     /// How often to poll the streams, their groups, consumers and heartbeats [default: 3s]
     #[arg(long, env = "WARDEN_STREAMS_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub streams_poll_interval: Option<Duration>,
+    /// How often the Streams janitor trims streams (XTRIM MINID at the oldest entry any group needs) and deletes stale consumers; 0s turns it off [default: 5m]
+    #[arg(long, env = "WARDEN_STREAMS_JANITOR_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub streams_janitor_interval: Option<Duration>,
+    /// The janitor deletes a consumer with no heartbeat, no pending entries and idle this long [default: 1h]
+    #[arg(long, env = "WARDEN_STREAMS_CONSUMER_IDLE", value_name = "DURATION", value_parser = parse_duration)]
+    pub streams_consumer_idle: Option<Duration>,
     /// Label /metrics task series with the worker's hostname; false sums them per task name [default: true]
     #[arg(long, env = "WARDEN_METRICS_TASK_HOSTNAME", value_name = "BOOL")]
     pub metrics_task_hostname: Option<bool>,
@@ -488,6 +516,54 @@ pub struct ServeArgs {
     pub resource_interval: Option<Duration>,
 }
 
+/// One `TABLE:keep=DURATION:max_rows=N` entry of `--retention-tables`.
+fn parse_table_retention(s: &str) -> Result<warden_core::history::TableRetention, String> {
+    use warden_core::history::{RETAINED_TABLES, TableRetention};
+    let mut parts = s.trim().split(':');
+    let table = parts.next().unwrap_or_default().trim();
+    if !RETAINED_TABLES.contains(&table) {
+        return Err(format!(
+            "unknown table {table:?} (one of {})",
+            RETAINED_TABLES.join(", ")
+        ));
+    }
+    let mut out = TableRetention {
+        table: table.to_owned(),
+        keep: None,
+        max_rows: None,
+    };
+    for setting in parts {
+        match setting.trim().split_once('=') {
+            Some(("keep", v)) => {
+                let keep = parse_duration(v.trim())?;
+                if keep.is_zero() {
+                    return Err(format!("{table}: keep must be greater than zero"));
+                }
+                out.keep = Some(keep);
+            }
+            Some(("max_rows", v)) => {
+                let rows: u64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|e| format!("{table}: max_rows {v:?}: {e}"))?;
+                if rows == 0 {
+                    return Err(format!("{table}: max_rows must be greater than zero"));
+                }
+                out.max_rows = Some(rows);
+            }
+            _ => {
+                return Err(format!(
+                    "{table}: unknown setting {setting:?} (keep=DURATION or max_rows=N)"
+                ));
+            }
+        }
+    }
+    if out.keep.is_none() && out.max_rows.is_none() {
+        return Err(format!("{table}: give keep=DURATION, max_rows=N or both"));
+    }
+    Ok(out)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m30s)"))
 }
@@ -515,6 +591,7 @@ struct FileConfig {
     history_buffer_rows: Option<usize>,
     retention_samples: Option<String>,
     retention_events: Option<String>,
+    retention_tables: Option<Vec<String>>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     insecure: Option<bool>,
@@ -526,6 +603,8 @@ struct FileConfig {
     streams_heartbeat_prefix: Option<String>,
     streams_shutdown_prefix: Option<String>,
     streams_poll_interval: Option<String>,
+    streams_janitor_interval: Option<String>,
+    streams_consumer_idle: Option<String>,
     metrics_task_hostname: Option<bool>,
     metrics_gone_after: Option<String>,
     prometheus_url: Option<String>,
@@ -654,6 +733,14 @@ impl Config {
             &mut self.retention_events,
             file_duration("retention_events", f.retention_events)?,
         );
+        if let Some(entries) = f.retention_tables {
+            self.retention_tables = entries
+                .iter()
+                .map(|e| {
+                    parse_table_retention(e).map_err(|why| invalid("retention_tables", e, why))
+                })
+                .collect::<Result<_, _>>()?;
+        }
         set(&mut self.log_format, f.log_format);
         set(&mut self.log_level, f.log_level);
         set(&mut self.insecure, f.insecure);
@@ -670,6 +757,14 @@ impl Config {
         set(
             &mut self.streams_poll_interval,
             file_duration("streams_poll_interval", f.streams_poll_interval)?,
+        );
+        set(
+            &mut self.streams_janitor_interval,
+            file_duration("streams_janitor_interval", f.streams_janitor_interval)?,
+        );
+        set(
+            &mut self.streams_consumer_idle,
+            file_duration("streams_consumer_idle", f.streams_consumer_idle)?,
         );
         set(&mut self.metrics_task_hostname, f.metrics_task_hostname);
         set(
@@ -723,6 +818,7 @@ impl Config {
         set(&mut self.history_buffer_rows, a.history_buffer_rows);
         set(&mut self.retention_samples, a.retention_samples);
         set(&mut self.retention_events, a.retention_events);
+        set(&mut self.retention_tables, a.retention_tables.clone());
         set(&mut self.log_format, a.log_format);
         set(&mut self.log_level, a.log_level.clone());
         self.insecure |= a.insecure;
@@ -740,6 +836,11 @@ impl Config {
             a.streams_shutdown_prefix.clone(),
         );
         set(&mut self.streams_poll_interval, a.streams_poll_interval);
+        set(
+            &mut self.streams_janitor_interval,
+            a.streams_janitor_interval,
+        );
+        set(&mut self.streams_consumer_idle, a.streams_consumer_idle);
         set(&mut self.metrics_task_hostname, a.metrics_task_hostname);
         set(&mut self.metrics_gone_after, a.metrics_gone_after);
         set_secret(&mut self.prometheus_url, a.prometheus_url.clone());
@@ -819,6 +920,11 @@ impl Config {
             shutdown_prefix: self.streams_shutdown_prefix.clone(),
             poll_interval: self.streams_poll_interval,
             timeout: self.broker_timeout,
+            janitor: warden_streams::janitor::JanitorSettings {
+                interval: (!self.streams_janitor_interval.is_zero())
+                    .then_some(self.streams_janitor_interval),
+                consumer_idle: self.streams_consumer_idle,
+            },
         })
     }
 
@@ -994,6 +1100,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn table_retention_entries_parse_and_bad_ones_name_what_is_wrong() {
+        let t = parse_table_retention("worker_samples:keep=3d:max_rows=5000000").unwrap();
+        assert_eq!(t.table, "worker_samples");
+        assert_eq!(t.keep, Some(Duration::from_secs(3 * 86_400)));
+        assert_eq!(t.max_rows, Some(5_000_000));
+        let t = parse_table_retention("events:max_rows=10").unwrap();
+        assert_eq!((t.keep, t.max_rows), (None, Some(10)));
+        for (entry, says) in [
+            ("workers:keep=1d", "unknown table"),
+            ("events", "give keep"),
+            ("events:max_rows=0", "greater than zero"),
+            ("events:keep=0s", "greater than zero"),
+            ("events:rows=5", "unknown setting"),
+            ("events:max_rows=many", "max_rows"),
+        ] {
+            let err = parse_table_retention(entry).unwrap_err();
+            assert!(err.contains(says), "{entry}: {err}");
+        }
+    }
+
+    #[test]
     fn tokens_parse_and_never_print_their_secret() {
         let tokens = parse_tokens(
             "# comment\nalice:admin:aaaaaaaaaaaaaaaaaaaa\nbob:viewer:bbbbbbbbbbbbbbbbbbbb",
@@ -1089,6 +1216,7 @@ mod tests {
             "history_buffer_rows",
             "retention_samples",
             "retention_events",
+            "retention_tables",
             "log_format",
             "log_level",
             "insecure",
@@ -1100,6 +1228,8 @@ mod tests {
             "streams_heartbeat_prefix",
             "streams_shutdown_prefix",
             "streams_poll_interval",
+            "streams_janitor_interval",
+            "streams_consumer_idle",
             "metrics_task_hostname",
             "metrics_gone_after",
             "prometheus_url",

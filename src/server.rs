@@ -86,8 +86,8 @@ impl Warden {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Warden, ServerError> {
-        // One crypto provider for every TLS client (reqwest is built without one); `main`
-        // installs the same one first, and embedders (tests) get it here. Idempotent.
+        // One TLS provider for every client (kube, sqlx, reqwest, tonic); `main` installs it
+        // first thing, and an embedding program or a test gets it here (a no-op when set).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cancel = CancellationToken::new();
         let metrics = Metrics::new();
@@ -171,6 +171,10 @@ impl Warden {
                 ))
                 .await
                 .map_err(|e| ServerError::Broker(e.to_string()))?;
+            tasks.spawn(warden_streams::janitor::run(
+                settings.clone(),
+                cancel.clone(),
+            ));
             tasks.spawn(warden_streams::run(settings, fleet.clone(), cancel.clone()));
         }
 
@@ -192,7 +196,16 @@ impl Warden {
         let history = crate::history::open(&config)
             .await
             .map_err(|e| ServerError::History(e.to_string()))?;
-        if let Some(store) = &history {
+        // Events from outside the fleet (control, operations, alerts) reach history through
+        // the journal; without a store it records nothing.
+        let (_journal, journal_inbox) = if history.is_some() {
+            let (journal, inbox) =
+                warden_core::journal::Journal::channel(warden_core::journal::JOURNAL_CAPACITY);
+            (journal, Some(inbox))
+        } else {
+            (warden_core::journal::Journal::disconnected(), None)
+        };
+        if let (Some(store), Some(journal_inbox)) = (&history, journal_inbox) {
             tasks.spawn(warden_core::recorder::run(
                 fleet.clone(),
                 store.clone(),
@@ -202,10 +215,12 @@ impl Warden {
                     retention: warden_core::history::Retention {
                         samples: config.retention_samples,
                         events: config.retention_events,
+                        tables: config.retention_tables.clone(),
                     },
                     ..Default::default()
                 },
                 Arc::new(metrics.clone()),
+                journal_inbox,
                 cancel.clone(),
             ));
         }
@@ -238,7 +253,11 @@ impl Warden {
             config.watch_bookmark_interval,
             tasks.clone(),
         );
-        let control = ControlService::new(fleet.clone());
+        let control = ControlService::new(fleet.clone()).with_streams(
+            config
+                .streams_settings()
+                .and_then(|s| warden_streams::control::StreamsControl::new(s).ok()),
+        );
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
