@@ -337,7 +337,12 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                 ),
                 Output::Table => print!(
                     "{}",
-                    workers_table(&workers, SystemTime::now(), args.show_labels)
+                    workers_table(
+                        &workers,
+                        SystemTime::now(),
+                        args.show_labels,
+                        colour_output()
+                    )
                 ),
             }
         }
@@ -774,13 +779,52 @@ fn group_label(name: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn workers_table(workers: &[pb::Worker], now: SystemTime, show_labels: bool) -> String {
+/// Colours only on a terminal, and never when NO_COLOR is set (no-color.org).
+fn colour_output() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A resource percentage for the table: one decimal, `(stale)` when its source is down, `-`
+/// when unknown.
+fn percent_cell(value: Option<f64>, stale: bool) -> (String, Option<f64>) {
+    match value {
+        None => ("-".into(), None),
+        Some(v) => (
+            format!("{v:.1}%{}", if stale { " (stale)" } else { "" }),
+            Some(v),
+        ),
+    }
+}
+
+/// The ANSI colour of a usage: yellow from 80 %, red from 95 %.
+fn usage_colour(value: f64) -> Option<&'static str> {
+    if value >= 95.0 {
+        Some("\x1b[31m")
+    } else if value >= 80.0 {
+        Some("\x1b[33m")
+    } else {
+        None
+    }
+}
+
+const CPU_COLUMN: usize = 5;
+const MEM_COLUMN: usize = 6;
+
+fn workers_table(
+    workers: &[pb::Worker],
+    now: SystemTime,
+    show_labels: bool,
+    colour: bool,
+) -> String {
     let mut header = vec![
         "NAME",
         "GROUP",
         "ACTIVITY",
         "LIFECYCLE",
         "ACTIVE",
+        "CPU",
+        "MEM",
         "PROCESSED",
         "POOL",
         "QUEUES",
@@ -791,15 +835,25 @@ fn workers_table(workers: &[pb::Worker], now: SystemTime, show_labels: bool) -> 
         header.push("LABELS");
     }
     let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+    // The CPU and memory figures of each row, for colouring once cells are padded.
+    let mut usage: Vec<[Option<f64>; 2]> = vec![[None, None]];
     for w in workers {
         let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
+        let stale = w.resources.as_ref().is_some_and(|r| r.stale);
+        let (cpu, cpu_value) =
+            percent_cell(w.resources.as_ref().and_then(|r| r.cpu_percent), stale);
+        let (mem, mem_value) =
+            percent_cell(w.resources.as_ref().and_then(|r| r.memory_percent), stale);
+        usage.push([cpu_value, mem_value]);
         let mut row = vec![
             w.id.clone(),
             group_label(&w.group),
             activity_name(w.activity) + if w.stale { " (stale)" } else { "" },
             lifecycle_name(w.lifecycle),
             w.active_tasks.to_string(),
+            cpu,
+            mem,
             w.processed_tasks.to_string(),
             w.pool
                 .as_ref()
@@ -826,11 +880,23 @@ fn workers_table(workers: &[pb::Worker], now: SystemTime, show_labels: bool) -> 
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for row in rows {
+    for (row, usage) in rows.iter().zip(&usage) {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
+            .enumerate()
+            .map(|(i, (cell, width))| {
+                let padded = format!("{cell:<width$}");
+                let value = match i {
+                    CPU_COLUMN => usage[0],
+                    MEM_COLUMN => usage[1],
+                    _ => None,
+                };
+                match value.and_then(usage_colour) {
+                    Some(code) if colour => format!("{code}{padded}\x1b[0m"),
+                    _ => padded,
+                }
+            })
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
@@ -1184,6 +1250,56 @@ fn log_line_json(line: &pb::LogLine) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_table_shows_cpu_and_memory_coloured_only_when_asked() {
+        let worker = |id: &str, cpu: Option<f64>, mem: Option<f64>, stale: bool| pb::Worker {
+            id: id.into(),
+            resources: (cpu.is_some() || mem.is_some()).then(|| pb::ResourceUsage {
+                cpu_percent: cpu,
+                memory_percent: mem,
+                stale,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let workers = [
+            worker("calm@h", Some(12.0), Some(40.0), false),
+            worker("busy@h", Some(85.0), Some(96.5), true),
+            worker("unknown@h", None, None, false),
+        ];
+        let now = SystemTime::now();
+        let plain = workers_table(&workers, now, false, false);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        let lines: Vec<&str> = plain.lines().collect();
+        assert!(
+            lines[0].contains("CPU") && lines[0].contains("MEM"),
+            "{plain}"
+        );
+        assert!(
+            lines[1].contains("12.0%") && lines[1].contains("40.0%"),
+            "{plain}"
+        );
+        assert!(lines[2].contains("96.5% (stale)"), "{plain}");
+        let cols: Vec<&str> = lines[3].split_whitespace().collect();
+        assert!(cols.contains(&"-"), "unknown is '-', never 0: {plain}");
+        assert!(!lines[3].contains('%'), "{plain}");
+
+        let coloured = workers_table(&workers, now, false, true);
+        let lines: Vec<&str> = coloured.lines().collect();
+        assert!(
+            !lines[1].contains('\x1b'),
+            "under 80 % is plain: {coloured}"
+        );
+        assert!(
+            lines[2].contains("\x1b[33m85.0%"),
+            "80 % .. 95 % is yellow: {coloured}"
+        );
+        assert!(
+            lines[2].contains("\x1b[31m96.5% (stale)"),
+            "95 % and over is red: {coloured}"
+        );
+    }
 
     #[test]
     fn durations_read_like_people_write_them() {

@@ -1368,6 +1368,49 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_is_off_by_default_and_its_auth_and_url_are_checked() {
+        assert!(Config::default().prometheus_settings().is_none());
+        let config = Config::from_toml(
+            "prometheus_url = \"https://prom:9090\"\nprometheus_username = \"u\"\nprometheus_password = \"p\"\nprometheus_query_memory = \"\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let settings = config.prometheus_settings().unwrap();
+        assert_eq!(
+            settings.auth,
+            Some(warden_resources::Auth::Basic {
+                username: "u".into(),
+                password: "p".into()
+            })
+        );
+        assert_eq!(settings.timeout, Duration::from_secs(5));
+        assert!(settings.queries.memory_bytes.is_empty());
+        assert!(
+            settings
+                .queries
+                .cpu_percent
+                .contains("container_cpu_usage_seconds_total")
+        );
+        // A bearer token wins over basic auth, and never shows in Debug output.
+        let config = Config {
+            prometheus_bearer_token: Some(Secret::new("tok-123")),
+            ..config
+        };
+        let settings = config.prometheus_settings().unwrap();
+        assert!(matches!(
+            settings.auth,
+            Some(warden_resources::Auth::Bearer(_))
+        ));
+        assert!(!format!("{settings:?}{config:?}").contains("tok-123"));
+        let bad = Config {
+            prometheus_url: Some(Secret::new("prom:9090")),
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("prometheus_url"), "{err}");
+    }
+
+    #[test]
     fn bad_file_value_names_key_and_value() {
         let err = Config::from_toml("inspect_interval = \"soon\"")
             .unwrap_err()

@@ -18,3 +18,4 @@ pub mod telemetry;
 pub use warden_celery as celery;
 pub use warden_core as fleet;
 pub use warden_metrics as metrics;
+pub use warden_resources as resources;

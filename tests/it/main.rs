@@ -12,6 +12,7 @@ mod celery_versions;
 mod cli;
 mod clocked;
 mod demo;
+mod deploy;
 mod discovery;
 mod event_backpressure;
 mod exporter;

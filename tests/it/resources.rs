@@ -26,8 +26,9 @@ const PODS: [(&str, f64, u64, u64); 3] = [
     ("pod-z", 3.0, 64 * MIB, 128 * MIB),
 ];
 
-/// Serves cAdvisor's three series for [`PODS`]; CPU counters grow at their pods' rates.
-async fn start_cadvisor() -> (u16, tokio::task::JoinHandle<()>) {
+/// Serves cAdvisor's three series for `pods`; CPU counters grow at their pods' rates.
+async fn start_cadvisor(pods: Vec<(String, f64, u64, u64)>) -> (u16, tokio::task::JoinHandle<()>) {
+    let pods = Arc::new(pods);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let started = Arc::new(Instant::now());
@@ -35,11 +36,12 @@ async fn start_cadvisor() -> (u16, tokio::task::JoinHandle<()>) {
         "/metrics",
         axum::routing::get(move || {
             let started = started.clone();
+            let pods = pods.clone();
             async move {
                 let elapsed = started.elapsed().as_secs_f64();
                 let mut out = String::new();
                 out.push_str("# TYPE container_cpu_usage_seconds_total counter\n");
-                for (pod, cores, _, _) in PODS {
+                for (pod, cores, _, _) in pods.iter() {
                     // The pause container's series must be left out by the templates.
                     out.push_str(&format!(
                         "container_cpu_usage_seconds_total{{namespace=\"t\",pod=\"{pod}\",container=\"worker\"}} {}\n\
@@ -49,13 +51,13 @@ async fn start_cadvisor() -> (u16, tokio::task::JoinHandle<()>) {
                     ));
                 }
                 out.push_str("# TYPE container_memory_working_set_bytes gauge\n");
-                for (pod, _, used, _) in PODS {
+                for (pod, _, used, _) in pods.iter() {
                     out.push_str(&format!(
                         "container_memory_working_set_bytes{{namespace=\"t\",pod=\"{pod}\",container=\"worker\"}} {used}\n"
                     ));
                 }
                 out.push_str("# TYPE container_spec_memory_limit_bytes gauge\n");
-                for (pod, _, _, limit) in PODS {
+                for (pod, _, _, limit) in pods.iter() {
                     out.push_str(&format!(
                         "container_spec_memory_limit_bytes{{namespace=\"t\",pod=\"{pod}\",container=\"worker\"}} {limit}\n"
                     ));
@@ -165,7 +167,11 @@ async fn cpu_and_memory_come_from_prometheus_and_go_stale_when_it_stops() {
     let broker = redis.url(0);
     let _a = CeleryWorker::start(&broker, "celery@pod-a", WorkerOptions::default());
     let _b = CeleryWorker::start(&broker, "celery@pod-b", WorkerOptions::default());
-    let (cadvisor, _exporter) = start_cadvisor().await;
+    let pods = PODS
+        .iter()
+        .map(|(p, c, u, l)| (p.to_string(), *c, *u, *l))
+        .collect();
+    let (cadvisor, _exporter) = start_cadvisor(pods).await;
     let prometheus_port = reserve_port();
     let mut config = test_config(&broker);
     config.prometheus_url = Some(Secret::new(format!(
@@ -330,4 +336,103 @@ async fn cpu_and_memory_come_from_prometheus_and_go_stale_when_it_stops() {
     .await;
     assert_eq!(later.memory_rss_bytes, Some(512 * MIB));
     warden.stop().await;
+}
+
+/// CPU time (user + system) of the calling thread, from /proc (clock ticks of 10 ms).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Resource collection for 1,000 workers: queries per round, wall time and CPU of a round.
+/// A measurement, not a check: `cargo nextest run --test it --run-ignored only -E
+/// 'test(/collect_1000/)' --no-capture` (figures in docs/performance.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn collect_1000_workers_per_round() {
+    const WORKERS: usize = 1_000;
+    const ROUNDS: u32 = 20;
+    let pods: Vec<(String, f64, u64, u64)> = (0..WORKERS)
+        .map(|i| {
+            (
+                format!("pod-{i:04}"),
+                0.25,
+                100 * MIB + i as u64,
+                1024 * MIB,
+            )
+        })
+        .collect();
+    let (cadvisor, _exporter) = start_cadvisor(pods).await;
+    let port = reserve_port();
+    let _prometheus =
+        Prometheus::start(port.get(), &[("cadvisor", format!("127.0.0.1:{cadvisor}"))]);
+    let config = warden::config::Config::default();
+    let settings = warden::resources::PrometheusSettings {
+        url: format!("http://127.0.0.1:{}", port.get()),
+        timeout: Duration::from_secs(5),
+        auth: None,
+        queries: warden::resources::Queries {
+            cpu_percent: config.prometheus_query_cpu.replace("[2m]", "[5s]"),
+            memory_bytes: config.prometheus_query_memory.clone(),
+            memory_limit_bytes: config.prometheus_query_memory_limit.clone(),
+        },
+    };
+    let queries = 3;
+    let keys: Vec<warden::fleet::WorkerKey> = (0..WORKERS)
+        .map(|i| {
+            warden::fleet::WorkerKey::new(
+                warden::fleet::Backend::Celery,
+                "",
+                format!("celery@pod-{i:04}"),
+            )
+        })
+        .collect();
+    // One thread, one current-thread runtime: the thread's CPU is the collection's alone.
+    let figures = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use warden::resources::MetricSource;
+            let source = warden::resources::PrometheusSource::new(settings).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let samples = source.collect(&keys).await.unwrap_or_default();
+                if samples.len() == WORKERS && samples.iter().all(|s| s.metrics.len() == 3) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "Prometheus never had every pod");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let (cpu0, wall0) = (thread_cpu(), Instant::now());
+            let mut slowest = Duration::ZERO;
+            for _ in 0..ROUNDS {
+                let t = Instant::now();
+                let samples = source.collect(&keys).await.unwrap();
+                slowest = slowest.max(t.elapsed());
+                assert_eq!(samples.len(), WORKERS);
+            }
+            (
+                wall0.elapsed() / ROUNDS,
+                slowest,
+                (thread_cpu() - cpu0) / ROUNDS,
+            )
+        })
+    })
+    .await
+    .unwrap();
+    let (mean, slowest, cpu) = figures;
+    let at_default = cpu.as_secs_f64() / 15.0 * 100.0;
+    println!(
+        "collect {WORKERS} workers: {queries} queries per round, wall mean {mean:?} (slowest {slowest:?}), \
+         CPU {cpu:?} per round = {at_default:.3} % of one core at the default 15 s interval"
+    );
 }

@@ -534,9 +534,32 @@ impl FleetState {
         }
     }
 
-    /// Applies resource samples: each known worker's usage becomes the sample's (workers
-    /// without a sample keep their last figures, which the source's status marks stale).
-    pub fn apply_samples(&mut self, samples: Vec<Sample>) {
+    /// Applies one successful collection of `source` for the workers `asked`: each worker's
+    /// usage becomes its sample's, and an asked worker the source had nothing for loses the
+    /// figures that source gave before (absent, not old). While a source is down nothing is
+    /// applied: its last figures stay, and its status marks them stale.
+    pub fn apply_samples(
+        &mut self,
+        source: &'static str,
+        asked: &[WorkerKey],
+        samples: Vec<Sample>,
+    ) {
+        let sampled: std::collections::HashSet<&WorkerKey> =
+            samples.iter().map(|s| &s.worker).collect();
+        let cleared: Vec<Worker> = asked
+            .iter()
+            .filter(|k| !sampled.contains(k))
+            .filter_map(|k| self.snapshot.workers.get(k))
+            .filter(|w| w.resources.as_ref().is_some_and(|r| r.source == source))
+            .map(|w| {
+                let mut w = (**w).clone();
+                w.resources = None;
+                w
+            })
+            .collect();
+        for worker in cleared {
+            self.put(worker, true);
+        }
         for sample in samples {
             let Some(existing) = self.snapshot.workers.get(&sample.worker) else {
                 continue;
@@ -1159,6 +1182,36 @@ mod tests {
             s.snapshot().workers[&key("a@h")].lifecycle,
             Lifecycle::Alive
         );
+    }
+
+    #[test]
+    fn resource_samples_set_figures_and_an_empty_answer_clears_that_sources_figures() {
+        use crate::model::{Sample, metric};
+        let mut s = state();
+        s.apply_inspect(&round(t0(), &["a@h", "b@h"]), t0(), T);
+        s.commit(t0());
+        let sample = |id: &str| Sample {
+            worker: key(id),
+            at: t0(),
+            source: "prometheus",
+            metrics: vec![(metric::CPU_PERCENT, 42.0), (metric::MEMORY_BYTES, 1e6)],
+        };
+        let asked = [key("a@h"), key("b@h")];
+        s.apply_samples("prometheus", &asked, vec![sample("a@h"), sample("b@h")]);
+        let a = s.snapshot().workers[&key("a@h")].resources.clone().unwrap();
+        assert_eq!(
+            (a.cpu_percent, a.memory_bytes),
+            (Some(42.0), Some(1_000_000))
+        );
+        assert_eq!(a.memory_limit_bytes, None, "not given: absent, not 0");
+        assert_eq!(a.memory_percent(), None);
+        // The next answer has nothing for b: its old figures go; a's stay.
+        s.apply_samples("prometheus", &asked, vec![sample("a@h")]);
+        assert!(s.snapshot().workers[&key("b@h")].resources.is_none());
+        assert!(s.snapshot().workers[&key("a@h")].resources.is_some());
+        // Another source's answer does not clear this source's figures.
+        s.apply_samples("procfs", &asked, Vec::new());
+        assert!(s.snapshot().workers[&key("a@h")].resources.is_some());
     }
 
     #[test]

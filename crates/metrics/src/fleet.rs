@@ -159,6 +159,16 @@ pub fn render(snapshot: &Snapshot, options: ExportOptions, format: Format, out: 
             tasks.entry((name, host)).or_default().merge(totals);
         }
     }
+    // Each series' labels are escaped once and reused by its 7 counters and 17 histogram
+    // lines (a large fleet has tens of thousands of series).
+    let series: Vec<(String, &TaskTotals)> = tasks
+        .iter()
+        .map(|((name, host), totals)| {
+            let mut labels = String::new();
+            label_pairs(&mut labels, &task_labels(name, host, options));
+            (labels, totals)
+        })
+        .collect();
     for (counter, help, field) in TASK_COUNTERS {
         let total = format!("{counter}_total");
         let family_name = match format {
@@ -166,13 +176,8 @@ pub fn render(snapshot: &Snapshot, options: ExportOptions, format: Format, out: 
             Format::OpenMetrics => counter,
         };
         family(out, family_name, "counter", help);
-        for ((name, host), totals) in &tasks {
-            sample(
-                out,
-                &total,
-                &task_labels(name, host, options),
-                field(totals),
-            );
+        for (labels, totals) in &series {
+            raw_sample(out, &total, labels, "", field(totals));
         }
     }
     family(
@@ -181,31 +186,28 @@ pub fn render(snapshot: &Snapshot, options: ExportOptions, format: Format, out: 
         "histogram",
         "Histogram of task runtime measurements.",
     );
-    for ((name, host), totals) in &tasks {
-        let base = task_labels(name, host, options);
+    let bounds: Vec<String> = RUNTIME_BUCKETS
+        .iter()
+        .map(|le| format!(",le=\"{le:?}\""))
+        .collect();
+    for (labels, totals) in &series {
         let mut cumulative = 0;
-        for (le, count) in RUNTIME_BUCKETS.iter().zip(totals.runtime_buckets) {
+        for (le, count) in bounds.iter().zip(totals.runtime_buckets) {
             cumulative += count;
-            let le = format!("{le:?}");
-            let mut labels = base.clone();
-            labels.push(("le", &le));
-            sample(out, "celery_task_runtime_bucket", &labels, cumulative);
+            raw_sample(out, "celery_task_runtime_bucket", labels, le, cumulative);
         }
-        let mut labels = base.clone();
-        labels.push(("le", "+Inf"));
-        sample(
+        let count = totals.runtime_count();
+        raw_sample(
             out,
             "celery_task_runtime_bucket",
-            &labels,
-            totals.runtime_count(),
+            labels,
+            ",le=\"+Inf\"",
+            count,
         );
-        sample(
-            out,
-            "celery_task_runtime_count",
-            &base,
-            totals.runtime_count(),
-        );
-        sample_f64(out, "celery_task_runtime_sum", &base, totals.runtime_sum);
+        raw_sample(out, "celery_task_runtime_count", labels, "", count);
+        out.push_str("celery_task_runtime_sum{");
+        out.push_str(labels);
+        let _ = writeln!(out, "}} {:?}", totals.runtime_sum);
     }
 
     let queues: Vec<_> = snapshot
@@ -389,23 +391,49 @@ fn labels(out: &mut String, name: &str, labels: &[(&str, &str)]) {
         return;
     }
     out.push('{');
+    label_pairs(out, labels);
+    out.push('}');
+}
+
+/// `key="value",...`, values escaped.
+fn label_pairs(out: &mut String, labels: &[(&str, &str)]) {
     for (i, (key, value)) in labels.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str(key);
         out.push_str("=\"");
-        for c in value.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
+        if !value.contains(['\\', '"', '\n']) {
+            out.push_str(value);
+        } else {
+            for c in value.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
             }
         }
         out.push('"');
     }
-    out.push('}');
+}
+
+/// A sample whose labels are already escaped (`labels` may be empty; `extra` starts with a
+/// comma when given).
+fn raw_sample(out: &mut String, name: &str, labels: &str, extra: &str, value: u64) {
+    out.push_str(name);
+    if !labels.is_empty() || !extra.is_empty() {
+        out.push('{');
+        out.push_str(labels);
+        out.push_str(if labels.is_empty() {
+            extra.trim_start_matches(',')
+        } else {
+            extra
+        });
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
 }
 
 fn sample(out: &mut String, name: &str, label_set: &[(&str, &str)], value: u64) {

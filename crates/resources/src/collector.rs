@@ -55,7 +55,12 @@ pub async fn run(
                 if !was_connected {
                     tracing::info!(source = name, "resource source up");
                 }
-                if fleet.observe(FleetMessage::Samples(samples)).await.is_err() {
+                let message = FleetMessage::Samples {
+                    source: name,
+                    asked: workers,
+                    samples,
+                };
+                if fleet.observe(message).await.is_err() {
                     return;
                 }
             }

@@ -59,13 +59,25 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PrometheusSettings {
     /// Base URL, e.g. `http://prometheus:9090` (a path prefix is kept).
     pub url: String,
     pub timeout: Duration,
     pub auth: Option<Auth>,
     pub queries: Queries,
+}
+
+impl std::fmt::Debug for PrometheusSettings {
+    // The URL may carry credentials: they never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusSettings")
+            .field("url", &redact(&self.url))
+            .field("timeout", &self.timeout)
+            .field("auth", &self.auth)
+            .field("queries", &self.queries)
+            .finish()
+    }
 }
 
 /// Why the source could not be built.
@@ -325,6 +337,20 @@ mod tests {
         let w = WorkerKey::new(warden_core::model::Backend::Celery, "", "celery@pod-7");
         assert_eq!(pod_of(&w), "pod-7");
         assert_eq!(redact("http://u:p@h:9090"), "http://***@h:9090");
+        let settings = PrometheusSettings {
+            url: "http://u:secret@h:9090".into(),
+            timeout: DEFAULT_TIMEOUT,
+            auth: Some(Auth::Basic {
+                username: "u".into(),
+                password: "hunter2".into(),
+            }),
+            queries: Queries::default(),
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]
