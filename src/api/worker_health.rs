@@ -306,14 +306,19 @@ impl WorkerHealth for WorkerHealthService {
             .queues
             .values()
             .filter(|q| glob.as_ref().is_none_or(|g| g.is_match(&q.name)))
-            .filter(|q| after.as_ref().is_none_or(|a| q.name > a.name))
+            .filter(|q| {
+                after
+                    .as_ref()
+                    .is_none_or(|a| (q.backend as i64, &q.name) > (a.rank, &a.name))
+            })
             .collect();
         let page: Vec<_> = matching.iter().take(page_size).collect();
         let next_page_token = match page.last() {
             Some(q) if matching.len() > page.len() => paging::encode(
                 fingerprint,
                 Cursor {
-                    rank: 0,
+                    // Queues are ordered by backend, then name.
+                    rank: q.backend as i64,
                     name: q.name.clone(),
                 },
             ),

@@ -161,6 +161,14 @@ async fn consumers_are_discovered_beside_celery_with_redis_own_figures() {
     .await;
     let (billing, audit) = q;
     assert_eq!(billing.backend(), pb::Backend::RedisStreams);
+    // The Celery poller does not measure a Streams group as a Celery list of the same name.
+    let named: Vec<pb::Backend> = queues(&mut client.clone())
+        .await
+        .iter()
+        .filter(|q| q.name == "orders:billing")
+        .map(|q| q.backend())
+        .collect();
+    assert_eq!(named, [pb::Backend::RedisStreams]);
     assert!(
         billing.oldest_pending_age.is_some() == (pending > 0),
         "{billing:?}"

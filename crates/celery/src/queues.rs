@@ -179,8 +179,12 @@ pub async fn measure(
 ) -> Result<Vec<QueueDepth>, BrokerError> {
     let bindings = read_bindings(broker).await?;
     let mut names: BTreeSet<String> = bindings.queues.clone();
+    // Celery workers' queues only: a Streams consumer's queue is its stream and group, measured
+    // by the Streams adapter (and LLEN of a stream key is an error).
     for worker in fleet.snapshot().workers.values() {
-        names.extend(worker.queues.iter().map(|q| q.name.clone()));
+        if worker.key.backend == warden_core::Backend::Celery {
+            names.extend(worker.queues.iter().map(|q| q.name.clone()));
+        }
     }
     let names: Vec<String> = names.into_iter().take(MAX_QUEUES).collect();
     let keys = broker.keys();

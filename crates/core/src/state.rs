@@ -49,7 +49,8 @@ pub struct Snapshot {
     pub revision: u64,
     pub at: SystemTime,
     pub workers: OrdMap<WorkerKey, Arc<Worker>>,
-    pub queues: OrdMap<String, Arc<QueueInfo>>,
+    /// Keyed by backend and name: a Celery queue and a Streams group may share a name.
+    pub queues: OrdMap<(Backend, String), Arc<QueueInfo>>,
     /// The last changes (at most [`REPLAY_CAPACITY`]), oldest first, for resuming watchers.
     pub recent: Vector<Arc<FleetChange>>,
     /// Every source of observations, by name.
@@ -365,25 +366,27 @@ impl FleetState {
     /// Records measured queue depths; consumers are the ALIVE workers that consume each queue.
     /// One pass over the workers builds every queue's consumers (not one pass per queue).
     pub fn apply_queues(&mut self, depths: Vec<QueueDepth>, now: SystemTime) {
-        let mut consumers_of: HashMap<&str, Vec<WorkerKey>> = HashMap::new();
+        let mut consumers_of: HashMap<(Backend, &str), Vec<WorkerKey>> = HashMap::new();
         for w in self.snapshot.workers.values() {
             if w.lifecycle != Lifecycle::Alive {
                 continue;
             }
             for q in &w.queues {
                 consumers_of
-                    .entry(q.name.as_str())
+                    .entry((w.key.backend, q.name.as_str()))
                     .or_default()
                     .push(w.key.clone());
             }
         }
         // Workers are visited in key order, so each list is sorted already.
-        let mut consumers_of: HashMap<String, Vec<WorkerKey>> = consumers_of
+        let mut consumers_of: HashMap<(Backend, String), Vec<WorkerKey>> = consumers_of
             .into_iter()
-            .map(|(name, keys)| (name.to_string(), keys))
+            .map(|((backend, name), keys)| ((backend, name.to_string()), keys))
             .collect();
         for depth in depths {
-            let consumers = consumers_of.remove(&depth.name).unwrap_or_default();
+            let consumers = consumers_of
+                .remove(&(depth.backend, depth.name.clone()))
+                .unwrap_or_default();
             let info = QueueInfo {
                 depth: depth.by_priority.iter().map(|(_, n)| n).sum(),
                 backend: depth.backend,
@@ -395,7 +398,8 @@ impl FleetState {
                 consumers,
                 updated_at: now,
             };
-            let existing = self.snapshot.queues.get(&info.name).cloned();
+            let key = (info.backend, info.name.clone());
+            let existing = self.snapshot.queues.get(&key).cloned();
             let changed = existing.as_deref().is_none_or(|e| {
                 (e.depth, &e.by_priority, e.unacked, &e.consumers, e.lag)
                     != (
@@ -407,7 +411,7 @@ impl FleetState {
                     )
             });
             let info = Arc::new(info);
-            self.snapshot.queues.insert(info.name.clone(), info.clone());
+            self.snapshot.queues.insert(key, info.clone());
             self.dirty = true;
             if changed {
                 self.pending.push(ChangeKind::QueueUpdated(info));
@@ -1320,6 +1324,56 @@ mod tests {
         s.commit(later);
         assert_eq!(s.snapshot().workers[&key("a@h")].lifecycle, Lifecycle::Lost);
         assert_eq!(s.snapshot().workers[&streams].lifecycle, Lifecycle::Alive);
+    }
+
+    #[test]
+    fn a_celery_queue_and_a_streams_group_of_the_same_name_are_two_queues() {
+        let mut s = state();
+        let q = |n: &str| ConsumedQueue {
+            name: n.into(),
+            ..ConsumedQueue::default()
+        };
+        let mut celery = round(t0(), &["a@h"]);
+        celery.reports[0].queues = Some(vec![q("orders:billing")]);
+        s.apply_inspect(&celery, t0(), T);
+        let mut streams = round(t0(), &["c1"]);
+        streams.backend = Backend::RedisStreams;
+        streams.scope = Arc::from("orders:billing");
+        streams.reports[0].queues = Some(vec![q("orders:billing")]);
+        s.apply_inspect(&streams, t0(), T);
+        s.apply_queues(
+            vec![
+                QueueDepth {
+                    name: "orders:billing".into(),
+                    by_priority: vec![(0, 5)],
+                    ..QueueDepth::default()
+                },
+                QueueDepth {
+                    name: "orders:billing".into(),
+                    backend: Backend::RedisStreams,
+                    by_priority: vec![(0, 7)],
+                    lag: Some(7),
+                    ..QueueDepth::default()
+                },
+            ],
+            t0(),
+        );
+        s.commit(t0());
+        let queues = &s.snapshot().queues;
+        assert_eq!(queues.len(), 2);
+        let celery = &queues[&(Backend::Celery, "orders:billing".to_string())];
+        let streams = &queues[&(Backend::RedisStreams, "orders:billing".to_string())];
+        assert_eq!((celery.depth, celery.lag), (5, None));
+        assert_eq!((streams.depth, streams.lag), (7, Some(7)));
+        assert_eq!(celery.consumers, vec![key("a@h")]);
+        assert_eq!(
+            streams.consumers,
+            vec![WorkerKey::new(
+                Backend::RedisStreams,
+                "orders:billing",
+                "c1"
+            )]
+        );
     }
 
     #[test]
