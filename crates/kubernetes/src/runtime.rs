@@ -1,0 +1,415 @@
+//! [`KubernetesRuntime`]: the `Runtime` port over the Kubernetes API, plus what only pods
+//! have (termination reasons, the owning workload, log streams) as inherent methods.
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, ReplicaSet, StatefulSet},
+        core::v1::Pod,
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use warden_core::{
+    model::WorkerKey,
+    ports::{BoxFuture, PortError, RestartMode, Runtime},
+};
+
+use crate::{
+    config::KubernetesConfig,
+    error::{Call, DEPENDENCY, timed},
+    logs::{self, LogOptions, PodLogs},
+    mapping,
+    termination::{self, Termination},
+    workload::{self, Workload, WorkloadKind},
+};
+
+/// The field manager warden's patches are recorded under.
+const FIELD_MANAGER: &str = "warden";
+
+/// Workers in pods of one namespace.
+#[derive(Clone)]
+pub struct KubernetesRuntime {
+    client: Client,
+    namespace: String,
+    config: KubernetesConfig,
+}
+
+impl std::fmt::Debug for KubernetesRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesRuntime")
+            .field("namespace", &self.namespace)
+            .field("selector", &self.config.selector)
+            .field("mapping", &self.config.mapping)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the runtime knows about the pod that runs a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInstance {
+    pub pod: String,
+    pub uid: String,
+    pub container: String,
+    /// The owning workload (its group), when the pod has one warden can restart and scale.
+    pub workload: Option<Workload>,
+    /// The pod's phase (`Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`).
+    pub phase: Option<String>,
+    /// The worker's container is running now.
+    pub running: bool,
+    /// The pod is being deleted.
+    pub terminating: bool,
+    pub started_at: Option<SystemTime>,
+    /// How many times the kubelet restarted the worker's container.
+    pub restart_count: i32,
+    pub last_termination: Option<Termination>,
+}
+
+impl PodInstance {
+    /// As a log line's source shows it: `pod/container`.
+    pub fn source(&self) -> String {
+        format!("{}/{}", self.pod, self.container)
+    }
+}
+
+impl KubernetesRuntime {
+    /// Connects as `config` says: its kubeconfig (and context) when given, else inferred
+    /// (`$KUBECONFIG`, `~/.kube/config`, in-cluster). Nothing is called yet: an API server that
+    /// is down now fails the first call, not this.
+    pub async fn connect(config: KubernetesConfig) -> Result<Self, PortError> {
+        let bad = |e: String| PortError::Failed(format!("kubernetes configuration: {e}"));
+        let options = KubeConfigOptions {
+            context: config.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let mut kube_config = match (&config.kubeconfig, &config.context) {
+            (Some(path), _) => {
+                let file = Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
+                kube::Config::from_custom_kubeconfig(file, &options)
+                    .await
+                    .map_err(|e| bad(e.to_string()))?
+            }
+            (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| bad(e.to_string()))?,
+            (None, None) => kube::Config::infer()
+                .await
+                .map_err(|e| bad(e.to_string()))?,
+        };
+        kube_config.connect_timeout = Some(config.call_timeout);
+        let namespace = config
+            .namespace
+            .clone()
+            .unwrap_or_else(|| kube_config.default_namespace.clone());
+        let client = Client::try_from(kube_config).map_err(|e| bad(e.to_string()))?;
+        Ok(Self::new(client, namespace, config))
+    }
+
+    /// A runtime over an existing client (the namespace already decided).
+    pub fn new(client: Client, namespace: String, config: KubernetesConfig) -> Self {
+        Self {
+            client,
+            namespace,
+            config,
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The grace period to use when a caller names none.
+    pub fn default_grace(&self) -> Duration {
+        self.config.grace
+    }
+
+    fn call<'a>(&'a self, verb: &'static str, resource: &'static str, name: &'a str) -> Call<'a> {
+        Call {
+            verb,
+            resource,
+            name,
+            namespace: &self.namespace,
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The worker pods (those the selector picks).
+    pub async fn pods(&self) -> Result<Vec<Pod>, PortError> {
+        let mut params = ListParams::default();
+        if !self.config.selector.is_empty() {
+            params = params.labels(&self.config.selector);
+        }
+        let api = self.api::<Pod>();
+        let list = timed(
+            self.call("list", "pods", ""),
+            self.config.call_timeout,
+            api.list(&params),
+        )
+        .await?;
+        Ok(list.items)
+    }
+
+    /// The pod that runs the worker, if any.
+    pub async fn find_pod(&self, worker: &WorkerKey) -> Result<Option<Pod>, PortError> {
+        let pods = self.pods().await?;
+        Ok(mapping::pick(&self.config.mapping, &worker.id, &pods).cloned())
+    }
+
+    /// The worker ids whose pods match `id` (a short name such as `celery@host`): the pods
+    /// the mapping gives it.
+    pub async fn find(&self, id: &str) -> Result<Vec<String>, PortError> {
+        let pods = self.pods().await?;
+        Ok(pods
+            .iter()
+            .filter(|p| mapping::matches(&self.config.mapping, id, p))
+            .filter_map(|p| p.metadata.name.clone())
+            .collect())
+    }
+
+    async fn pod_of(&self, worker: &WorkerKey) -> Result<Pod, PortError> {
+        self.find_pod(worker).await?.ok_or_else(|| {
+            PortError::NotFound(format!(
+                "no pod runs worker {:?} in namespace {:?} (mapping {}, selector {:?})",
+                &*worker.id, self.namespace, self.config.mapping, self.config.selector
+            ))
+        })
+    }
+
+    /// The worker's container in `pod`: the configured one, else the pod's first.
+    fn container_of(&self, pod: &Pod) -> String {
+        self.config.container.clone().unwrap_or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .map(|c| c.name.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    /// What runs the worker: its pod, container state and workload.
+    pub async fn instance(&self, worker: &WorkerKey) -> Result<PodInstance, PortError> {
+        let pod = self.pod_of(worker).await?;
+        let workload = self.workload_of(&pod).await?;
+        let container = self.container_of(&pod);
+        let status = termination::container_status(&pod, &container);
+        let running = status.and_then(|s| s.state.as_ref()?.running.as_ref());
+        Ok(PodInstance {
+            pod: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            workload,
+            phase: pod.status.as_ref().and_then(|s| s.phase.clone()),
+            running: running.is_some(),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            started_at: running
+                .and_then(|r| r.started_at.as_ref())
+                .map(|t| SystemTime::from(t.0)),
+            restart_count: status.map_or(0, |s| s.restart_count),
+            last_termination: termination::last_termination(&pod, &container),
+            container,
+        })
+    }
+
+    /// How the worker's container last ended (OOMKilled, Error + exit code), if it ever did.
+    pub async fn last_termination(
+        &self,
+        worker: &WorkerKey,
+    ) -> Result<Option<Termination>, PortError> {
+        let pod = self.pod_of(worker).await?;
+        let container = self.container_of(&pod);
+        Ok(termination::last_termination(&pod, &container))
+    }
+
+    /// The worker's group: the workload that owns its pod.
+    pub async fn workload(&self, worker: &WorkerKey) -> Result<Option<Workload>, PortError> {
+        let pod = self.pod_of(worker).await?;
+        self.workload_of(&pod).await
+    }
+
+    /// Pod → (ReplicaSet → Deployment | StatefulSet), through controller ownerReferences.
+    async fn workload_of(&self, pod: &Pod) -> Result<Option<Workload>, PortError> {
+        let Some(owner) = workload::controller(pod.metadata.owner_references.as_ref()) else {
+            return Ok(None);
+        };
+        match owner.kind.as_str() {
+            "StatefulSet" => Ok(Some(Workload {
+                kind: WorkloadKind::StatefulSet,
+                name: owner.name.clone(),
+            })),
+            "ReplicaSet" => {
+                let api = self.api::<ReplicaSet>();
+                let rs = timed(
+                    self.call("get", "replicasets", &owner.name),
+                    self.config.call_timeout,
+                    api.get(&owner.name),
+                )
+                .await?;
+                Ok(workload::controller(rs.metadata.owner_references.as_ref())
+                    .filter(|o| o.kind == "Deployment")
+                    .map(|o| Workload {
+                        kind: WorkloadKind::Deployment,
+                        name: o.name.clone(),
+                    }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Deletes exactly the worker's pod, giving it `grace` to stop; the pod's uid is a
+    /// precondition, so a pod that was already replaced under the same name is left alone.
+    pub async fn delete_pod(&self, worker: &WorkerKey, grace: Duration) -> Result<(), PortError> {
+        let pod = self.pod_of(worker).await?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let params = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            preconditions: pod.metadata.uid.clone().map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let api = self.api::<Pod>();
+        timed(
+            self.call("delete", "pods", &name),
+            self.config.call_timeout,
+            api.delete(&name, &params),
+        )
+        .await?;
+        tracing::info!(pod = %name, namespace = %self.namespace, grace_s = grace.as_secs(), "deleted worker pod");
+        Ok(())
+    }
+
+    /// Rolls the workload that owns the worker's pod (`kubectl rollout restart`).
+    pub async fn rollout(&self, worker: &WorkerKey) -> Result<Workload, PortError> {
+        let pod = self.pod_of(worker).await?;
+        let workload = self.workload_of(&pod).await?.ok_or_else(|| {
+            PortError::NotSupported(format!(
+                "pod {:?} is owned by no Deployment or StatefulSet: nothing to roll",
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ))
+        })?;
+        let at = Timestamp::from_second(Timestamp::now().as_second())
+            .unwrap_or_else(|_| Timestamp::now())
+            .to_string();
+        let patch = Patch::Merge(workload::restart_patch(&at));
+        let params = PatchParams::apply(FIELD_MANAGER);
+        let name = workload.name.as_str();
+        match workload.kind {
+            WorkloadKind::Deployment => {
+                let api = self.api::<Deployment>();
+                timed(
+                    self.call("patch", "deployments", name),
+                    self.config.call_timeout,
+                    api.patch(name, &params, &patch),
+                )
+                .await?;
+            }
+            WorkloadKind::StatefulSet => {
+                let api = self.api::<StatefulSet>();
+                timed(
+                    self.call("patch", "statefulsets", name),
+                    self.config.call_timeout,
+                    api.patch(name, &params, &patch),
+                )
+                .await?;
+            }
+        }
+        tracing::info!(workload = %workload, namespace = %self.namespace, "rollout restart");
+        Ok(workload)
+    }
+
+    /// Sets a workload's replicas through its scale subresource.
+    pub async fn scale_workload(
+        &self,
+        workload: &Workload,
+        replicas: u32,
+    ) -> Result<(), PortError> {
+        let patch = Patch::Merge(workload::scale_patch(replicas));
+        let params = PatchParams::apply(FIELD_MANAGER);
+        let name = workload.name.as_str();
+        match workload.kind {
+            WorkloadKind::Deployment => {
+                let api = self.api::<Deployment>();
+                timed(
+                    self.call("patch", "deployments/scale", name),
+                    self.config.call_timeout,
+                    api.patch_scale(name, &params, &patch),
+                )
+                .await?;
+            }
+            WorkloadKind::StatefulSet => {
+                let api = self.api::<StatefulSet>();
+                timed(
+                    self.call("patch", "statefulsets/scale", name),
+                    self.config.call_timeout,
+                    api.patch_scale(name, &params, &patch),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker's log lines (raw), from its pod's container. The opening call has the call
+    /// timeout; a followed stream then stays open until the container or connection ends.
+    pub async fn logs(&self, worker: &WorkerKey, opts: &LogOptions) -> Result<PodLogs, PortError> {
+        let pod = self.pod_of(worker).await?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let container = self.container_of(&pod);
+        let api = self.api::<Pod>();
+        let params = logs::params(&container, opts);
+        let reader = timed(
+            self.call("get", "pods/log", &name),
+            self.config.call_timeout,
+            api.log_stream(&name, &params),
+        )
+        .await?;
+        let lines = logs::lines(reader, format!("{name}/{container}"));
+        Ok(PodLogs {
+            pod: name,
+            container,
+            lines,
+        })
+    }
+}
+
+impl Runtime for KubernetesRuntime {
+    fn name(&self) -> &'static str {
+        DEPENDENCY
+    }
+
+    fn manages<'a>(&'a self, worker: &'a WorkerKey) -> BoxFuture<'a, Result<bool, PortError>> {
+        Box::pin(async move { Ok(self.find_pod(worker).await?.is_some()) })
+    }
+
+    fn restart<'a>(
+        &'a self,
+        worker: &'a WorkerKey,
+        mode: RestartMode,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            match mode {
+                RestartMode::Instance => self.delete_pod(worker, grace).await,
+                RestartMode::Rollout => self.rollout(worker).await.map(drop),
+            }
+        })
+    }
+
+    fn scale<'a>(&'a self, group: &'a str, replicas: u32) -> BoxFuture<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let workload = Workload::parse_group(group)?;
+            self.scale_workload(&workload, replicas).await
+        })
+    }
+}
