@@ -77,3 +77,76 @@ pub(crate) async fn timed<T>(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    const CALL: Call<'static> = Call {
+        verb: "delete",
+        resource: "pods",
+        name: "w-1",
+        namespace: "jobs",
+    };
+
+    fn api(code: u16, reason: &str, message: &str) -> kube::Error {
+        let mut s = Status::failure(message, reason);
+        s.code = code;
+        kube::Error::Api(s.boxed())
+    }
+
+    #[test]
+    fn status_codes_map_to_port_errors() {
+        match port_error(
+            CALL,
+            api(403, "Forbidden", "pods \"w-1\" is forbidden: ..."),
+        ) {
+            PortError::PermissionDenied(t) => {
+                assert!(
+                    t.contains("delete pods \"w-1\" in namespace \"jobs\""),
+                    "{t}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            port_error(CALL, api(401, "Unauthorized", "")),
+            PortError::PermissionDenied(_)
+        ));
+        assert!(matches!(
+            port_error(CALL, api(404, "NotFound", "pods \"w-1\" not found")),
+            PortError::NotFound(_)
+        ));
+        match port_error(CALL, api(409, "Conflict", "Precondition failed: UID")) {
+            PortError::Failed(t) => assert!(t.contains("conflict: Precondition failed"), "{t}"),
+            other => panic!("{other:?}"),
+        }
+        for code in [429, 500, 503] {
+            assert!(matches!(
+                port_error(CALL, api(code, "ServiceUnavailable", "")),
+                PortError::Unavailable {
+                    dependency: DEPENDENCY,
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            port_error(CALL, api(422, "Invalid", "bad")),
+            PortError::Failed(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_limit_is_unavailable() {
+        let never = std::future::pending::<Result<(), kube::Error>>();
+        let err = timed(CALL, Duration::from_millis(20), never)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, PortError::Unavailable { dependency: "kubernetes", reason } if reason.contains("no answer within")),
+            "{err:?}"
+        );
+    }
+}

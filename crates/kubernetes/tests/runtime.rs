@@ -111,11 +111,18 @@ async fn setup() -> Setup {
 }
 
 async fn connect(server: &str) -> (KubernetesRuntime, tempfile::TempDir) {
+    connect_with(server, Duration::from_secs(5)).await
+}
+
+async fn connect_with(
+    server: &str,
+    call_timeout: Duration,
+) -> (KubernetesRuntime, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = KubernetesConfig {
         kubeconfig: Some(kubeconfig(dir.path(), server)),
         selector: "app=celery".into(),
-        call_timeout: Duration::from_secs(5),
+        call_timeout,
         ..KubernetesConfig::default()
     };
     (KubernetesRuntime::connect(config).await.unwrap(), dir)
@@ -362,6 +369,26 @@ async fn an_unreachable_api_is_unavailable_naming_kubernetes() {
             "{err}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_api_server_that_hangs_is_unavailable_after_the_call_timeout() {
+    let fake = cluster();
+    let addr = fake.start().await;
+    fake.stall();
+    let (runtime, _dir) = connect_with(&format!("http://{addr}"), Duration::from_millis(300)).await;
+    let err = runtime
+        .manages(&worker("celery@celery-7d9f-aaaaa"))
+        .await
+        .unwrap_err();
+    let PortError::Unavailable { dependency, reason } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*dependency, "kubernetes");
+    assert!(
+        reason.contains("list pods") && reason.contains("no answer within"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]

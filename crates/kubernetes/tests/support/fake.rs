@@ -44,6 +44,8 @@ struct Objects {
     logs: BTreeMap<String, Log>,
     /// (verb, resource) pairs answered with 403.
     forbidden: Vec<(String, String)>,
+    /// Listing pods never answers (an API server that accepted the connection and hangs).
+    stalled: bool,
 }
 
 #[derive(Clone, Default)]
@@ -89,6 +91,11 @@ impl Fake {
             .unwrap()
             .forbidden
             .push((verb.to_owned(), resource.to_owned()));
+    }
+
+    /// Makes pod listings hang from now on.
+    pub fn stall(&self) {
+        self.objects.lock().unwrap().stalled = true;
     }
 
     /// Appends a line to a pod's log: followers receive it.
@@ -145,8 +152,8 @@ impl Fake {
         });
     }
 
-    /// The 403 the API server gives when RBAC denies `verb` on `resource`.
-    fn check(&self, verb: &str, resource: &str, group: &str, name: &str) -> Result<(), Response> {
+    /// The 403 the API server gives when RBAC denies `verb` on `resource`, if it does.
+    fn denied(&self, verb: &str, resource: &str, group: &str, name: &str) -> Option<Response> {
         let o = self.objects.lock().unwrap();
         if o.forbidden.iter().any(|(v, r)| v == verb && r == resource) {
             let (kind, sub) = resource.split_once('/').unwrap_or((resource, ""));
@@ -158,9 +165,9 @@ impl Fake {
             let msg = format!(
                 "{kind} {name:?} is forbidden: User \"system:serviceaccount:{NAMESPACE}:warden\" cannot {verb} resource \"{kind}{sub}\" in API group \"{group}\" in the namespace \"{NAMESPACE}\""
             );
-            return Err(status(403, "Forbidden", &msg, name, kind));
+            return Some(status(403, "Forbidden", &msg, name, kind));
         }
-        Ok(())
+        None
     }
 }
 
@@ -205,8 +212,11 @@ async fn list_pods(State(f): State<Fake>, Path(ns): Path<String>, Query(q): Q) -
         &q,
         &Bytes::new(),
     );
-    if let Err(r) = f.check("list", "pods", "", "") {
+    if let Some(r) = f.denied("list", "pods", "", "") {
         return r;
+    }
+    if f.objects.lock().unwrap().stalled {
+        std::future::pending::<()>().await;
     }
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
     let o = f.objects.lock().unwrap();
@@ -235,7 +245,7 @@ async fn get_pod(State(f): State<Fake>, Path((ns, name)): Path<(String, String)>
         &BTreeMap::new(),
         &Bytes::new(),
     );
-    if let Err(r) = f.check("get", "pods", "", &name) {
+    if let Some(r) = f.denied("get", "pods", "", &name) {
         return r;
     }
     match f.get("pods", &name) {
@@ -256,7 +266,7 @@ async fn delete_pod(
         &q,
         &body,
     );
-    if let Err(r) = f.check("delete", "pods", "", &name) {
+    if let Some(r) = f.denied("delete", "pods", "", &name) {
         return r;
     }
     let options: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -288,7 +298,7 @@ async fn pod_log(
         &q,
         &Bytes::new(),
     );
-    if let Err(r) = f.check("get", "pods/log", "", &name) {
+    if let Some(r) = f.denied("get", "pods/log", "", &name) {
         return r;
     }
     let follow = q.get("follow").is_some_and(|v| v == "true");
@@ -354,7 +364,7 @@ async fn get_apps(
         "statefulsets" => "statefulsets",
         _ => "replicasets",
     };
-    if let Err(r) = f.check("get", resource, "apps", &name) {
+    if let Some(r) = f.denied("get", resource, "apps", &name) {
         return r;
     }
     let mut o = f.objects.lock().unwrap();
@@ -409,7 +419,7 @@ async fn patch_apps(
             );
         }
     };
-    if let Err(r) = f.check("patch", resource, "apps", &name) {
+    if let Some(r) = f.denied("patch", resource, "apps", &name) {
         return r;
     }
     let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -466,7 +476,7 @@ async fn patch_scale(
         "statefulsets" => "statefulsets/scale",
         _ => return not_found(&kind, "apps", &name),
     };
-    if let Err(r) = f.check("patch", resource, "apps", &name) {
+    if let Some(r) = f.denied("patch", resource, "apps", &name) {
         return r;
     }
     let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
