@@ -166,8 +166,8 @@ impl KubernetesRuntime {
         Ok(mapping::pick(&self.config.mapping, &worker.id, &pods).cloned())
     }
 
-    /// The worker ids whose pods match `id` (a short name such as `celery@host`): the pods
-    /// the mapping gives it.
+    /// The names of the worker pods the mapping gives `id` (a short name such as
+    /// `celery@host`): for resolving a worker the fleet has not seen yet.
     pub async fn find(&self, id: &str) -> Result<Vec<String>, PortError> {
         let pods = self.pods().await?;
         Ok(pods
