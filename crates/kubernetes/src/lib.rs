@@ -18,10 +18,12 @@ mod logs;
 mod mapping;
 mod runtime;
 mod termination;
+mod watch;
 mod workload;
 
 pub use config::{DEFAULT_CALL_TIMEOUT, DEFAULT_GRACE, KubernetesConfig, MappingError, PodMapping};
 pub use logs::{LogOptions, LogStream, PodLogs};
 pub use runtime::{KubernetesRuntime, PodInstance};
 pub use termination::Termination;
+pub use watch::{PodChange, PodChanges};
 pub use workload::{Workload, WorkloadKind};

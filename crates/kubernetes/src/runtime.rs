@@ -360,6 +360,27 @@ impl KubernetesRuntime {
         Ok(())
     }
 
+    /// Follows the worker pods (those the selector picks) as they change; the caller maps
+    /// pods to workers with [`KubernetesRuntime::worker_pod`] and reads why a container
+    /// ended with [`KubernetesRuntime::termination_of`].
+    pub fn watch_pods(&self) -> crate::watch::PodChanges {
+        crate::watch::changes(
+            self.api::<Pod>(),
+            &self.config.selector,
+            self.namespace.clone(),
+        )
+    }
+
+    /// Whether `pod` runs the worker `id` under the configured mapping.
+    pub fn worker_pod(&self, id: &str, pod: &Pod) -> bool {
+        mapping::matches(&self.config.mapping, id, pod)
+    }
+
+    /// How the worker's container in `pod` last ended, if it did.
+    pub fn termination_of(&self, pod: &Pod) -> Option<Termination> {
+        termination::last_termination(pod, &self.container_of(pod))
+    }
+
     /// The worker's log lines (raw), from its pod's container. The opening call has the call
     /// timeout; a followed stream then stays open until the container or connection ends.
     pub async fn logs(&self, worker: &WorkerKey, opts: &LogOptions) -> Result<PodLogs, PortError> {

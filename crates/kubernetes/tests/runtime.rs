@@ -12,7 +12,7 @@ use warden_core::{
     model::{Backend, WorkerKey},
     ports::{PortError, RestartMode, Runtime},
 };
-use warden_kubernetes::{KubernetesConfig, KubernetesRuntime, LogOptions, WorkloadKind};
+use warden_kubernetes::{KubernetesConfig, KubernetesRuntime, LogOptions, PodChange, WorkloadKind};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -488,4 +488,62 @@ async fn the_last_termination_reason_is_read() {
             .unwrap(),
         None
     );
+}
+
+#[tokio::test]
+async fn pod_changes_are_followed_with_termination_reasons() {
+    let s = setup().await;
+    let mut changes = s.runtime.watch_pods();
+    let mut next = async || {
+        tokio::time::timeout(DEADLINE, changes.next())
+            .await
+            .expect("a change in time")
+            .unwrap()
+            .unwrap()
+    };
+    assert!(matches!(next().await, PodChange::Resync));
+    let mut listed = Vec::new();
+    loop {
+        match next().await {
+            PodChange::Applied(p) => listed.push(p.metadata.name.unwrap()),
+            PodChange::Synced => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["celery-7d9f-aaaaa", "celery-7d9f-bbbbb", "images-0"],
+        "the selector's pods"
+    );
+
+    // The kubelet reports the worker's container OOMKilled: the change carries the reason.
+    s.fake.set_pod_status("celery-7d9f-aaaaa", json!({"phase": "Running", "containerStatuses": [
+        {"name": "worker", "ready": false, "restartCount": 1, "image": "celery-worker:1", "imageID": "",
+         "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+         "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-11-26T12:00:00Z"}}}
+    ]}));
+    let PodChange::Applied(pod) = next().await else {
+        panic!("an applied pod")
+    };
+    assert!(s.runtime.worker_pod("celery@celery-7d9f-aaaaa", &pod));
+    let t = s.runtime.termination_of(&pod).unwrap();
+    assert_eq!(
+        (t.reason.as_deref(), t.exit_code, t.restart_count),
+        (Some("OOMKilled"), 137, 1)
+    );
+
+    // A pod restart shows up as the pod's deletion.
+    s.runtime
+        .restart(
+            &worker("celery@celery-7d9f-aaaaa"),
+            RestartMode::Instance,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let PodChange::Deleted(pod) = next().await else {
+        panic!("a deleted pod")
+    };
+    assert_eq!(pod.metadata.name.as_deref(), Some("celery-7d9f-aaaaa"));
 }

@@ -46,6 +46,23 @@ struct Objects {
     forbidden: Vec<(String, String)>,
     /// Listing pods never answers (an API server that accepted the connection and hangs).
     stalled: bool,
+    /// The resource version of the last change to a pod.
+    rv: u64,
+    /// Every pod change as a watch event line, with its resource version (a watch from
+    /// version N replays those after N, as the API server does from its cache).
+    events: Vec<(u64, String)>,
+    watchers: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+impl Objects {
+    /// Records a pod change: bumps the resource version and tells the watchers.
+    fn pod_event(&mut self, kind: &str, pod: &mut Value) {
+        self.rv += 1;
+        pod["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let line = json!({"type": kind, "object": pod}).to_string() + "\n";
+        self.events.push((self.rv, line.clone()));
+        self.watchers.retain(|w| w.send(line.clone()).is_ok());
+    }
 }
 
 #[derive(Clone, Default)]
@@ -57,9 +74,23 @@ pub struct Fake {
 pub const NAMESPACE: &str = "workers";
 
 impl Fake {
-    pub fn add_pod(&self, pod: Value) {
+    pub fn add_pod(&self, mut pod: Value) {
         let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
-        self.objects.lock().unwrap().pods.insert(name, pod);
+        let mut o = self.objects.lock().unwrap();
+        let kind = if o.pods.contains_key(&name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        o.pod_event(kind, &mut pod);
+        o.pods.insert(name, pod);
+    }
+
+    /// Replaces a pod's status (the kubelet reporting), as a MODIFIED event.
+    pub fn set_pod_status(&self, name: &str, status: Value) {
+        let mut pod = self.get("pods", name).unwrap();
+        pod["status"] = status;
+        self.add_pod(pod);
     }
 
     pub fn add(&self, kind: &str, obj: Value) {
@@ -218,16 +249,45 @@ async fn list_pods(State(f): State<Fake>, Path(ns): Path<String>, Query(q): Q) -
     if f.objects.lock().unwrap().stalled {
         std::future::pending::<()>().await;
     }
+    if q.get("watch").is_some_and(|w| w == "true") {
+        return watch_pods(&f, &q);
+    }
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
     let o = f.objects.lock().unwrap();
+    let rv = o.rv.to_string();
     let items: Vec<Value> = o
         .pods
         .values()
         .filter(|p| selects(&selector, &p["metadata"]["labels"]))
         .cloned()
         .collect();
-    Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "100"}, "items": items}))
+    Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}))
         .into_response()
+}
+
+/// A watch: the changes after the asked resource version, then each new one, one JSON event
+/// per line on a chunked response that stays open.
+fn watch_pods(f: &Fake, q: &BTreeMap<String, String>) -> Response {
+    let from: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let mut o = f.objects.lock().unwrap();
+        for (_, line) in o.events.iter().filter(|(rv, _)| *rv > from) {
+            let _ = tx.send(line.clone());
+        }
+        o.watchers.push(tx);
+    }
+    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+        .filter(move |line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            selects(&selector, &event["object"]["metadata"]["labels"])
+        })
+        .map(|line| Ok::<_, std::io::Error>(Bytes::from(line)));
+    Body::from_stream(lines).into_response()
 }
 
 /// Equality selectors only (`a=b,c=d`): what the tests use.
@@ -284,6 +344,8 @@ async fn delete_pod(
         return status(409, "Conflict", &msg, &name, "pods");
     }
     o.pods.remove(&name);
+    let mut gone = pod.clone();
+    o.pod_event("DELETED", &mut gone);
     Json(pod).into_response()
 }
 
