@@ -35,6 +35,18 @@ pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HISTORY_BUFFER_ROWS: usize = 500_000;
 pub const DEFAULT_RETENTION_SAMPLES: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_RETENTION_EVENTS: Duration = Duration::from_secs(30 * 86_400);
+/// `/metrics` labels task series with the worker's hostname, as celery-exporter does.
+pub const DEFAULT_METRICS_TASK_HOSTNAME: bool = true;
+/// `/metrics` leaves out workers gone (not alive, not heard of) for longer than this.
+pub const DEFAULT_METRICS_GONE_AFTER: Duration = Duration::from_secs(600);
+/// How often resource figures are read from their source (one query per metric per round).
+pub const DEFAULT_RESOURCE_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_PROMETHEUS_TIMEOUT: Duration = warden_resources::prometheus::DEFAULT_TIMEOUT;
+pub const DEFAULT_PROMETHEUS_QUERY_CPU: &str = warden_resources::prometheus::DEFAULT_CPU_QUERY;
+pub const DEFAULT_PROMETHEUS_QUERY_MEMORY: &str =
+    warden_resources::prometheus::DEFAULT_MEMORY_QUERY;
+pub const DEFAULT_PROMETHEUS_QUERY_MEMORY_LIMIT: &str =
+    warden_resources::prometheus::DEFAULT_MEMORY_LIMIT_QUERY;
 /// `database_url` value that turns history off.
 pub const NO_DATABASE: &str = "none";
 
@@ -231,6 +243,26 @@ pub struct Config {
     pub streams_shutdown_prefix: String,
     /// How often the streams, groups, consumers and heartbeats are polled.
     pub streams_poll_interval: Duration,
+    /// Label `/metrics` task series with the worker's hostname; `false` sums them over the
+    /// fleet per task name (far fewer series).
+    pub metrics_task_hostname: bool,
+    /// Workers gone for longer than this leave `/metrics` (bounded cardinality).
+    pub metrics_gone_after: Duration,
+    /// Prometheus to read worker CPU and memory from; `None` turns resource figures off.
+    pub prometheus_url: Option<Secret>,
+    /// Timeout of each Prometheus query.
+    pub prometheus_timeout: Duration,
+    /// Bearer token for Prometheus.
+    pub prometheus_bearer_token: Option<Secret>,
+    /// Basic-auth user for Prometheus (with `prometheus_password`).
+    pub prometheus_username: Option<String>,
+    pub prometheus_password: Option<Secret>,
+    /// PromQL templates (`{pods}` = a regex of the fleet's pods); empty turns a metric off.
+    pub prometheus_query_cpu: String,
+    pub prometheus_query_memory: String,
+    pub prometheus_query_memory_limit: String,
+    /// How often resource figures are collected.
+    pub resource_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,6 +304,17 @@ impl Default for Config {
             streams_heartbeat_prefix: DEFAULT_STREAMS_HEARTBEAT_PREFIX.to_string(),
             streams_shutdown_prefix: DEFAULT_STREAMS_SHUTDOWN_PREFIX.to_string(),
             streams_poll_interval: DEFAULT_STREAMS_POLL_INTERVAL,
+            metrics_task_hostname: DEFAULT_METRICS_TASK_HOSTNAME,
+            metrics_gone_after: DEFAULT_METRICS_GONE_AFTER,
+            prometheus_url: None,
+            prometheus_timeout: DEFAULT_PROMETHEUS_TIMEOUT,
+            prometheus_bearer_token: None,
+            prometheus_username: None,
+            prometheus_password: None,
+            prometheus_query_cpu: DEFAULT_PROMETHEUS_QUERY_CPU.to_string(),
+            prometheus_query_memory: DEFAULT_PROMETHEUS_QUERY_MEMORY.to_string(),
+            prometheus_query_memory_limit: DEFAULT_PROMETHEUS_QUERY_MEMORY_LIMIT.to_string(),
+            resource_interval: DEFAULT_RESOURCE_INTERVAL,
         }
     }
 }
@@ -405,6 +448,58 @@ pub struct ServeArgs {
     /// How often to poll the streams, their groups, consumers and heartbeats [default: 3s]
     #[arg(long, env = "WARDEN_STREAMS_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub streams_poll_interval: Option<Duration>,
+    /// Label /metrics task series with the worker's hostname; false sums them per task name [default: true]
+    #[arg(long, env = "WARDEN_METRICS_TASK_HOSTNAME", value_name = "BOOL")]
+    pub metrics_task_hostname: Option<bool>,
+    /// Workers gone (not alive) for longer than this leave /metrics [default: 10m]
+    #[arg(long, env = "WARDEN_METRICS_GONE_AFTER", value_name = "DURATION", value_parser = parse_duration)]
+    pub metrics_gone_after: Option<Duration>,
+    /// Prometheus to read worker CPU and memory from (http:// or https://); none turns resource figures off [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub prometheus_url: Option<String>,
+    /// Timeout of each Prometheus query [default: 5s]
+    #[arg(long, env = "WARDEN_PROMETHEUS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub prometheus_timeout: Option<Duration>,
+    /// Bearer token for Prometheus [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_BEARER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub prometheus_bearer_token: Option<String>,
+    /// Basic-auth user for Prometheus, with --prometheus-password [default: none]
+    #[arg(long, env = "WARDEN_PROMETHEUS_USERNAME", value_name = "USER")]
+    pub prometheus_username: Option<String>,
+    /// Basic-auth password for Prometheus [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub prometheus_password: Option<String>,
+    /// PromQL giving CPU % by pod; {pods} is a regex of the fleet's pods; empty turns it off [default: cAdvisor's container_cpu_usage_seconds_total rate]
+    #[arg(long, env = "WARDEN_PROMETHEUS_QUERY_CPU", value_name = "PROMQL")]
+    pub prometheus_query_cpu: Option<String>,
+    /// PromQL giving memory bytes by pod [default: cAdvisor's container_memory_working_set_bytes]
+    #[arg(long, env = "WARDEN_PROMETHEUS_QUERY_MEMORY", value_name = "PROMQL")]
+    pub prometheus_query_memory: Option<String>,
+    /// PromQL giving the memory limit bytes by pod [default: cAdvisor's container_spec_memory_limit_bytes]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_QUERY_MEMORY_LIMIT",
+        value_name = "PROMQL"
+    )]
+    pub prometheus_query_memory_limit: Option<String>,
+    /// How often worker resource figures are collected [default: 15s]
+    #[arg(long, env = "WARDEN_RESOURCE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub resource_interval: Option<Duration>,
 }
 
 /// One `TABLE:keep=DURATION:max_rows=N` entry of `--retention-tables`.
@@ -494,6 +589,17 @@ struct FileConfig {
     streams_heartbeat_prefix: Option<String>,
     streams_shutdown_prefix: Option<String>,
     streams_poll_interval: Option<String>,
+    metrics_task_hostname: Option<bool>,
+    metrics_gone_after: Option<String>,
+    prometheus_url: Option<String>,
+    prometheus_timeout: Option<String>,
+    prometheus_bearer_token: Option<String>,
+    prometheus_username: Option<String>,
+    prometheus_password: Option<String>,
+    prometheus_query_cpu: Option<String>,
+    prometheus_query_memory: Option<String>,
+    prometheus_query_memory_limit: Option<String>,
+    resource_interval: Option<String>,
 }
 
 /// Stream names or globs, trimmed, empty entries dropped.
@@ -636,6 +742,31 @@ impl Config {
             &mut self.streams_poll_interval,
             file_duration("streams_poll_interval", f.streams_poll_interval)?,
         );
+        set(&mut self.metrics_task_hostname, f.metrics_task_hostname);
+        set(
+            &mut self.metrics_gone_after,
+            file_duration("metrics_gone_after", f.metrics_gone_after)?,
+        );
+        set_secret(&mut self.prometheus_url, f.prometheus_url);
+        set(
+            &mut self.prometheus_timeout,
+            file_duration("prometheus_timeout", f.prometheus_timeout)?,
+        );
+        set_secret(&mut self.prometheus_bearer_token, f.prometheus_bearer_token);
+        if f.prometheus_username.is_some() {
+            self.prometheus_username = f.prometheus_username;
+        }
+        set_secret(&mut self.prometheus_password, f.prometheus_password);
+        set(&mut self.prometheus_query_cpu, f.prometheus_query_cpu);
+        set(&mut self.prometheus_query_memory, f.prometheus_query_memory);
+        set(
+            &mut self.prometheus_query_memory_limit,
+            f.prometheus_query_memory_limit,
+        );
+        set(
+            &mut self.resource_interval,
+            file_duration("resource_interval", f.resource_interval)?,
+        );
         Ok(())
     }
 
@@ -681,6 +812,66 @@ impl Config {
             a.streams_shutdown_prefix.clone(),
         );
         set(&mut self.streams_poll_interval, a.streams_poll_interval);
+        set(&mut self.metrics_task_hostname, a.metrics_task_hostname);
+        set(&mut self.metrics_gone_after, a.metrics_gone_after);
+        set_secret(&mut self.prometheus_url, a.prometheus_url.clone());
+        set(&mut self.prometheus_timeout, a.prometheus_timeout);
+        set_secret(
+            &mut self.prometheus_bearer_token,
+            a.prometheus_bearer_token.clone(),
+        );
+        if a.prometheus_username.is_some() {
+            self.prometheus_username = a.prometheus_username.clone();
+        }
+        set_secret(&mut self.prometheus_password, a.prometheus_password.clone());
+        set(
+            &mut self.prometheus_query_cpu,
+            a.prometheus_query_cpu.clone(),
+        );
+        set(
+            &mut self.prometheus_query_memory,
+            a.prometheus_query_memory.clone(),
+        );
+        set(
+            &mut self.prometheus_query_memory_limit,
+            a.prometheus_query_memory_limit.clone(),
+        );
+        set(&mut self.resource_interval, a.resource_interval);
+    }
+
+    /// The Prometheus resource source's settings, or `None` when no Prometheus is set.
+    pub fn prometheus_settings(&self) -> Option<warden_resources::PrometheusSettings> {
+        let url = self.prometheus_url.as_ref()?;
+        let auth = match (&self.prometheus_bearer_token, &self.prometheus_username) {
+            (Some(token), _) => Some(warden_resources::Auth::Bearer(token.expose().to_string())),
+            (None, Some(username)) => Some(warden_resources::Auth::Basic {
+                username: username.clone(),
+                password: self
+                    .prometheus_password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
+            }),
+            (None, None) => None,
+        };
+        Some(warden_resources::PrometheusSettings {
+            url: url.expose().to_string(),
+            timeout: self.prometheus_timeout,
+            auth,
+            queries: warden_resources::Queries {
+                cpu_percent: self.prometheus_query_cpu.clone(),
+                memory_bytes: self.prometheus_query_memory.clone(),
+                memory_limit_bytes: self.prometheus_query_memory_limit.clone(),
+            },
+        })
+    }
+
+    /// What `/metrics` exports of the fleet.
+    pub fn export_options(&self) -> warden_metrics::fleet::ExportOptions {
+        warden_metrics::fleet::ExportOptions {
+            task_hostname: self.metrics_task_hostname,
+            gone_after: self.metrics_gone_after,
+        }
     }
 
     /// The Streams adapter's settings, or `None` when no stream is watched.
@@ -729,9 +920,22 @@ impl Config {
             ("retention_samples", self.retention_samples),
             ("retention_events", self.retention_events),
             ("streams_poll_interval", self.streams_poll_interval),
+            ("metrics_gone_after", self.metrics_gone_after),
+            ("prometheus_timeout", self.prometheus_timeout),
+            ("resource_interval", self.resource_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "0s", "must be greater than zero"));
+            }
+        }
+        if let Some(url) = &self.prometheus_url {
+            let u = url.expose();
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(invalid(
+                    "prometheus_url",
+                    crate::celery::broker::redact_url(u),
+                    "must be an http:// or https:// URL",
+                ));
             }
         }
         if let Some(url) = &self.streams_redis {
@@ -817,6 +1021,13 @@ impl Config {
 fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *slot = v;
+    }
+}
+
+/// Sets a secret when the layer gives one (an empty value unsets it).
+fn set_secret(slot: &mut Option<Secret>, value: Option<String>) {
+    if let Some(v) = value {
+        *slot = (!v.is_empty()).then(|| Secret::new(v));
     }
 }
 
@@ -983,6 +1194,17 @@ mod tests {
             "streams_heartbeat_prefix",
             "streams_shutdown_prefix",
             "streams_poll_interval",
+            "metrics_task_hostname",
+            "metrics_gone_after",
+            "prometheus_url",
+            "prometheus_timeout",
+            "prometheus_bearer_token",
+            "prometheus_username",
+            "prometheus_password",
+            "prometheus_query_cpu",
+            "prometheus_query_memory",
+            "prometheus_query_memory_limit",
+            "resource_interval",
         ] {
             assert!(text.contains(&format!("{key} = ")), "example lacks {key}");
             let env = format!("WARDEN_{}", key.to_uppercase());

@@ -52,6 +52,8 @@ pub enum ServerError {
     Reflection(String),
     #[error("{0}")]
     History(String),
+    #[error("resources: {0}")]
+    Resources(String),
 }
 
 /// A running warden.
@@ -84,6 +86,9 @@ impl Warden {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Warden, ServerError> {
+        // One TLS provider for every client (kube, sqlx, reqwest, tonic); `main` installs it
+        // first thing, and an embedding program or a test gets it here (a no-op when set).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let cancel = CancellationToken::new();
         let metrics = Metrics::new();
         let settings = config.broker_settings().map_err(ServerError::Broker)?;
@@ -167,6 +172,20 @@ impl Warden {
                 .await
                 .map_err(|e| ServerError::Broker(e.to_string()))?;
             tasks.spawn(warden_streams::run(settings, fleet.clone(), cancel.clone()));
+        }
+
+        if let Some(settings) = config.prometheus_settings() {
+            let timeout = settings.timeout;
+            let source = warden_resources::PrometheusSource::new(settings)
+                .map_err(|e| ServerError::Resources(e.to_string()))?;
+            tasks.spawn(warden_resources::run(
+                Arc::new(source),
+                fleet.clone(),
+                config.resource_interval,
+                // Every query of a round within its own timeout, one after the other.
+                timeout * 3,
+                cancel.clone(),
+            ));
         }
 
         // History: opened (and migrated) before serving; recorded by a fleet subscriber.
@@ -300,7 +319,12 @@ impl Warden {
         });
 
         let http_cancel = cancel.clone();
-        let http_router = crate::http::router(status_rx, metrics.clone());
+        let http_router = crate::http::router(
+            status_rx,
+            metrics.clone(),
+            fleet.snapshots(),
+            config.export_options(),
+        );
         tasks.spawn(async move {
             if let Err(err) = axum::serve(http_listener, http_router)
                 .with_graceful_shutdown(http_cancel.cancelled_owned())

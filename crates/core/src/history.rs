@@ -155,6 +155,77 @@ pub struct StoredEvent {
     pub event: HistoryEvent,
 }
 
+/// The attribute naming what a control, recovery or alert event did (`restart`, `pause`,
+/// `firing`, `resolved`, ...): the fleet summary counts events by it.
+pub const ATTR_ACTION: &str = "action";
+/// [`ATTR_ACTION`] of a restart (control or recovery event, one per target).
+pub const ACTION_RESTART: &str = "restart";
+/// [`ATTR_ACTION`] of an alert that fired.
+pub const ACTION_FIRING: &str = "firing";
+
+/// What the events of a range add up to (the fleet history summary's event figures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTotals {
+    /// Workers LOST (lifecycle events to `lost`).
+    pub lost: u32,
+    /// Workers that went OFFLINE after a goodbye.
+    pub clean_stops: u32,
+    pub scale_ups: u32,
+    pub scale_downs: u32,
+    /// Restarts, manual and automatic.
+    pub restarts: u32,
+    /// Of them, by auto-recovery.
+    pub automatic_restarts: u32,
+    /// Alerts fired, by severity: info, warning, critical.
+    pub alerts_fired: [u32; 3],
+}
+
+impl EventTotals {
+    /// Adds one event.
+    pub fn add(&mut self, e: &HistoryEvent) {
+        let attr = |name: &str| {
+            e.attributes.iter().find_map(|(k, v)| match v {
+                AttrValue::String(s) if k == name => Some(s.as_str()),
+                _ => None,
+            })
+        };
+        match e.kind {
+            EventKind::Lifecycle => match attr("to") {
+                Some("lost") => self.lost += 1,
+                Some("offline") => self.clean_stops += 1,
+                _ => {}
+            },
+            EventKind::Scaling => {
+                let n = |name: &str| {
+                    e.attributes.iter().find_map(|(k, v)| match v {
+                        AttrValue::Int(i) if k == name => Some(*i),
+                        _ => None,
+                    })
+                };
+                match (n("before"), n("after")) {
+                    (Some(b), Some(a)) if a > b => self.scale_ups += 1,
+                    (Some(b), Some(a)) if a < b => self.scale_downs += 1,
+                    _ => {}
+                }
+            }
+            EventKind::Control if attr(ATTR_ACTION) == Some(ACTION_RESTART) => self.restarts += 1,
+            EventKind::Recovery if attr(ATTR_ACTION) == Some(ACTION_RESTART) => {
+                self.restarts += 1;
+                self.automatic_restarts += 1;
+            }
+            EventKind::Alert if attr(ATTR_ACTION) == Some(ACTION_FIRING) => {
+                let i = match e.severity {
+                    Severity::Info => 0,
+                    Severity::Warning => 1,
+                    Severity::Critical => 2,
+                };
+                self.alerts_fired[i] += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A worker the store remembers, so that a restarted warden knows its fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnownWorker {
@@ -673,6 +744,101 @@ pub trait HistoryStore: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_totals_count_each_kind_by_its_attributes() {
+        let e = |kind, severity, attributes: Vec<(&str, AttrValue)>| HistoryEvent {
+            at: SystemTime::UNIX_EPOCH,
+            kind,
+            severity,
+            worker: None,
+            group: None,
+            message: String::new(),
+            attributes: attributes
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        };
+        let s = |v: &str| AttrValue::String(v.into());
+        let events = [
+            e(
+                EventKind::Lifecycle,
+                Severity::Critical,
+                vec![("to", s("lost"))],
+            ),
+            e(
+                EventKind::Lifecycle,
+                Severity::Info,
+                vec![("to", s("offline"))],
+            ),
+            e(
+                EventKind::Lifecycle,
+                Severity::Info,
+                vec![("to", s("offline"))],
+            ),
+            e(
+                EventKind::Lifecycle,
+                Severity::Info,
+                vec![("to", s("alive"))],
+            ),
+            e(
+                EventKind::Scaling,
+                Severity::Info,
+                vec![("before", AttrValue::Int(1)), ("after", AttrValue::Int(3))],
+            ),
+            e(
+                EventKind::Scaling,
+                Severity::Warning,
+                vec![("before", AttrValue::Int(3)), ("after", AttrValue::Int(0))],
+            ),
+            e(
+                EventKind::Control,
+                Severity::Info,
+                vec![(ATTR_ACTION, s(ACTION_RESTART))],
+            ),
+            e(
+                EventKind::Control,
+                Severity::Info,
+                vec![(ATTR_ACTION, s("pause"))],
+            ),
+            e(
+                EventKind::Recovery,
+                Severity::Warning,
+                vec![(ATTR_ACTION, s(ACTION_RESTART))],
+            ),
+            e(
+                EventKind::Alert,
+                Severity::Critical,
+                vec![(ATTR_ACTION, s(ACTION_FIRING))],
+            ),
+            e(
+                EventKind::Alert,
+                Severity::Critical,
+                vec![(ATTR_ACTION, s("resolved"))],
+            ),
+            e(
+                EventKind::Alert,
+                Severity::Warning,
+                vec![(ATTR_ACTION, s(ACTION_FIRING))],
+            ),
+        ];
+        let mut totals = EventTotals::default();
+        for event in &events {
+            totals.add(event);
+        }
+        assert_eq!(
+            totals,
+            EventTotals {
+                lost: 1,
+                clean_stops: 2,
+                scale_ups: 1,
+                scale_downs: 1,
+                restarts: 2,
+                automatic_restarts: 1,
+                alerts_fired: [0, 1, 1],
+            }
+        );
+    }
 
     #[test]
     fn rates_and_ratios_come_from_summed_parts_not_averaged_rates() {
