@@ -54,6 +54,10 @@ pub enum ApiError {
         caller: String,
         role: String,
     },
+    /// A dependency refused warden itself (e.g. Kubernetes RBAC forbids deleting pods); the
+    /// message names the verb and resource to grant.
+    #[error("{message}")]
+    DependencyForbidden { message: String },
     /// A dependency is down; `dependency` names it ("broker", "kubernetes", "store").
     #[error("{dependency} unavailable: {reason}")]
     Unavailable {
@@ -63,6 +67,31 @@ pub enum ApiError {
     /// Specified in the contract, built by a later capability (named in the message).
     #[error("not implemented yet: arrives with the {capability}")]
     Unimplemented { capability: &'static str },
+}
+
+/// A runtime's failure (the `Runtime` port) as the API says it: NotFound → NOT_FOUND,
+/// NotSupported → FAILED_PRECONDITION `NOT_MANAGED`, PermissionDenied → PERMISSION_DENIED
+/// naming what to grant, Unavailable → UNAVAILABLE naming the dependency.
+impl From<warden_core::ports::PortError> for ApiError {
+    fn from(err: warden_core::ports::PortError) -> Self {
+        use warden_core::ports::PortError;
+        match err {
+            PortError::Unavailable { dependency, reason } => {
+                ApiError::Unavailable { dependency, reason }
+            }
+            PortError::NotFound(name) => ApiError::worker_not_found(name),
+            PortError::NotSupported(what) => ApiError::FailedPrecondition {
+                reason: "NOT_MANAGED",
+                subject: String::new(),
+                message: what,
+            },
+            PortError::PermissionDenied(message) => ApiError::DependencyForbidden { message },
+            PortError::Failed(reason) => ApiError::Unavailable {
+                dependency: "runtime",
+                reason,
+            },
+        }
+    }
 }
 
 /// How long a client should wait before retrying an UNAVAILABLE call.
@@ -99,6 +128,7 @@ impl ApiError {
             ApiError::FailedPrecondition { reason, .. } => reason,
             ApiError::Unauthenticated { reason, .. } => reason,
             ApiError::PermissionDenied { .. } => "ROLE_INSUFFICIENT",
+            ApiError::DependencyForbidden { .. } => "DEPENDENCY_FORBIDDEN",
             ApiError::Unavailable { .. } => "SOURCE_UNAVAILABLE",
             ApiError::Unimplemented { .. } => "NOT_IMPLEMENTED",
         }
@@ -150,6 +180,7 @@ impl From<ApiError> for Status {
                 Code::FailedPrecondition
             }
             ApiError::Unauthenticated { .. } => Code::Unauthenticated,
+            ApiError::DependencyForbidden { .. } => Code::PermissionDenied,
             ApiError::PermissionDenied { required, .. } => {
                 metadata.insert("required_role".to_string(), required.clone());
                 Code::PermissionDenied

@@ -88,21 +88,7 @@ impl LogsService {
 type TailStream = Pin<Box<dyn Stream<Item = Result<pb::TailResponse, Status>> + Send>>;
 
 fn port_error(err: PortError) -> ApiError {
-    match err {
-        PortError::Unavailable { dependency, reason } => {
-            ApiError::Unavailable { dependency, reason }
-        }
-        PortError::NotFound(name) => ApiError::worker_not_found(name),
-        PortError::NotSupported(what) => ApiError::FailedPrecondition {
-            reason: "NOT_MANAGED",
-            subject: String::new(),
-            message: what,
-        },
-        PortError::Failed(reason) => ApiError::Unavailable {
-            dependency: "runtime",
-            reason,
-        },
-    }
+    ApiError::from(err)
 }
 
 /// A resume point: the worker it was issued for (hashed) and the position after the last

@@ -31,6 +31,10 @@ pub enum PortError {
     /// The thing acted on does not exist on the other side.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The dependency refused the call for lack of permission; the text names the verb and
+    /// the resource (e.g. "kubernetes forbids delete on pods \"w-1\" in namespace \"jobs\"").
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The call was made and failed.
     #[error("{0}")]
     Failed(String),
