@@ -152,6 +152,18 @@ async fn a_sigkilled_worker_is_recorded_and_respawned_and_a_restart_brings_it_ba
     let first = running_pid(setup.runtime.as_ref(), id).await;
     seen_alive_with_pid(&setup, id, first).await;
 
+    // A follower of its log hears of the crash and of the new process.
+    let mut follow = tail(
+        setup.warden.channel().await,
+        pb::TailRequest {
+            worker: id.into(),
+            tail_lines: Some(0),
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await;
+
     // A crash: SIGKILL from outside.
     let status = tokio::process::Command::new("kill")
         .args(["-KILL", &first.to_string()])
@@ -170,6 +182,36 @@ async fn a_sigkilled_worker_is_recorded_and_respawned_and_a_restart_brings_it_ba
     assert!(!exit.requested, "warden did not ask for it");
     assert_eq!(info.restarts, 1);
     seen_alive_with_pid(&setup, id, second).await;
+    let mut kinds = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(message) = follow.next().await {
+            if let Some(pb::tail_response::Payload::Event(e)) = message.expect("follow").payload {
+                if e.kind == pb::StreamEventKind::Heartbeat as i32 {
+                    continue;
+                }
+                let changed = e.kind == pb::StreamEventKind::InstanceChanged as i32;
+                kinds.push((e.kind, e.source));
+                if changed {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("an INSTANCE_CHANGED event");
+    assert_eq!(
+        kinds,
+        [
+            (
+                pb::StreamEventKind::WaitingForInstance as i32,
+                format!("pid:{first}")
+            ),
+            (
+                pb::StreamEventKind::InstanceChanged as i32,
+                format!("pid:{second}")
+            ),
+        ]
+    );
 
     // A restart through the runtime: SIGTERM (warm shutdown), a new process, seen again.
     setup
