@@ -12,6 +12,8 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
+mod streams;
+
 use crate::{
     config::ServeArgs,
     proto::v1::{
@@ -49,6 +51,10 @@ pub enum Command {
     Events(EventsArgs),
     /// Apply pending database migrations to the history store, then exit.
     Migrate(MigrateArgs),
+    /// Redis Streams: consumer groups with lag, pending and consumers; reclaim, discard, janitor.
+    Streams(streams::StreamsArgs),
+    /// Move dead Streams consumers' pending entries to a live one (`streams reclaim`).
+    Reclaim(streams::ReclaimCommand),
     /// Print a worker's log lines (role operator); with -f, keep following new ones.
     Logs(LogsArgs),
 }
@@ -402,6 +408,8 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                 }
             }
         }
+        Command::Streams(args) => streams::run(&args).await?,
+        Command::Reclaim(c) => streams::reclaim(&c.client, &c.args).await?,
         Command::Forget(args) => {
             let mut client = ControlClient::new(connect(&args.client).await?);
             let response = client

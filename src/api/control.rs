@@ -28,11 +28,16 @@ const MAX_REQUEST_ID_BYTES: usize = 128;
 #[derive(Clone)]
 pub struct ControlService {
     fleet: FleetHandle,
+    /// The Streams verbs' handle (see `streams_control`); `None` when Streams are off.
+    pub(super) streams: Option<warden_streams::control::StreamsControl>,
 }
 
 impl ControlService {
     pub fn new(fleet: FleetHandle) -> Self {
-        Self { fleet }
+        Self {
+            fleet,
+            streams: None,
+        }
     }
 }
 
@@ -208,6 +213,18 @@ control_impl! {
             request: Request<pb::ForgetWorkersRequest>,
         ) -> Result<Response<pb::ForgetWorkersResponse>, Status> {
             self.handle_forget(request).await
+        }
+
+        async fn reclaim_pending(&self, request: Request<pb::ReclaimPendingRequest>) -> Result<Response<pb::ReclaimPendingResponse>, Status> {
+            self.handle_reclaim_pending(request).await
+        }
+
+        async fn discard_pending(&self, request: Request<pb::DiscardPendingRequest>) -> Result<Response<pb::DiscardPendingResponse>, Status> {
+            self.handle_discard_pending(request).await
+        }
+
+        async fn run_janitor(&self, request: Request<pb::RunJanitorRequest>) -> Result<Response<pb::RunJanitorResponse>, Status> {
+            self.handle_run_janitor(request).await
         }
     }
     restart_workers(pb::RestartWorkersRequest) -> pb::RestartWorkersResponse, "RestartWorkers", Role::Operator, RUNTIMES;

@@ -12,6 +12,7 @@
 pub mod clock;
 pub mod filter;
 pub mod history;
+pub mod journal;
 pub mod model;
 pub mod owner;
 pub mod perf;
