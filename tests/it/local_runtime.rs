@@ -152,6 +152,18 @@ async fn a_sigkilled_worker_is_recorded_and_respawned_and_a_restart_brings_it_ba
     let first = running_pid(setup.runtime.as_ref(), id).await;
     seen_alive_with_pid(&setup, id, first).await;
 
+    // A follower of its log hears of the crash and of the new process.
+    let mut follow = tail(
+        setup.warden.channel().await,
+        pb::TailRequest {
+            worker: id.into(),
+            tail_lines: Some(0),
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await;
+
     // A crash: SIGKILL from outside.
     let status = tokio::process::Command::new("kill")
         .args(["-KILL", &first.to_string()])
@@ -170,6 +182,36 @@ async fn a_sigkilled_worker_is_recorded_and_respawned_and_a_restart_brings_it_ba
     assert!(!exit.requested, "warden did not ask for it");
     assert_eq!(info.restarts, 1);
     seen_alive_with_pid(&setup, id, second).await;
+    let mut kinds = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(message) = follow.next().await {
+            if let Some(pb::tail_response::Payload::Event(e)) = message.expect("follow").payload {
+                if e.kind == pb::StreamEventKind::Heartbeat as i32 {
+                    continue;
+                }
+                let changed = e.kind == pb::StreamEventKind::InstanceChanged as i32;
+                kinds.push((e.kind, e.source));
+                if changed {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("an INSTANCE_CHANGED event");
+    assert_eq!(
+        kinds,
+        [
+            (
+                pb::StreamEventKind::WaitingForInstance as i32,
+                format!("pid:{first}")
+            ),
+            (
+                pb::StreamEventKind::InstanceChanged as i32,
+                format!("pid:{second}")
+            ),
+        ]
+    );
 
     // A restart through the runtime: SIGTERM (warm shutdown), a new process, seen again.
     setup
@@ -333,5 +375,139 @@ async fn tail_filters_one_workers_error_lines_and_follows_new_ones() {
     .await
     .expect("the new ERROR line is streamed");
     assert_eq!(got.worker, a_name);
+    setup.warden.stop().await;
+}
+
+fn field_of(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations[0].field.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_refuses_bad_requests_by_field_and_says_when_there_is_no_runtime() {
+    // No runtime configured: FAILED_PRECONDITION, NO_RUNTIME.
+    let redis = RedisServer::start().await;
+    let plain = TestWarden::start(test_config(&redis.url(0))).await;
+    let err = LogsClient::new(plain.channel().await)
+        .tail(pb::TailRequest {
+            worker: "w@h".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    {
+        use tonic_types::StatusExt as _;
+        assert_eq!(
+            err.get_error_details().error_info().unwrap().reason,
+            "NO_RUNTIME"
+        );
+    }
+    plain.stop().await;
+
+    // A process that is not (yet) a Celery worker the fleet knows: resolved through the runtime.
+    let setup = start(|_| {
+        vec![GroupSpec {
+            name: "idle".into(),
+            command: "sh".into(),
+            args: vec!["-c".into(), "echo ready; exec sleep 1000".into()],
+            env: Default::default(),
+            working_dir: None,
+            count: 1,
+            node_name: Some("idle-{index}@local".into()),
+        }]
+    })
+    .await;
+    let channel = setup.warden.channel().await;
+    let lines = eventually(Duration::from_secs(10), "the ready line", || {
+        let channel = channel.clone();
+        async move {
+            let lines = tail_lines(
+                channel,
+                pb::TailRequest {
+                    worker: "idle-0@local".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+            (!lines.is_empty()).then_some(lines)
+        }
+    })
+    .await;
+    assert_eq!(lines[0].text, "ready");
+    assert_eq!(lines[0].level, pb::LogLevel::Unspecified as i32);
+
+    let call = |req: pb::TailRequest| {
+        let channel = channel.clone();
+        async move { LogsClient::new(channel).tail(req).await.unwrap_err() }
+    };
+    let base = || pb::TailRequest {
+        worker: "idle-0@local".into(),
+        ..Default::default()
+    };
+    let err = call(pb::TailRequest {
+        worker: "nobody@nowhere".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    for (req, field) in [
+        (
+            pb::TailRequest {
+                worker: String::new(),
+                ..base()
+            },
+            "worker",
+        ),
+        (
+            pb::TailRequest {
+                container: "main".into(),
+                ..base()
+            },
+            "container",
+        ),
+        (
+            pb::TailRequest {
+                cursor: "bogus".into(),
+                ..base()
+            },
+            "cursor",
+        ),
+        (
+            pb::TailRequest {
+                regex: "(".into(),
+                ..base()
+            },
+            "regex",
+        ),
+        (
+            pb::TailRequest {
+                min_level: 42,
+                ..base()
+            },
+            "min_level",
+        ),
+    ] {
+        let err = call(req).await;
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {err:?}");
+        assert_eq!(field_of(&err), field);
+    }
+
+    // A cursor resumes without repeating: nothing new after the last line.
+    let mut stream = tail(channel.clone(), base()).await;
+    let first = stream.next().await.unwrap().unwrap();
+    let resumed = tail_lines(
+        channel.clone(),
+        pb::TailRequest {
+            cursor: first.cursor,
+            ..base()
+        },
+    )
+    .await;
+    assert!(resumed.is_empty(), "{resumed:?}");
     setup.warden.stop().await;
 }

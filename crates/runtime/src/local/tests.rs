@@ -186,3 +186,37 @@ async fn scale_adds_and_removes_slots_and_rss_is_measured() {
     ));
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_follower_that_falls_behind_is_told_how_many_events_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SlotLog::open(
+        LogLimits {
+            dir: dir.path().to_path_buf(),
+            file_bytes: 1 << 30,
+            files: 2,
+        },
+        "g-0".into(),
+    )
+    .unwrap();
+    let mut feed = Follower(log.subscribe());
+    let extra = 10;
+    let text: String = (0..FOLLOW_BUFFER + extra)
+        .map(|i| format!("line {i}\n"))
+        .collect();
+    log.pump(
+        tokio::io::BufReader::new(text.as_bytes()),
+        logfile::Stream::Stdout,
+        1,
+    )
+    .await;
+    // Memory stays bounded: the oldest are gone, and the follower learns how many.
+    assert_eq!(feed.try_next(), Some(LogEvent::Lagged(extra as u64)));
+    match feed.next().await {
+        Some(LogEvent::Line(l)) => assert_eq!(l.text, format!("line {extra}")),
+        other => panic!("{other:?}"),
+    }
+    // All of them are in the file nonetheless.
+    let page = log.read(None, 10 * FOLLOW_BUFFER).unwrap();
+    assert_eq!(page.lines.len(), FOLLOW_BUFFER + extra);
+}
