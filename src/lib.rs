@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod history;
 pub mod http;
 pub mod proto;

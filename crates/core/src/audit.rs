@@ -90,8 +90,10 @@ pub trait AuditLog: Send + Sync + 'static {
     /// Appends the record; returns the `seq` it was given.
     fn append<'a>(&'a self, record: &'a AuditRecord) -> BoxFuture<'a, Result<i64, PortError>>;
     /// Records matching the query, newest first, at most `limit`.
-    fn list<'a>(&'a self, query: &'a AuditQuery)
-    -> BoxFuture<'a, Result<Vec<AuditRecord>, PortError>>;
+    fn list<'a>(
+        &'a self,
+        query: &'a AuditQuery,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, PortError>>;
     /// Whether records survive a restart (a store), or are kept in memory with a bound.
     fn durable(&self) -> bool;
 }
@@ -172,7 +174,11 @@ mod tests {
     async fn memory_audit_is_newest_first_filtered_and_bounded() {
         let log = MemoryAudit::default();
         for i in 0..MEMORY_AUDIT_CAPACITY + 5 {
-            let code = if i % 2 == 0 { "OK" } else { "PERMISSION_DENIED" };
+            let code = if i % 2 == 0 {
+                "OK"
+            } else {
+                "PERMISSION_DENIED"
+            };
             log.append(&record(&format!("a{i}"), code)).await.unwrap();
         }
         let all = log

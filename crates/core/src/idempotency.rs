@@ -78,9 +78,13 @@ impl Idempotency {
         let key = (caller.to_string(), request_id.to_string());
         match inner.slots.get(&key) {
             Some((_, Slot::InProgress { fingerprint: f })) if *f == fingerprint => Seen::InProgress,
-            Some((_, Slot::Done { fingerprint: f, answer })) if *f == fingerprint => {
-                Seen::Done(answer.clone())
-            }
+            Some((
+                _,
+                Slot::Done {
+                    fingerprint: f,
+                    answer,
+                },
+            )) if *f == fingerprint => Seen::Done(answer.clone()),
             Some(_) => Seen::Reused,
             None => {
                 inner

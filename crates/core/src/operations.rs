@@ -206,7 +206,10 @@ impl Operation {
             .map(|(c, n)| format!("{n} {}", c.name().to_ascii_lowercase()))
             .collect::<Vec<_>>()
             .join(", ");
-        (state, format!("{} of {}: {summary}", self.done(), self.total()))
+        (
+            state,
+            format!("{} of {}: {summary}", self.done(), self.total()),
+        )
     }
 
     /// Whether `worker` (a resource name) is among its targets.
@@ -462,7 +465,9 @@ mod tests {
     use crate::clock::ManualClock;
 
     fn registry() -> (Operations, Arc<ManualClock>) {
-        let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000_000)));
+        let clock = Arc::new(ManualClock::new(
+            UNIX_EPOCH + Duration::from_secs(1_000_000),
+        ));
         (Operations::new(clock.clone()), clock)
     }
 

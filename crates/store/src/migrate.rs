@@ -29,6 +29,11 @@ const SQLITE: &[Embedded] = &[
         "worker_index",
         include_str!("../../../migrations/sqlite/0003_worker_index.sql"),
     ),
+    (
+        4,
+        "audit",
+        include_str!("../../../migrations/sqlite/0004_audit.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -46,6 +51,11 @@ const POSTGRES: &[Embedded] = &[
         3,
         "worker_index",
         include_str!("../../../migrations/postgres/0003_worker_index.sql"),
+    ),
+    (
+        4,
+        "audit",
+        include_str!("../../../migrations/postgres/0004_audit.sql"),
     ),
 ];
 
