@@ -163,7 +163,7 @@ async fn audit_round_trips_filters_and_pages_on_both_engines() {
 #[tokio::test]
 async fn the_audit_table_is_append_only_on_both_engines() {
     for db in both().await {
-        db.store.append(&record(1)).await.unwrap();
+        db.store.append(&record(2)).await.unwrap();
         let url = db.url.clone();
         let refused = if db.engine == "sqlite" {
             use sqlx::Connection;
