@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cli_control;
 pub mod config;
 pub mod control;
 pub mod history;

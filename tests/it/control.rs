@@ -401,3 +401,152 @@ async fn the_audit_trail_survives_a_restart_in_sqlite() {
     assert_eq!(denied.request_id, "cordon-1");
     warden.stop().await;
 }
+
+async fn cli(server: &str, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    cmd.env_remove("WARDEN_TOKEN")
+        .args(args)
+        .args(["--server", server]);
+    run(&mut cmd).await
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_cordons_restarts_a_pool_and_reads_the_trail() {
+    let redis = RedisServer::start().await;
+    let broker = redis.url(0);
+    let _worker = CeleryWorker::start(
+        &broker,
+        "w1@cli",
+        WorkerOptions {
+            concurrency: 1,
+            ..WorkerOptions::default()
+        },
+    );
+    let warden = TestWarden::start(test_config(&broker)).await;
+    let server = warden.grpc_url.clone();
+    alive(&warden, "w1@cli").await;
+
+    // Cordon it; cordoning again is SKIPPED.
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "cordon",
+            "w1@cli",
+            "--reason",
+            "flaky disk",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["outcomes"][0]["code"], "APPLIED", "{out}");
+    let (ok, out, err) = cli(
+        &server,
+        &["cordon", "w1@cli", "--dry-run", "--output", "json"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let skipped = json(&out);
+    assert_eq!(skipped["outcomes"][0]["code"], "SKIPPED", "{out}");
+    assert!(
+        skipped["outcomes"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("flaky disk")
+    );
+
+    // A selector leaves the cordoned worker alone (a dry run says so); naming it acts.
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "restart",
+            "--all",
+            "--mode",
+            "pool",
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let preview = json(&out);
+    assert_eq!(preview["state"], "SUCCEEDED", "{out}");
+    assert_eq!(preview["targets"][0]["code"], "CORDONED", "{out}");
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "restart",
+            "w1@cli",
+            "--mode",
+            "pool",
+            "--wait",
+            "--request-id",
+            "cli-restart-1",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(ok, "the pool restart succeeds: {out} {err}");
+    let done = json(out.lines().last().unwrap());
+    assert_eq!(done["state"], "SUCCEEDED", "{out}");
+    assert!(
+        done["targets"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("BACK"),
+        "{out}"
+    );
+
+    // A mode that needs a runtime, without one: refused, nothing done.
+    let (ok, _, err) = cli(&server, &["restart", "w1@cli", "--mode", "pod"]).await;
+    assert!(
+        !ok && err.contains("FAILED_PRECONDITION") && err.contains("runtime"),
+        "{err}"
+    );
+
+    // The operation and the trail.
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "ops",
+            "list",
+            "--request-id",
+            "cli-restart-1",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(json(&out).as_array().unwrap().len(), 1, "{out}");
+    let (ok, out, err) = cli(&server, &["audit", "--output", "json"]).await;
+    assert!(ok, "{err}");
+    let trail = json(&out);
+    let actions: Vec<(&str, &str)> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("RestartWorkers", "FAILED_PRECONDITION"),
+            ("RestartWorkers", "OK"),
+            ("RestartWorkers", "OK"),
+            ("CordonWorkers", "OK"),
+            ("CordonWorkers", "OK"),
+        ],
+        "{out}"
+    );
+    let (ok, out, _) = cli(&server, &["audit"]).await;
+    assert!(ok && out.contains("kept in memory"), "{out}");
+    warden.stop().await;
+}
