@@ -73,7 +73,7 @@ pub struct AuditQuery {
 
 impl AuditQuery {
     pub fn matches(&self, r: &AuditRecord) -> bool {
-        (self.target.is_empty() || r.targets.iter().any(|t| *t == self.target))
+        (self.target.is_empty() || r.targets.contains(&self.target))
             && (self.actor.is_empty() || r.actor == self.actor)
             && (self.action.is_empty() || r.action == self.action)
             && (self.code.is_empty() || r.code == self.code)

@@ -304,8 +304,8 @@ impl Operations {
         let now = self.clock.now();
         inner.retain(|_, e| {
             let op = e.tx.borrow();
-            !op.end_time
-                .is_some_and(|end| now.duration_since(end).unwrap_or_default() > RETENTION)
+            op.end_time
+                .is_none_or(|end| now.duration_since(end).unwrap_or_default() <= RETENTION)
         });
         if inner.len() >= MAX_KEPT {
             let excess = inner.len() + 1 - MAX_KEPT;

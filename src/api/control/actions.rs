@@ -221,7 +221,7 @@ impl ControlService {
     }
 
     /// The shared flow of RestartWorkers, DrainWorkers and ShutdownWorkers.
-    async fn long_verb<Req: SelectorRequest + Sync>(
+    async fn long_verb<Req>(
         &self,
         request: Request<Req>,
         action: &'static str,
@@ -231,7 +231,7 @@ impl ControlService {
         wrap: fn(pb::Operation) -> Req::Answer,
     ) -> Result<Response<Req::Answer>, Status>
     where
-        Req: OperationRequest,
+        Req: SelectorRequest + OperationRequest + Sync,
     {
         let call = self.call_info(&request, action);
         let caller = self.authorize(&request, action, role, true).await?;

@@ -8,6 +8,9 @@ use crate::support::{at, both};
 
 const T0: i64 = 1_700_000_000_000;
 
+/// Which written records a query should list.
+type Keep = Box<dyn Fn(&AuditRecord) -> bool>;
+
 fn record(i: i64) -> AuditRecord {
     let allowed = i % 3 != 0;
     AuditRecord {
@@ -78,7 +81,7 @@ async fn audit_round_trips_filters_and_pages_on_both_engines() {
         expected.reverse();
         assert_eq!(all, expected, "{}", db.engine);
 
-        let cases: Vec<(AuditQuery, Box<dyn Fn(&AuditRecord) -> bool>)> = vec![
+        let cases: Vec<(AuditQuery, Keep)> = vec![
             (
                 AuditQuery {
                     actor: "ci".into(),
