@@ -192,10 +192,12 @@ impl Controller {
             let stop = tokio_util::sync::CancellationToken::new();
             let stopped = stop.clone();
             let every = locks.ttl() / 3;
+            let shutdown = self.cancel.clone();
             self.tasks.spawn(async move {
                 loop {
                     tokio::select! {
                         _ = stopped.cancelled() => break,
+                        _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(every) => {
                             for g in &guards {
                                 let _ = locks.extend(g).await;
