@@ -415,7 +415,7 @@ fn json(stdout: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_cordons_restarts_a_pool_and_reads_the_trail() {
+async fn the_cli_cordons_restarts_a_pool_reads_the_trail_and_shuts_down() {
     let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let _worker = CeleryWorker::start(
@@ -548,5 +548,21 @@ async fn the_cli_cordons_restarts_a_pool_and_reads_the_trail() {
     );
     let (ok, out, _) = cli(&server, &["audit"]).await;
     assert!(ok && out.contains("kept in memory"), "{out}");
+
+    // A warm shutdown: the operation ends when warden sees the worker go OFFLINE.
+    let (ok, out, err) = cli(
+        &server,
+        &["shutdown", "w1@cli", "--wait", "--output", "json"],
+    )
+    .await;
+    assert!(ok, "{out} {err}");
+    let done = json(out.lines().last().unwrap());
+    assert_eq!(done["targets"][0]["code"], "APPLIED", "{out}");
+    let mut client = warden.client().await;
+    let r = list(&mut client, false).await;
+    assert_eq!(
+        find(&r, "w1@cli").unwrap().lifecycle(),
+        pb::Lifecycle::Offline
+    );
     warden.stop().await;
 }
