@@ -1,10 +1,14 @@
 //! Synchronous actions: one Celery command (or a warden-side change) per target, answered
 //! within the call.
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use warden_celery::control::Answer;
 use warden_core::operations::Outcome;
 
 use super::{ControlError, Controller, Target, TargetResult};
+
+/// Targets of one synchronous call acted on at once.
+const SYNC_CONCURRENCY: usize = 16;
 
 /// A synchronous action, validated.
 #[derive(Debug, Clone)]
@@ -105,20 +109,17 @@ impl Controller {
             .map(|(t, _)| t.name())
             .collect();
         let mut guards = self.lock_all(&to_lock, request_id).await?.into_iter();
-        for (target, slot) in targets.iter().zip(results.iter_mut()) {
+        let mut jobs = Vec::new();
+        for (i, (target, slot)) in targets.iter().zip(results.iter_mut()).enumerate() {
             if slot.is_some() {
                 continue;
             }
             if dry_run {
-                *slot = Some(self.apply(action, target, true).await);
+                jobs.push((i, None));
                 continue;
             }
             match guards.next() {
-                Some(Ok(guard)) => {
-                    let result = self.apply(action, target, false).await;
-                    self.unlock(&guard).await;
-                    *slot = Some(result);
-                }
+                Some(Ok(guard)) => jobs.push((i, Some(guard))),
                 Some(Err(holder)) => {
                     *slot = Some(TargetResult::new(
                         target,
@@ -128,6 +129,24 @@ impl Controller {
                 }
                 None => {}
             }
+        }
+        // Several workers at once (each target is a few broker round trips), in order.
+        let done: Vec<(usize, TargetResult)> =
+            futures_util::stream::iter(jobs.into_iter().map(|(i, guard)| {
+                let target = &targets[i];
+                async move {
+                    let result = self.apply(action, target, dry_run).await;
+                    if let Some(guard) = guard {
+                        self.unlock(&guard).await;
+                    }
+                    (i, result)
+                }
+            }))
+            .buffered(SYNC_CONCURRENCY)
+            .collect()
+            .await;
+        for (i, result) in done {
+            results[i] = Some(result);
         }
         Ok(results.into_iter().flatten().collect())
     }
