@@ -30,9 +30,9 @@ const SQLITE: &[Embedded] = &[
         include_str!("../../../migrations/sqlite/0003_worker_index.sql"),
     ),
     (
-        4,
+        5,
         "audit",
-        include_str!("../../../migrations/sqlite/0004_audit.sql"),
+        include_str!("../../../migrations/sqlite/0005_audit.sql"),
     ),
 ];
 
@@ -53,9 +53,9 @@ const POSTGRES: &[Embedded] = &[
         include_str!("../../../migrations/postgres/0003_worker_index.sql"),
     ),
     (
-        4,
+        5,
         "audit",
-        include_str!("../../../migrations/postgres/0004_audit.sql"),
+        include_str!("../../../migrations/postgres/0005_audit.sql"),
     ),
 ];
 
