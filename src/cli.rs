@@ -12,6 +12,8 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
+mod streams;
+
 use crate::{
     cli_control,
     config::ServeArgs,
@@ -68,6 +70,10 @@ pub enum Command {
     Ops(cli_control::OpsArgs),
     /// The audit trail of control calls, newest first (role operator).
     Audit(cli_control::AuditArgs),
+    /// Redis Streams: consumer groups with lag, pending and consumers; reclaim, discard, janitor.
+    Streams(streams::StreamsArgs),
+    /// Move dead Streams consumers' pending entries to a live one (`streams reclaim`).
+    Reclaim(streams::ReclaimCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -404,6 +410,8 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
         Command::Uncordon(args) => cli_control::cordon(args, true).await?,
         Command::Ops(args) => cli_control::ops(args).await?,
         Command::Audit(args) => cli_control::audit(args).await?,
+        Command::Streams(args) => streams::run(&args).await?,
+        Command::Reclaim(c) => streams::reclaim(&c.client, &c.args).await?,
         Command::Forget(args) => {
             let mut client = ControlClient::new(connect(&args.client).await?);
             let response = client

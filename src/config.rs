@@ -29,12 +29,26 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_STREAMS_HEARTBEAT_PREFIX: &str = "worker:heartbeat:";
 pub const DEFAULT_STREAMS_SHUTDOWN_PREFIX: &str = "worker:shutdown:";
 pub const DEFAULT_STREAMS_POLL_INTERVAL: Duration = Duration::from_secs(3);
+pub const DEFAULT_STREAMS_JANITOR_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_STREAMS_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 /// The embedded history store: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://warden.db";
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HISTORY_BUFFER_ROWS: usize = 500_000;
 pub const DEFAULT_RETENTION_SAMPLES: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_RETENTION_EVENTS: Duration = Duration::from_secs(30 * 86_400);
+/// `/metrics` labels task series with the worker's hostname, as celery-exporter does.
+pub const DEFAULT_METRICS_TASK_HOSTNAME: bool = true;
+/// `/metrics` leaves out workers gone (not alive, not heard of) for longer than this.
+pub const DEFAULT_METRICS_GONE_AFTER: Duration = Duration::from_secs(600);
+/// How often resource figures are read from their source (one query per metric per round).
+pub const DEFAULT_RESOURCE_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_PROMETHEUS_TIMEOUT: Duration = warden_resources::prometheus::DEFAULT_TIMEOUT;
+pub const DEFAULT_PROMETHEUS_QUERY_CPU: &str = warden_resources::prometheus::DEFAULT_CPU_QUERY;
+pub const DEFAULT_PROMETHEUS_QUERY_MEMORY: &str =
+    warden_resources::prometheus::DEFAULT_MEMORY_QUERY;
+pub const DEFAULT_PROMETHEUS_QUERY_MEMORY_LIMIT: &str =
+    warden_resources::prometheus::DEFAULT_MEMORY_LIMIT_QUERY;
 /// `database_url` value that turns history off.
 pub const NO_DATABASE: &str = "none";
 
@@ -211,6 +225,8 @@ pub struct Config {
     pub retention_samples: Duration,
     /// How long events are kept.
     pub retention_events: Duration,
+    /// Per-table retention overrides (own time bound, row cap).
+    pub retention_tables: Vec<warden_core::history::TableRetention>,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter.
     pub log_level: String,
@@ -229,6 +245,30 @@ pub struct Config {
     pub streams_shutdown_prefix: String,
     /// How often the streams, groups, consumers and heartbeats are polled.
     pub streams_poll_interval: Duration,
+    /// How often the janitor trims the streams and deletes stale consumers; 0 turns it off.
+    pub streams_janitor_interval: Duration,
+    /// A consumer with no heartbeat, nothing pending and idle this long is deleted.
+    pub streams_consumer_idle: Duration,
+    /// Label `/metrics` task series with the worker's hostname; `false` sums them over the
+    /// fleet per task name (far fewer series).
+    pub metrics_task_hostname: bool,
+    /// Workers gone for longer than this leave `/metrics` (bounded cardinality).
+    pub metrics_gone_after: Duration,
+    /// Prometheus to read worker CPU and memory from; `None` turns resource figures off.
+    pub prometheus_url: Option<Secret>,
+    /// Timeout of each Prometheus query.
+    pub prometheus_timeout: Duration,
+    /// Bearer token for Prometheus.
+    pub prometheus_bearer_token: Option<Secret>,
+    /// Basic-auth user for Prometheus (with `prometheus_password`).
+    pub prometheus_username: Option<String>,
+    pub prometheus_password: Option<Secret>,
+    /// PromQL templates (`{pods}` = a regex of the fleet's pods); empty turns a metric off.
+    pub prometheus_query_cpu: String,
+    pub prometheus_query_memory: String,
+    pub prometheus_query_memory_limit: String,
+    /// How often resource figures are collected.
+    pub resource_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,6 +299,7 @@ impl Default for Config {
             history_buffer_rows: DEFAULT_HISTORY_BUFFER_ROWS,
             retention_samples: DEFAULT_RETENTION_SAMPLES,
             retention_events: DEFAULT_RETENTION_EVENTS,
+            retention_tables: Vec::new(),
             log_format: LogFormat::Pretty,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             insecure: false,
@@ -269,6 +310,19 @@ impl Default for Config {
             streams_heartbeat_prefix: DEFAULT_STREAMS_HEARTBEAT_PREFIX.to_string(),
             streams_shutdown_prefix: DEFAULT_STREAMS_SHUTDOWN_PREFIX.to_string(),
             streams_poll_interval: DEFAULT_STREAMS_POLL_INTERVAL,
+            streams_janitor_interval: DEFAULT_STREAMS_JANITOR_INTERVAL,
+            streams_consumer_idle: DEFAULT_STREAMS_CONSUMER_IDLE,
+            metrics_task_hostname: DEFAULT_METRICS_TASK_HOSTNAME,
+            metrics_gone_after: DEFAULT_METRICS_GONE_AFTER,
+            prometheus_url: None,
+            prometheus_timeout: DEFAULT_PROMETHEUS_TIMEOUT,
+            prometheus_bearer_token: None,
+            prometheus_username: None,
+            prometheus_password: None,
+            prometheus_query_cpu: DEFAULT_PROMETHEUS_QUERY_CPU.to_string(),
+            prometheus_query_memory: DEFAULT_PROMETHEUS_QUERY_MEMORY.to_string(),
+            prometheus_query_memory_limit: DEFAULT_PROMETHEUS_QUERY_MEMORY_LIMIT.to_string(),
+            resource_interval: DEFAULT_RESOURCE_INTERVAL,
         }
     }
 }
@@ -347,6 +401,17 @@ pub struct ServeArgs {
     /// How long events are kept [default: 30d]
     #[arg(long, env = "WARDEN_RETENTION_EVENTS", value_name = "DURATION", value_parser = parse_duration)]
     pub retention_events: Option<Duration>,
+    /// Per-table retention, comma-separated `TABLE:keep=DURATION:max_rows=N` (either setting
+    /// may be left out); tables: worker_samples, queue_samples, group_samples, events. A row
+    /// cap deletes the oldest sampling ticks beyond it [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_RETENTION_TABLES",
+        value_name = "TABLE:SETTINGS",
+        value_delimiter = ',',
+        value_parser = parse_table_retention
+    )]
+    pub retention_tables: Option<Vec<warden_core::history::TableRetention>>,
     /// Log format [default: pretty]
     #[arg(long, env = "WARDEN_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -391,6 +456,112 @@ pub struct ServeArgs {
     /// How often to poll the streams, their groups, consumers and heartbeats [default: 3s]
     #[arg(long, env = "WARDEN_STREAMS_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub streams_poll_interval: Option<Duration>,
+    /// How often the Streams janitor trims streams (XTRIM MINID at the oldest entry any group needs) and deletes stale consumers; 0s turns it off [default: 5m]
+    #[arg(long, env = "WARDEN_STREAMS_JANITOR_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub streams_janitor_interval: Option<Duration>,
+    /// The janitor deletes a consumer with no heartbeat, no pending entries and idle this long [default: 1h]
+    #[arg(long, env = "WARDEN_STREAMS_CONSUMER_IDLE", value_name = "DURATION", value_parser = parse_duration)]
+    pub streams_consumer_idle: Option<Duration>,
+    /// Label /metrics task series with the worker's hostname; false sums them per task name [default: true]
+    #[arg(long, env = "WARDEN_METRICS_TASK_HOSTNAME", value_name = "BOOL")]
+    pub metrics_task_hostname: Option<bool>,
+    /// Workers gone (not alive) for longer than this leave /metrics [default: 10m]
+    #[arg(long, env = "WARDEN_METRICS_GONE_AFTER", value_name = "DURATION", value_parser = parse_duration)]
+    pub metrics_gone_after: Option<Duration>,
+    /// Prometheus to read worker CPU and memory from (http:// or https://); none turns resource figures off [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub prometheus_url: Option<String>,
+    /// Timeout of each Prometheus query [default: 5s]
+    #[arg(long, env = "WARDEN_PROMETHEUS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub prometheus_timeout: Option<Duration>,
+    /// Bearer token for Prometheus [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_BEARER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub prometheus_bearer_token: Option<String>,
+    /// Basic-auth user for Prometheus, with --prometheus-password [default: none]
+    #[arg(long, env = "WARDEN_PROMETHEUS_USERNAME", value_name = "USER")]
+    pub prometheus_username: Option<String>,
+    /// Basic-auth password for Prometheus [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub prometheus_password: Option<String>,
+    /// PromQL giving CPU % by pod; {pods} is a regex of the fleet's pods; empty turns it off [default: cAdvisor's container_cpu_usage_seconds_total rate]
+    #[arg(long, env = "WARDEN_PROMETHEUS_QUERY_CPU", value_name = "PROMQL")]
+    pub prometheus_query_cpu: Option<String>,
+    /// PromQL giving memory bytes by pod [default: cAdvisor's container_memory_working_set_bytes]
+    #[arg(long, env = "WARDEN_PROMETHEUS_QUERY_MEMORY", value_name = "PROMQL")]
+    pub prometheus_query_memory: Option<String>,
+    /// PromQL giving the memory limit bytes by pod [default: cAdvisor's container_spec_memory_limit_bytes]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_QUERY_MEMORY_LIMIT",
+        value_name = "PROMQL"
+    )]
+    pub prometheus_query_memory_limit: Option<String>,
+    /// How often worker resource figures are collected [default: 15s]
+    #[arg(long, env = "WARDEN_RESOURCE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub resource_interval: Option<Duration>,
+}
+
+/// One `TABLE:keep=DURATION:max_rows=N` entry of `--retention-tables`.
+fn parse_table_retention(s: &str) -> Result<warden_core::history::TableRetention, String> {
+    use warden_core::history::{RETAINED_TABLES, TableRetention};
+    let mut parts = s.trim().split(':');
+    let table = parts.next().unwrap_or_default().trim();
+    if !RETAINED_TABLES.contains(&table) {
+        return Err(format!(
+            "unknown table {table:?} (one of {})",
+            RETAINED_TABLES.join(", ")
+        ));
+    }
+    let mut out = TableRetention {
+        table: table.to_owned(),
+        keep: None,
+        max_rows: None,
+    };
+    for setting in parts {
+        match setting.trim().split_once('=') {
+            Some(("keep", v)) => {
+                let keep = parse_duration(v.trim())?;
+                if keep.is_zero() {
+                    return Err(format!("{table}: keep must be greater than zero"));
+                }
+                out.keep = Some(keep);
+            }
+            Some(("max_rows", v)) => {
+                let rows: u64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|e| format!("{table}: max_rows {v:?}: {e}"))?;
+                if rows == 0 {
+                    return Err(format!("{table}: max_rows must be greater than zero"));
+                }
+                out.max_rows = Some(rows);
+            }
+            _ => {
+                return Err(format!(
+                    "{table}: unknown setting {setting:?} (keep=DURATION or max_rows=N)"
+                ));
+            }
+        }
+    }
+    if out.keep.is_none() && out.max_rows.is_none() {
+        return Err(format!("{table}: give keep=DURATION, max_rows=N or both"));
+    }
+    Ok(out)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -420,6 +591,7 @@ struct FileConfig {
     history_buffer_rows: Option<usize>,
     retention_samples: Option<String>,
     retention_events: Option<String>,
+    retention_tables: Option<Vec<String>>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     insecure: Option<bool>,
@@ -431,6 +603,19 @@ struct FileConfig {
     streams_heartbeat_prefix: Option<String>,
     streams_shutdown_prefix: Option<String>,
     streams_poll_interval: Option<String>,
+    streams_janitor_interval: Option<String>,
+    streams_consumer_idle: Option<String>,
+    metrics_task_hostname: Option<bool>,
+    metrics_gone_after: Option<String>,
+    prometheus_url: Option<String>,
+    prometheus_timeout: Option<String>,
+    prometheus_bearer_token: Option<String>,
+    prometheus_username: Option<String>,
+    prometheus_password: Option<String>,
+    prometheus_query_cpu: Option<String>,
+    prometheus_query_memory: Option<String>,
+    prometheus_query_memory_limit: Option<String>,
+    resource_interval: Option<String>,
 }
 
 /// Stream names or globs, trimmed, empty entries dropped.
@@ -548,6 +733,14 @@ impl Config {
             &mut self.retention_events,
             file_duration("retention_events", f.retention_events)?,
         );
+        if let Some(entries) = f.retention_tables {
+            self.retention_tables = entries
+                .iter()
+                .map(|e| {
+                    parse_table_retention(e).map_err(|why| invalid("retention_tables", e, why))
+                })
+                .collect::<Result<_, _>>()?;
+        }
         set(&mut self.log_format, f.log_format);
         set(&mut self.log_level, f.log_level);
         set(&mut self.insecure, f.insecure);
@@ -564,6 +757,39 @@ impl Config {
         set(
             &mut self.streams_poll_interval,
             file_duration("streams_poll_interval", f.streams_poll_interval)?,
+        );
+        set(
+            &mut self.streams_janitor_interval,
+            file_duration("streams_janitor_interval", f.streams_janitor_interval)?,
+        );
+        set(
+            &mut self.streams_consumer_idle,
+            file_duration("streams_consumer_idle", f.streams_consumer_idle)?,
+        );
+        set(&mut self.metrics_task_hostname, f.metrics_task_hostname);
+        set(
+            &mut self.metrics_gone_after,
+            file_duration("metrics_gone_after", f.metrics_gone_after)?,
+        );
+        set_secret(&mut self.prometheus_url, f.prometheus_url);
+        set(
+            &mut self.prometheus_timeout,
+            file_duration("prometheus_timeout", f.prometheus_timeout)?,
+        );
+        set_secret(&mut self.prometheus_bearer_token, f.prometheus_bearer_token);
+        if f.prometheus_username.is_some() {
+            self.prometheus_username = f.prometheus_username;
+        }
+        set_secret(&mut self.prometheus_password, f.prometheus_password);
+        set(&mut self.prometheus_query_cpu, f.prometheus_query_cpu);
+        set(&mut self.prometheus_query_memory, f.prometheus_query_memory);
+        set(
+            &mut self.prometheus_query_memory_limit,
+            f.prometheus_query_memory_limit,
+        );
+        set(
+            &mut self.resource_interval,
+            file_duration("resource_interval", f.resource_interval)?,
         );
         Ok(())
     }
@@ -592,6 +818,7 @@ impl Config {
         set(&mut self.history_buffer_rows, a.history_buffer_rows);
         set(&mut self.retention_samples, a.retention_samples);
         set(&mut self.retention_events, a.retention_events);
+        set(&mut self.retention_tables, a.retention_tables.clone());
         set(&mut self.log_format, a.log_format);
         set(&mut self.log_level, a.log_level.clone());
         self.insecure |= a.insecure;
@@ -609,6 +836,71 @@ impl Config {
             a.streams_shutdown_prefix.clone(),
         );
         set(&mut self.streams_poll_interval, a.streams_poll_interval);
+        set(
+            &mut self.streams_janitor_interval,
+            a.streams_janitor_interval,
+        );
+        set(&mut self.streams_consumer_idle, a.streams_consumer_idle);
+        set(&mut self.metrics_task_hostname, a.metrics_task_hostname);
+        set(&mut self.metrics_gone_after, a.metrics_gone_after);
+        set_secret(&mut self.prometheus_url, a.prometheus_url.clone());
+        set(&mut self.prometheus_timeout, a.prometheus_timeout);
+        set_secret(
+            &mut self.prometheus_bearer_token,
+            a.prometheus_bearer_token.clone(),
+        );
+        if a.prometheus_username.is_some() {
+            self.prometheus_username = a.prometheus_username.clone();
+        }
+        set_secret(&mut self.prometheus_password, a.prometheus_password.clone());
+        set(
+            &mut self.prometheus_query_cpu,
+            a.prometheus_query_cpu.clone(),
+        );
+        set(
+            &mut self.prometheus_query_memory,
+            a.prometheus_query_memory.clone(),
+        );
+        set(
+            &mut self.prometheus_query_memory_limit,
+            a.prometheus_query_memory_limit.clone(),
+        );
+        set(&mut self.resource_interval, a.resource_interval);
+    }
+
+    /// The Prometheus resource source's settings, or `None` when no Prometheus is set.
+    pub fn prometheus_settings(&self) -> Option<warden_resources::PrometheusSettings> {
+        let url = self.prometheus_url.as_ref()?;
+        let auth = match (&self.prometheus_bearer_token, &self.prometheus_username) {
+            (Some(token), _) => Some(warden_resources::Auth::Bearer(token.expose().to_string())),
+            (None, Some(username)) => Some(warden_resources::Auth::Basic {
+                username: username.clone(),
+                password: self
+                    .prometheus_password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
+            }),
+            (None, None) => None,
+        };
+        Some(warden_resources::PrometheusSettings {
+            url: url.expose().to_string(),
+            timeout: self.prometheus_timeout,
+            auth,
+            queries: warden_resources::Queries {
+                cpu_percent: self.prometheus_query_cpu.clone(),
+                memory_bytes: self.prometheus_query_memory.clone(),
+                memory_limit_bytes: self.prometheus_query_memory_limit.clone(),
+            },
+        })
+    }
+
+    /// What `/metrics` exports of the fleet.
+    pub fn export_options(&self) -> warden_metrics::fleet::ExportOptions {
+        warden_metrics::fleet::ExportOptions {
+            task_hostname: self.metrics_task_hostname,
+            gone_after: self.metrics_gone_after,
+        }
     }
 
     /// The Streams adapter's settings, or `None` when no stream is watched.
@@ -628,6 +920,11 @@ impl Config {
             shutdown_prefix: self.streams_shutdown_prefix.clone(),
             poll_interval: self.streams_poll_interval,
             timeout: self.broker_timeout,
+            janitor: warden_streams::janitor::JanitorSettings {
+                interval: (!self.streams_janitor_interval.is_zero())
+                    .then_some(self.streams_janitor_interval),
+                consumer_idle: self.streams_consumer_idle,
+            },
         })
     }
 
@@ -657,9 +954,22 @@ impl Config {
             ("retention_samples", self.retention_samples),
             ("retention_events", self.retention_events),
             ("streams_poll_interval", self.streams_poll_interval),
+            ("metrics_gone_after", self.metrics_gone_after),
+            ("prometheus_timeout", self.prometheus_timeout),
+            ("resource_interval", self.resource_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "0s", "must be greater than zero"));
+            }
+        }
+        if let Some(url) = &self.prometheus_url {
+            let u = url.expose();
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(invalid(
+                    "prometheus_url",
+                    crate::celery::broker::redact_url(u),
+                    "must be an http:// or https:// URL",
+                ));
             }
         }
         if let Some(url) = &self.streams_redis {
@@ -748,6 +1058,13 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
+/// Sets a secret when the layer gives one (an empty value unsets it).
+fn set_secret(slot: &mut Option<Secret>, value: Option<String>) {
+    if let Some(v) = value {
+        *slot = (!v.is_empty()).then(|| Secret::new(v));
+    }
+}
+
 fn tls_files(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -781,6 +1098,27 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_retention_entries_parse_and_bad_ones_name_what_is_wrong() {
+        let t = parse_table_retention("worker_samples:keep=3d:max_rows=5000000").unwrap();
+        assert_eq!(t.table, "worker_samples");
+        assert_eq!(t.keep, Some(Duration::from_secs(3 * 86_400)));
+        assert_eq!(t.max_rows, Some(5_000_000));
+        let t = parse_table_retention("events:max_rows=10").unwrap();
+        assert_eq!((t.keep, t.max_rows), (None, Some(10)));
+        for (entry, says) in [
+            ("workers:keep=1d", "unknown table"),
+            ("events", "give keep"),
+            ("events:max_rows=0", "greater than zero"),
+            ("events:keep=0s", "greater than zero"),
+            ("events:rows=5", "unknown setting"),
+            ("events:max_rows=many", "max_rows"),
+        ] {
+            let err = parse_table_retention(entry).unwrap_err();
+            assert!(err.contains(says), "{entry}: {err}");
+        }
+    }
 
     #[test]
     fn tokens_parse_and_never_print_their_secret() {
@@ -878,6 +1216,7 @@ mod tests {
             "history_buffer_rows",
             "retention_samples",
             "retention_events",
+            "retention_tables",
             "log_format",
             "log_level",
             "insecure",
@@ -889,6 +1228,19 @@ mod tests {
             "streams_heartbeat_prefix",
             "streams_shutdown_prefix",
             "streams_poll_interval",
+            "streams_janitor_interval",
+            "streams_consumer_idle",
+            "metrics_task_hostname",
+            "metrics_gone_after",
+            "prometheus_url",
+            "prometheus_timeout",
+            "prometheus_bearer_token",
+            "prometheus_username",
+            "prometheus_password",
+            "prometheus_query_cpu",
+            "prometheus_query_memory",
+            "prometheus_query_memory_limit",
+            "resource_interval",
         ] {
             assert!(text.contains(&format!("{key} = ")), "example lacks {key}");
             let env = format!("WARDEN_{}", key.to_uppercase());

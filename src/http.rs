@@ -1,22 +1,49 @@
 //! The small HTTP side port: `/healthz` (the process is up), `/readyz` (the broker answers)
-//! and `/metrics` (OpenMetrics text).
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use tokio::sync::watch;
+//! and `/metrics` (warden's own families and the fleet's, in celery-exporter's names).
+//!
+//! `/metrics` speaks Prometheus text 0.0.4 unless the scraper asks for OpenMetrics in its
+//! `Accept` header (Prometheus does; curl and promtool do not).
+use std::sync::Arc;
 
-use crate::{fleet::BrokerStatus, metrics::Metrics};
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use tokio::sync::watch;
+use warden_metrics::fleet::{ExportOptions, Format};
+
+use crate::{
+    fleet::{BrokerStatus, Snapshot},
+    metrics::Metrics,
+};
 
 #[derive(Clone)]
 struct HttpState {
     broker: watch::Receiver<BrokerStatus>,
     metrics: Metrics,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    export: ExportOptions,
 }
 
-pub fn router(broker: watch::Receiver<BrokerStatus>, metrics: Metrics) -> Router {
+pub fn router(
+    broker: watch::Receiver<BrokerStatus>,
+    metrics: Metrics,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    export: ExportOptions,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(HttpState { broker, metrics })
+        .with_state(HttpState {
+            broker,
+            metrics,
+            snapshots,
+            export,
+        })
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
@@ -31,12 +58,26 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
+async fn metrics_text(State(state): State<HttpState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (format, content_type) = if openmetrics {
+        (
+            Format::OpenMetrics,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+        )
+    } else {
+        (Format::Text, "text/plain; version=0.0.4; charset=utf-8")
+    };
+    let snapshot = state.snapshots.borrow().clone();
+    // Rendering a large fleet takes milliseconds: off the async workers.
+    let metrics = state.metrics.clone();
+    let export = state.export;
+    let body =
+        tokio::task::spawn_blocking(move || metrics.exposition(Some((&snapshot, export)), format))
+            .await
+            .unwrap_or_default();
+    ([(header::CONTENT_TYPE, content_type)], body)
 }

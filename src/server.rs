@@ -58,6 +58,8 @@ pub enum ServerError {
     Reflection(String),
     #[error("{0}")]
     History(String),
+    #[error("resources: {0}")]
+    Resources(String),
 }
 
 /// A running warden.
@@ -90,6 +92,9 @@ impl Warden {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Warden, ServerError> {
+        // One TLS provider for every client (kube, sqlx, reqwest, tonic); `main` installs it
+        // first thing, and an embedding program or a test gets it here (a no-op when set).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let cancel = CancellationToken::new();
         let metrics = Metrics::new();
         let settings = config.broker_settings().map_err(ServerError::Broker)?;
@@ -172,7 +177,25 @@ impl Warden {
                 ))
                 .await
                 .map_err(|e| ServerError::Broker(e.to_string()))?;
+            tasks.spawn(warden_streams::janitor::run(
+                settings.clone(),
+                cancel.clone(),
+            ));
             tasks.spawn(warden_streams::run(settings, fleet.clone(), cancel.clone()));
+        }
+
+        if let Some(settings) = config.prometheus_settings() {
+            let timeout = settings.timeout;
+            let source = warden_resources::PrometheusSource::new(settings)
+                .map_err(|e| ServerError::Resources(e.to_string()))?;
+            tasks.spawn(warden_resources::run(
+                Arc::new(source),
+                fleet.clone(),
+                config.resource_interval,
+                // Every query of a round within its own timeout, one after the other.
+                timeout * 3,
+                cancel.clone(),
+            ));
         }
 
         // History: opened (and migrated) before serving; recorded by a fleet subscriber.
@@ -181,7 +204,16 @@ impl Warden {
             .map_err(|e| ServerError::History(e.to_string()))?;
         // Without a store the audit trail is kept in memory, bounded (ListAudit says so).
         let audit: Arc<dyn AuditLog> = audit.unwrap_or_else(|| Arc::new(MemoryAudit::default()));
-        if let Some(store) = &history {
+        // Events from outside the fleet (control, operations, alerts) reach history through
+        // the journal; without a store it records nothing.
+        let (_journal, journal_inbox) = if history.is_some() {
+            let (journal, inbox) =
+                warden_core::journal::Journal::channel(warden_core::journal::JOURNAL_CAPACITY);
+            (journal, Some(inbox))
+        } else {
+            (warden_core::journal::Journal::disconnected(), None)
+        };
+        if let (Some(store), Some(journal_inbox)) = (&history, journal_inbox) {
             tasks.spawn(warden_core::recorder::run(
                 fleet.clone(),
                 store.clone(),
@@ -191,10 +223,12 @@ impl Warden {
                     retention: warden_core::history::Retention {
                         samples: config.retention_samples,
                         events: config.retention_events,
+                        tables: config.retention_tables.clone(),
                     },
                     ..Default::default()
                 },
                 Arc::new(metrics.clone()),
+                journal_inbox,
                 cancel.clone(),
             ));
         }
@@ -240,7 +274,11 @@ impl Warden {
             tasks.clone(),
             cancel.clone(),
         );
-        let control = ControlService::new(fleet.clone(), controller, audit);
+        let control = ControlService::new(fleet.clone(), controller, audit).with_streams(
+            config
+                .streams_settings()
+                .and_then(|s| warden_streams::control::StreamsControl::new(s).ok()),
+        );
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -310,7 +348,12 @@ impl Warden {
         });
 
         let http_cancel = cancel.clone();
-        let http_router = crate::http::router(status_rx, metrics.clone());
+        let http_router = crate::http::router(
+            status_rx,
+            metrics.clone(),
+            fleet.snapshots(),
+            config.export_options(),
+        );
         tasks.spawn(async move {
             if let Err(err) = axum::serve(http_listener, http_router)
                 .with_graceful_shutdown(http_cancel.cancelled_owned())

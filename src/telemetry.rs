@@ -58,7 +58,7 @@ pub fn init(format: LogFormat, filter: &str) -> Result<TelemetryGuard, Telemetry
             Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
-                    .with_resource(Resource::builder().with_service_name("warden").build())
+                    .with_resource(resource())
                     .build(),
             )
         }
@@ -74,6 +74,49 @@ pub fn init(format: LogFormat, filter: &str) -> Result<TelemetryGuard, Telemetry
         .try_init()
         .map_err(|e| TelemetryError::Install(e.to_string()))?;
     Ok(TelemetryGuard { provider })
+}
+
+/// warden's resource: what `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` say (the SDK's
+/// detectors), with `service.name` = warden unless set there, `service.version`, and a
+/// `service.instance.id` unique to this process (replicas are told apart).
+fn resource() -> Resource {
+    use opentelemetry::KeyValue;
+    let mut builder = Resource::builder();
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| {
+            v.split(',')
+                .any(|kv| kv.trim().starts_with("service.name="))
+        });
+    if !named {
+        builder = builder.with_service_name("warden");
+    }
+    builder
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
+        ])
+        .build()
+}
+
+/// Writes the current span's W3C trace context (`traceparent`, `tracestate`) into the
+/// headers of an outgoing HTTP request (Prometheus, Kubernetes, webhooks), so that the
+/// receiving side joins warden's trace. Nothing is written when no trace is active.
+pub fn inject_context(headers: &mut http::HeaderMap) {
+    let context = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(headers)));
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
 }
 
 /// Reads W3C trace context from request headers.

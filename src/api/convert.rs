@@ -7,6 +7,28 @@ use crate::{
     proto::v1 as pb,
 };
 
+/// A worker's resource usage; stale while its source is down.
+pub fn resources(
+    r: &fleet::ResourceUsage,
+    now: SystemTime,
+    snapshot: &Snapshot,
+) -> pb::ResourceUsage {
+    pb::ResourceUsage {
+        cpu_percent: r.cpu_percent,
+        memory_rss_bytes: r.memory_bytes,
+        memory_limit_bytes: r.memory_limit_bytes,
+        memory_percent: r.memory_percent(),
+        gpus: Vec::new(),
+        disks: Vec::new(),
+        sampled_at: Some(timestamp(r.sampled_at)),
+        source: r.source.to_string(),
+        stale: snapshot.sources.get(r.source).is_some_and(|s| !s.connected),
+        age: Some(duration(
+            now.duration_since(r.sampled_at).unwrap_or_default(),
+        )),
+    }
+}
+
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     t.into()
 }
@@ -210,7 +232,7 @@ pub fn worker(w: &fleet::Worker, now: SystemTime, snapshot: &Snapshot, view: Vie
         stale: !stale_sources.is_empty(),
         stale_sources,
         prefetch_count: w.prefetch_count,
-        resources: None,
+        resources: w.resources.as_deref().map(|r| resources(r, now, snapshot)),
         control: None,
         recovery: None,
         streams: w.stream.as_ref().map(|s| pb::StreamsConsumer {

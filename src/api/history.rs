@@ -524,22 +524,22 @@ impl History for HistoryService {
                 }),
             }
         }
-        // Lost workers, from the events of the range.
-        let lost = store
-            .events(&EventQuery {
-                kinds: vec![EventKind::Lifecycle],
-                min_severity: Some(Severity::Critical),
-                since: Some(start),
-                until: Some(end),
-                limit: 100_000,
-                ..EventQuery::default()
-            })
-            .await
-            .map_err(store_error)?;
+        // Crashes, clean stops, scaling, restarts and alerts, from the events of the range.
+        let counted = event_totals(store.as_ref(), start, end).await?;
         // Distinct workers seen during the range: those known to have been heard from in it.
         let known = store.known_workers().await.map_err(store_error)?;
         if let Some(totals) = out.totals.as_mut() {
-            totals.lost = lost.len() as u32;
+            totals.lost = counted.lost;
+            totals.clean_stops = counted.clean_stops;
+            totals.scale_ups = counted.scale_ups;
+            totals.scale_downs = counted.scale_downs;
+            totals.restarts = counted.restarts;
+            totals.automatic_restarts = counted.automatic_restarts;
+            totals.alerts_fired = Some(pb::SeverityCounts {
+                info: counted.alerts_fired[0],
+                warning: counted.alerts_fired[1],
+                critical: counted.alerts_fired[2],
+            });
             totals.workers_seen = known
                 .iter()
                 .filter(|w| w.first_seen < end && w.last_seen >= start)
@@ -551,6 +551,53 @@ impl History for HistoryService {
             oldest_available: oldest.map(convert::timestamp),
             freshness: Some(self.freshness()),
         }))
+    }
+}
+
+/// Most events a fleet summary reads (pages of [`EVENT_PAGE`]); beyond it the counts cover
+/// the newest events of the range only, and a warning is logged.
+const EVENT_SUMMARY_CAP: usize = 1_000_000;
+const EVENT_PAGE: usize = 10_000;
+
+/// The event figures of a range, paging through its events newest first.
+async fn event_totals(
+    store: &dyn HistoryStore,
+    start: SystemTime,
+    end: SystemTime,
+) -> Result<history::EventTotals, ApiError> {
+    let mut totals = history::EventTotals::default();
+    let mut before_id = None;
+    let mut read = 0usize;
+    loop {
+        let page = store
+            .events(&EventQuery {
+                kinds: vec![
+                    EventKind::Lifecycle,
+                    EventKind::Scaling,
+                    EventKind::Control,
+                    EventKind::Recovery,
+                    EventKind::Alert,
+                ],
+                since: Some(start),
+                until: Some(end),
+                before_id,
+                limit: EVENT_PAGE,
+                ..EventQuery::default()
+            })
+            .await
+            .map_err(store_error)?;
+        read += page.len();
+        for stored in &page {
+            totals.add(&stored.event);
+        }
+        if page.len() < EVENT_PAGE {
+            return Ok(totals);
+        }
+        if read >= EVENT_SUMMARY_CAP {
+            tracing::warn!(read, "fleet summary: event count capped");
+            return Ok(totals);
+        }
+        before_id = page.last().map(|e| e.id);
     }
 }
 
@@ -610,9 +657,6 @@ async fn range_totals(
         // The peak of workers alive at once; the fleet's total is replaced by the distinct
         // workers seen (from the known workers) by the caller.
         workers_seen: alive.max as u32,
-        lost: 0,
-        restarts: 0,
-        automatic_restarts: 0,
         runtime: runtime.distribution.as_ref().map(|d| pb::Distribution {
             count: d.count(),
             mean: secs(d.mean()),
@@ -624,6 +668,8 @@ async fn range_totals(
             p99: secs(d.quantile(0.99)),
         }),
         peak_throughput_per_min: throughput.max,
+        // The event figures are the fleet's, filled in by the caller.
+        ..Default::default()
     })
 }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod history;
 pub mod logs;
 pub mod paging;
+pub mod streams_control;
 pub mod watch_token;
 pub mod worker_health;
 

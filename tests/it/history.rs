@@ -187,7 +187,42 @@ async fn records_and_serves_history(database_url: &str) {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("w1@history appeared"), "{stdout}");
 
-    // A fleet summary over the range adds the tasks up.
+    // A second worker that stops cleanly: a clean stop in the summary, not a crash.
+    let second = CeleryWorker::start(&broker, "w2@history", WorkerOptions::default());
+    eventually(Duration::from_secs(30), "w2 alive", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            (find(&r, "w2@history")?.lifecycle() == pb::Lifecycle::Alive).then_some(())
+        }
+    })
+    .await;
+    second.terminate().await;
+    eventually(
+        Duration::from_secs(30),
+        "w2's clean stop in history",
+        || {
+            let mut history = history.clone();
+            async move {
+                let events = history
+                    .list_events(pb::ListEventsRequest {
+                        subject: Some(worker_subject("w2@history")),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                events
+                    .events
+                    .iter()
+                    .any(|e| e.message.contains("clean shutdown"))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // A fleet summary over the range adds the tasks up, and counts the clean stop.
     let summary = history
         .get_fleet_history_summary(pb::GetFleetHistorySummaryRequest {
             start: Some((SystemTime::now() - Duration::from_secs(600)).into()),
@@ -206,7 +241,8 @@ async fn records_and_serves_history(database_url: &str) {
         "{summary:?}"
     );
     assert!(summary.runtime.is_some_and(|r| r.count >= u64::from(N)));
-    assert_eq!(summary.workers_seen, 1, "{summary:?}");
+    assert_eq!(summary.workers_seen, 2, "{summary:?}");
+    assert_eq!((summary.clean_stops, summary.lost), (1, 0), "{summary:?}");
 
     // Restart on the same database while the worker is gone (it died while warden was
     // down: no goodbye was seen). History and the worker are still there; the worker is
@@ -258,6 +294,26 @@ async fn records_and_serves_history(database_url: &str) {
             }
         },
     )
+    .await;
+    // The crash is counted in the fleet summary once its event is written.
+    eventually(Duration::from_secs(20), "the crash in the summary", || {
+        let mut history = history.clone();
+        async move {
+            let totals = history
+                .get_fleet_history_summary(pb::GetFleetHistorySummaryRequest {
+                    start: Some((SystemTime::now() - Duration::from_secs(900)).into()),
+                    end: Some((SystemTime::now() + Duration::from_secs(900)).into()),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .summary?
+                .totals?;
+            assert!(totals.lost <= 1, "{totals:?}");
+            (totals.lost == 1 && totals.clean_stops == 1).then_some(())
+        }
+    })
     .await;
     warden.stop().await;
 }

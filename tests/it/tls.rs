@@ -206,6 +206,8 @@ async fn broker_status(url: &str) -> Option<pb::SourceStatus> {
 
 /// Broker probes by outcome, read from the binary's /metrics.
 async fn probe_counts(http_url: &str) -> Vec<(String, f64)> {
+    // reqwest's TLS provider (the workspace builds it without a default one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let text = reqwest::get(format!("{http_url}/metrics"))
         .await
         .expect("/metrics answers")

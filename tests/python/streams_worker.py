@@ -1,6 +1,8 @@
 """A Redis Streams worker for the tests: consumes a stream through a consumer group
 (XREADGROUP, the group created with MKSTREAM), acknowledges what it reads (unless --no-ack),
-heartbeats per warden's protocol and writes the shutdown marker on SIGTERM.
+heartbeats per warden's protocol and writes the shutdown marker on SIGTERM. An acking worker
+reads its own pending entries (XREADGROUP ... 0) before new ones, and records each entry it
+processes in the list processed:{stream}:{group} (before acking it).
 
 Heartbeat: SET worker:heartbeat:{stream}:{consumer} <json> EX 3*period, every period.
 Shutdown marker: SET worker:shutdown:{stream}:{consumer} <json> EX 120, then the heartbeat is
@@ -58,12 +60,23 @@ def main():
     beat()
     last_beat = time.time()
     print(f"ready {a.consumer}", flush=True)
+    processed_key = f"processed:{a.stream}:{a.group}"
     while not stopping:
         block = max(1, int(a.period * 250))
-        replies = r.xreadgroup(a.group, a.consumer, {a.stream: ">"}, count=a.capacity, block=block)
+        replies = []
+        if not a.no_ack:
+            # Our own pending entries first (claimed to us by ReclaimPending, or left by a crash
+            # of ours), as warden's protocol asks; then new ones.
+            replies = r.xreadgroup(a.group, a.consumer, {a.stream: "0"}, count=a.capacity)
+            if not any(entries for _s, entries in replies or []):
+                replies = []
+        if not replies:
+            replies = r.xreadgroup(a.group, a.consumer, {a.stream: ">"}, count=a.capacity, block=block)
         for _stream, entries in replies or []:
             for entry_id, _fields in entries:
                 if not a.no_ack:
+                    # Recorded before the ack, so that a test can count each processing.
+                    r.rpush(processed_key, entry_id)
                     r.xack(a.stream, a.group, entry_id)
         if time.time() - last_beat >= a.period:
             beat()

@@ -155,6 +155,77 @@ pub struct StoredEvent {
     pub event: HistoryEvent,
 }
 
+/// The attribute naming what a control, recovery or alert event did (`restart`, `pause`,
+/// `firing`, `resolved`, ...): the fleet summary counts events by it.
+pub const ATTR_ACTION: &str = "action";
+/// [`ATTR_ACTION`] of a restart (control or recovery event, one per target).
+pub const ACTION_RESTART: &str = "restart";
+/// [`ATTR_ACTION`] of an alert that fired.
+pub const ACTION_FIRING: &str = "firing";
+
+/// What the events of a range add up to (the fleet history summary's event figures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTotals {
+    /// Workers LOST (lifecycle events to `lost`).
+    pub lost: u32,
+    /// Workers that went OFFLINE after a goodbye.
+    pub clean_stops: u32,
+    pub scale_ups: u32,
+    pub scale_downs: u32,
+    /// Restarts, manual and automatic.
+    pub restarts: u32,
+    /// Of them, by auto-recovery.
+    pub automatic_restarts: u32,
+    /// Alerts fired, by severity: info, warning, critical.
+    pub alerts_fired: [u32; 3],
+}
+
+impl EventTotals {
+    /// Adds one event.
+    pub fn add(&mut self, e: &HistoryEvent) {
+        let attr = |name: &str| {
+            e.attributes.iter().find_map(|(k, v)| match v {
+                AttrValue::String(s) if k == name => Some(s.as_str()),
+                _ => None,
+            })
+        };
+        match e.kind {
+            EventKind::Lifecycle => match attr("to") {
+                Some("lost") => self.lost += 1,
+                Some("offline") => self.clean_stops += 1,
+                _ => {}
+            },
+            EventKind::Scaling => {
+                let n = |name: &str| {
+                    e.attributes.iter().find_map(|(k, v)| match v {
+                        AttrValue::Int(i) if k == name => Some(*i),
+                        _ => None,
+                    })
+                };
+                match (n("before"), n("after")) {
+                    (Some(b), Some(a)) if a > b => self.scale_ups += 1,
+                    (Some(b), Some(a)) if a < b => self.scale_downs += 1,
+                    _ => {}
+                }
+            }
+            EventKind::Control if attr(ATTR_ACTION) == Some(ACTION_RESTART) => self.restarts += 1,
+            EventKind::Recovery if attr(ATTR_ACTION) == Some(ACTION_RESTART) => {
+                self.restarts += 1;
+                self.automatic_restarts += 1;
+            }
+            EventKind::Alert if attr(ATTR_ACTION) == Some(ACTION_FIRING) => {
+                let i = match e.severity {
+                    Severity::Info => 0,
+                    Severity::Warning => 1,
+                    Severity::Critical => 2,
+                };
+                self.alerts_fired[i] += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A worker the store remembers, so that a restarted warden knows its fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnownWorker {
@@ -569,11 +640,53 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
-/// How long each kind of row is kept.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How long each kind of row is kept, with optional per-table overrides.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Retention {
+    /// Samples (worker, queue and group samples, and the per-tick totals).
     pub samples: Duration,
     pub events: Duration,
+    /// Per-table overrides, for the tables in [`RETAINED_TABLES`]; a table not named here
+    /// follows `samples` or `events` and has no row cap.
+    pub tables: Vec<TableRetention>,
+}
+
+/// The tables whose retention may be set one by one. (`tick_totals` is derived from the
+/// worker samples and follows their time bound.)
+pub const RETAINED_TABLES: [&str; 4] =
+    ["worker_samples", "queue_samples", "group_samples", "events"];
+
+/// One table's retention, overriding the kind's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRetention {
+    /// One of [`RETAINED_TABLES`].
+    pub table: String,
+    /// Rows older than this are deleted (instead of the kind's bound).
+    pub keep: Option<Duration>,
+    /// At most this many rows are kept: beyond it the oldest are deleted, whole sampling ticks
+    /// at a time (rows sharing the oldest kept time go together), so the table may hold fewer.
+    pub max_rows: Option<u64>,
+}
+
+impl Retention {
+    /// How long `table`'s rows are kept.
+    pub fn keep(&self, table: &str) -> Duration {
+        let kind = if table == "events" {
+            self.events
+        } else {
+            self.samples
+        };
+        self.override_of(table).and_then(|t| t.keep).unwrap_or(kind)
+    }
+
+    /// The most rows `table` may hold, if capped.
+    pub fn max_rows(&self, table: &str) -> Option<u64> {
+        self.override_of(table).and_then(|t| t.max_rows)
+    }
+
+    fn override_of(&self, table: &str) -> Option<&TableRetention> {
+        self.tables.iter().rev().find(|t| t.table == table)
+    }
 }
 
 impl Default for Retention {
@@ -581,6 +694,7 @@ impl Default for Retention {
         Self {
             samples: Duration::from_secs(7 * 86_400),
             events: Duration::from_secs(30 * 86_400),
+            tables: Vec::new(),
         }
     }
 }
@@ -630,6 +744,101 @@ pub trait HistoryStore: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_totals_count_each_kind_by_its_attributes() {
+        let e = |kind, severity, attributes: Vec<(&str, AttrValue)>| HistoryEvent {
+            at: SystemTime::UNIX_EPOCH,
+            kind,
+            severity,
+            worker: None,
+            group: None,
+            message: String::new(),
+            attributes: attributes
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        };
+        let s = |v: &str| AttrValue::String(v.into());
+        let events = [
+            e(
+                EventKind::Lifecycle,
+                Severity::Critical,
+                vec![("to", s("lost"))],
+            ),
+            e(
+                EventKind::Lifecycle,
+                Severity::Info,
+                vec![("to", s("offline"))],
+            ),
+            e(
+                EventKind::Lifecycle,
+                Severity::Info,
+                vec![("to", s("offline"))],
+            ),
+            e(
+                EventKind::Lifecycle,
+                Severity::Info,
+                vec![("to", s("alive"))],
+            ),
+            e(
+                EventKind::Scaling,
+                Severity::Info,
+                vec![("before", AttrValue::Int(1)), ("after", AttrValue::Int(3))],
+            ),
+            e(
+                EventKind::Scaling,
+                Severity::Warning,
+                vec![("before", AttrValue::Int(3)), ("after", AttrValue::Int(0))],
+            ),
+            e(
+                EventKind::Control,
+                Severity::Info,
+                vec![(ATTR_ACTION, s(ACTION_RESTART))],
+            ),
+            e(
+                EventKind::Control,
+                Severity::Info,
+                vec![(ATTR_ACTION, s("pause"))],
+            ),
+            e(
+                EventKind::Recovery,
+                Severity::Warning,
+                vec![(ATTR_ACTION, s(ACTION_RESTART))],
+            ),
+            e(
+                EventKind::Alert,
+                Severity::Critical,
+                vec![(ATTR_ACTION, s(ACTION_FIRING))],
+            ),
+            e(
+                EventKind::Alert,
+                Severity::Critical,
+                vec![(ATTR_ACTION, s("resolved"))],
+            ),
+            e(
+                EventKind::Alert,
+                Severity::Warning,
+                vec![(ATTR_ACTION, s(ACTION_FIRING))],
+            ),
+        ];
+        let mut totals = EventTotals::default();
+        for event in &events {
+            totals.add(event);
+        }
+        assert_eq!(
+            totals,
+            EventTotals {
+                lost: 1,
+                clean_stops: 2,
+                scale_ups: 1,
+                scale_downs: 1,
+                restarts: 2,
+                automatic_restarts: 1,
+                alerts_fired: [0, 1, 1],
+            }
+        );
+    }
 
     #[test]
     fn rates_and_ratios_come_from_summed_parts_not_averaged_rates() {

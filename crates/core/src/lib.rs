@@ -14,6 +14,7 @@ pub mod clock;
 pub mod filter;
 pub mod history;
 pub mod idempotency;
+pub mod journal;
 pub mod model;
 pub mod operations;
 pub mod owner;

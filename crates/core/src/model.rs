@@ -230,6 +230,58 @@ pub struct Worker {
     pub lost_at: Option<SystemTime>,
     /// Where it sits in a Redis Streams consumer group, as last polled (Streams workers only).
     pub stream: Option<StreamConsumer>,
+    /// CPU and memory as a resource source last measured them (absent when none did).
+    pub resources: Option<Arc<ResourceUsage>>,
+}
+
+/// The metric names a resource [`Sample`] carries.
+pub mod metric {
+    /// CPU used, in percent of one core.
+    pub const CPU_PERCENT: &str = "cpu_percent";
+    /// Memory in use (working set or resident), in bytes.
+    pub const MEMORY_BYTES: &str = "memory_bytes";
+    /// The memory limit the worker runs under, in bytes.
+    pub const MEMORY_LIMIT_BYTES: &str = "memory_limit_bytes";
+}
+
+/// A worker's resource usage as one source last measured it. A figure the source did not
+/// give is `None`, never 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceUsage {
+    /// The source's name ("prometheus", ...): its status says whether this is stale.
+    pub source: &'static str,
+    pub sampled_at: SystemTime,
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+}
+
+impl ResourceUsage {
+    /// The usage a sample describes.
+    pub fn from_sample(sample: &Sample) -> Self {
+        let get = |name: &str| {
+            sample
+                .metrics
+                .iter()
+                .find(|(n, v)| *n == name && v.is_finite())
+                .map(|(_, v)| *v)
+        };
+        Self {
+            source: sample.source,
+            sampled_at: sample.at,
+            cpu_percent: get(metric::CPU_PERCENT).map(|v| v.max(0.0)),
+            memory_bytes: get(metric::MEMORY_BYTES).map(|v| v.max(0.0) as u64),
+            memory_limit_bytes: get(metric::MEMORY_LIMIT_BYTES)
+                .filter(|v| *v > 0.0)
+                .map(|v| v as u64),
+        }
+    }
+
+    /// Memory in percent of the limit, when both are known.
+    pub fn memory_percent(&self) -> Option<f64> {
+        let (used, limit) = (self.memory_bytes?, self.memory_limit_bytes?);
+        (limit > 0).then(|| used as f64 * 100.0 / limit as f64)
+    }
 }
 
 /// A worker's place in a Redis Streams consumer group, as last polled.
@@ -296,6 +348,8 @@ pub struct TaskStats {
     pub overall: [WindowReport; 3],
     /// The same per task name, sorted by name.
     pub by_task: Vec<(Arc<str>, [WindowReport; 3])>,
+    /// Cumulative counts by task name since warden first saw the worker, sorted by name.
+    pub totals: Vec<(Arc<str>, crate::perf::TaskTotals)>,
 }
 
 /// The group of a Celery worker that has not reported its queues yet.
@@ -340,6 +394,7 @@ impl Worker {
             task_stats: None,
             lost_at: None,
             stream: None,
+            resources: None,
         }
     }
 

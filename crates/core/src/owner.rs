@@ -36,6 +36,8 @@ pub enum FleetMessage {
     Leases(LeaseRound),
     /// A source of observations was probed (sent on every probe, so that `last_ok` moves).
     Source(SourceStatus),
+    /// Resource samples from a metric source.
+    Samples(Vec<crate::model::Sample>),
     /// Workers remembered from history (at boot).
     Remember(Vec<crate::history::KnownWorker>),
     /// From now on, send a sampling tick for history every `every` (the latest subscriber
@@ -283,6 +285,7 @@ impl Owner {
                     .apply_leases(round, now, self.settings.thresholds)
             }
             FleetMessage::Source(status) => self.state.set_source(status),
+            FleetMessage::Samples(samples) => self.state.apply_samples(samples),
             FleetMessage::Remember(workers) => {
                 self.state.remember(workers, now);
                 self.state.evaluate_all(now, self.settings.thresholds);

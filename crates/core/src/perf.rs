@@ -52,6 +52,77 @@ const BLOCK_SLOTS: u32 = 12;
 /// Task names tracked separately per worker; more are counted under [`OTHER_TASKS`].
 pub const MAX_TASK_NAMES: usize = 200;
 pub const OTHER_TASKS: &str = "(other)";
+/// The name totals of events whose task name is unknown are kept under.
+pub const UNNAMED_TASKS: &str = "(unknown)";
+/// Upper bounds (seconds) of the cumulative runtime histogram: the Prometheus client's
+/// defaults, which celery-exporter uses, so that dashboards built for it read ours unchanged.
+pub const RUNTIME_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Cumulative counts of one task name on one worker since warden first saw it: what the
+/// Prometheus exporter serves as counters (the windowed figures cannot give totals).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TaskTotals {
+    pub received: u64,
+    pub started: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub rejected: u64,
+    pub revoked: u64,
+    /// Runtimes of succeeded tasks at or under each of [`RUNTIME_BUCKETS`] (not cumulative:
+    /// one count per bucket; the exporter sums them up).
+    pub runtime_buckets: [u64; RUNTIME_BUCKETS.len()],
+    /// Runtimes over the last bound.
+    pub runtime_over: u64,
+    /// Sum of the runtimes, in seconds.
+    pub runtime_sum: f64,
+}
+
+impl TaskTotals {
+    fn add(&mut self, outcome: TaskOutcome, runtime: Option<Duration>) {
+        let slot = match outcome {
+            TaskOutcome::Received => &mut self.received,
+            TaskOutcome::Started => &mut self.started,
+            TaskOutcome::Succeeded => &mut self.succeeded,
+            TaskOutcome::Failed => &mut self.failed,
+            TaskOutcome::Retried => &mut self.retried,
+            TaskOutcome::Rejected => &mut self.rejected,
+            TaskOutcome::Revoked => &mut self.revoked,
+        };
+        *slot += 1;
+        if let Some(runtime) = runtime {
+            let secs = runtime.as_secs_f64();
+            self.runtime_sum += secs;
+            match RUNTIME_BUCKETS.iter().position(|le| secs <= *le) {
+                Some(i) => self.runtime_buckets[i] += 1,
+                None => self.runtime_over += 1,
+            }
+        }
+    }
+
+    /// Adds another's counts (several workers under one label set).
+    pub fn merge(&mut self, other: &TaskTotals) {
+        self.received += other.received;
+        self.started += other.started;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.retried += other.retried;
+        self.rejected += other.rejected;
+        self.revoked += other.revoked;
+        for (a, b) in self.runtime_buckets.iter_mut().zip(other.runtime_buckets) {
+            *a += b;
+        }
+        self.runtime_over += other.runtime_over;
+        self.runtime_sum += other.runtime_sum;
+    }
+
+    /// Runtimes observed (succeeded tasks that reported one).
+    pub fn runtime_count(&self) -> u64 {
+        self.runtime_buckets.iter().sum::<u64>() + self.runtime_over
+    }
+}
 /// Tasks remembered between received and started/finished, per worker.
 pub const MAX_TRACKED_TASKS: usize = 10_000;
 
@@ -559,6 +630,8 @@ pub struct TrackedTask {
 pub struct WorkerPerf {
     /// At most [`MAX_TASK_NAMES`] names, then [`OTHER_TASKS`] for the rest.
     pub by_task: HashMap<Arc<str>, Windowed>,
+    /// Cumulative counts by the same names, plus [`UNNAMED_TASKS`].
+    pub totals: HashMap<Arc<str>, TaskTotals>,
     /// Events whose task name is unknown: counted in the overall figures only.
     pub unnamed: Windowed,
     pub in_flight: HashMap<String, TrackedTask>,
@@ -638,9 +711,19 @@ impl WorkerPerf {
                 } else {
                     Arc::from(OTHER_TASKS)
                 };
+                self.totals
+                    .entry(key.clone())
+                    .or_default()
+                    .add(task.outcome, runtime);
                 self.by_task.entry(key).or_default()
             }
-            None => &mut self.unnamed,
+            None => {
+                self.totals
+                    .entry(Arc::from(UNNAMED_TASKS))
+                    .or_default()
+                    .add(task.outcome, runtime);
+                &mut self.unnamed
+            }
         };
         stream.record(now, task.outcome, runtime, wait);
     }
@@ -662,9 +745,16 @@ impl WorkerPerf {
             })
             .collect();
         by_task.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut totals: Vec<(Arc<str>, TaskTotals)> = self
+            .totals
+            .iter()
+            .map(|(name, t)| (name.clone(), *t))
+            .collect();
+        totals.sort_by(|a, b| a.0.cmp(&b.0));
         TaskStats {
             overall: window_reports(&overall, now, observed_since),
             by_task,
+            totals,
         }
     }
 
@@ -811,6 +901,42 @@ mod tests {
             timestamp: Some(at(ts)),
             runtime: runtime.map(Duration::from_secs_f64),
         }
+    }
+
+    #[test]
+    fn totals_are_cumulative_by_resolved_name_with_a_runtime_histogram() {
+        let mut p = WorkerPerf::default();
+        p.record(
+            &obs(TaskOutcome::Received, "a", Some("add"), 0, None),
+            at(0),
+        );
+        // Celery's succeeded event has no name: it is resolved from the received one.
+        p.record(&obs(TaskOutcome::Succeeded, "a", None, 1, Some(0.2)), at(1));
+        p.record(
+            &obs(TaskOutcome::Received, "b", Some("add"), 2, None),
+            at(2),
+        );
+        p.record(
+            &obs(TaskOutcome::Succeeded, "b", None, 3, Some(20.0)),
+            at(3),
+        );
+        p.record(&obs(TaskOutcome::Failed, "zz", None, 4, None), at(4));
+        // Long after every window: totals do not age.
+        let stats = p.task_stats(at(10_000), LONG_AGO);
+        let add = stats.totals.iter().find(|(n, _)| &**n == "add").unwrap().1;
+        assert_eq!((add.received, add.succeeded, add.failed), (2, 2, 0));
+        assert_eq!(add.runtime_count(), 2);
+        assert_eq!(add.runtime_over, 1, "20 s is over the last bound (10 s)");
+        let le_025 = RUNTIME_BUCKETS.iter().position(|b| *b == 0.25).unwrap();
+        assert_eq!(add.runtime_buckets[le_025], 1);
+        assert!((add.runtime_sum - 20.2).abs() < 1e-9);
+        let unknown = stats
+            .totals
+            .iter()
+            .find(|(n, _)| &**n == UNNAMED_TASKS)
+            .unwrap()
+            .1;
+        assert_eq!(unknown.failed, 1);
     }
 
     #[test]

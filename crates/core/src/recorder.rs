@@ -7,6 +7,8 @@
 //!   a bounded buffer (rows; the oldest batches are dropped first, counted and logged) and
 //!   are written when it returns; the store's status is reported as a source (`store`) that
 //!   no worker depends on, so an outage never marks live data stale.
+//! - Events that do not come from the fleet (control actions, operations, alerts) arrive
+//!   through the [`journal`](crate::journal) and are written with the rest.
 //! - At start, the workers the store remembers are handed to the fleet (UNKNOWN until heard
 //!   from); a sweeper deletes what retention no longer keeps.
 use std::{
@@ -24,6 +26,7 @@ use crate::{
         AttrValue, EventKind, HistoryEvent, HistoryStore, KnownWorker, Retention, SampleBatch,
         Severity, StoreSize, WriteBatch,
     },
+    journal::JournalInbox,
     model::{Backend, Lifecycle, SourceStatus, Worker, WorkerKey},
     owner::{FleetHandle, FleetMessage},
     ports::{BoxFuture, PortError},
@@ -33,7 +36,7 @@ use crate::{
 /// The name of the store's source status.
 pub const STORE: &str = "store";
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecorderSettings {
     /// How often workers, queues and groups are sampled.
     pub sample_every: Duration,
@@ -76,8 +79,15 @@ pub async fn run(
     store: Arc<dyn HistoryStore>,
     settings: RecorderSettings,
     gauges: Arc<dyn RecorderGauges>,
+    mut journal: JournalInbox,
     cancel: CancellationToken,
 ) {
+    let mut journal_open = true;
+    let (sample_every, flush_every, sweep_every) = (
+        settings.sample_every,
+        settings.flush_every,
+        settings.sweep_every,
+    );
     let mut recorder = Recorder {
         fleet: fleet.clone(),
         store,
@@ -100,7 +110,7 @@ pub async fn run(
     let (samples_tx, mut samples) = mpsc::channel(64);
     if fleet
         .observe(FleetMessage::SubscribeSamples {
-            every: settings.sample_every,
+            every: sample_every,
             sender: samples_tx,
         })
         .await
@@ -108,8 +118,8 @@ pub async fn run(
     {
         return;
     }
-    let mut flush = crate::clock::ticker(settings.flush_every);
-    let mut sweep = crate::clock::ticker(settings.sweep_every);
+    let mut flush = crate::clock::ticker(flush_every);
+    let mut sweep = crate::clock::ticker(sweep_every);
     // The write of the oldest buffered batch, when one is under way: polled beside the
     // inputs, so that a store that hangs for its timeout holds nothing else up.
     let mut in_flight: Option<InFlight> = None;
@@ -127,6 +137,10 @@ pub async fn run(
                 let Some(item) = item else { break };
                 recorder.observed(item.event, item.at);
             }
+            event = journal.recv(), if journal_open => match event {
+                Some(event) => recorder.pending.events.push(event),
+                None => journal_open = false,
+            },
             result = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                 in_flight = None;
                 backing_off = !recorder.written(result).await;
@@ -395,7 +409,7 @@ impl Recorder {
 
     async fn sweep(&mut self) {
         let now = self.fleet.clock().now();
-        match self.store.sweep(now, self.settings.retention).await {
+        match self.store.sweep(now, self.settings.retention.clone()).await {
             Ok(report) => {
                 let deleted: u64 = report.deleted.iter().map(|(_, n)| n).sum();
                 if deleted > 0 {
@@ -597,13 +611,25 @@ mod tests {
             ..RecorderSettings::default()
         };
         // The store is down at start: the recorder waits for it without holding the fleet.
+        let (journal, inbox) = crate::journal::Journal::channel(16);
         let recorder = tokio::spawn(run(
             fleet.clone(),
             store.clone(),
             settings,
             Arc::new(NoRecorderGauges),
+            inbox,
             cancel.clone(),
         ));
+        // An event from outside the fleet (a control action) waits with the rest.
+        journal.record(HistoryEvent {
+            at: crate::clock::Clock::now(&clock),
+            kind: EventKind::Control,
+            severity: Severity::Info,
+            worker: None,
+            group: None,
+            message: "restart requested".into(),
+            attributes: vec![],
+        });
         // Reported once the recorder watches the fleet.
         until("the store reported down", || {
             fleet
@@ -666,6 +692,12 @@ mod tests {
             .filter(|e| e.message.contains("appeared"))
             .count();
         assert_eq!(online, 1, "one appearance");
+        let journaled = written
+            .iter()
+            .flat_map(|b| &b.events)
+            .filter(|e| e.kind == EventKind::Control && e.message == "restart requested")
+            .count();
+        assert_eq!(journaled, 1, "the journal's event, written once");
         cancel.cancel();
         let _ = recorder.await;
     }
@@ -715,6 +747,7 @@ mod tests {
             store.clone(),
             RecorderSettings::default(),
             Arc::new(NoRecorderGauges),
+            crate::journal::Journal::channel(1).1,
             cancel.clone(),
         ));
         let lifecycle = |id: &str| fleet.snapshot().workers.get(&key(id)).map(|w| w.lifecycle);

@@ -11,8 +11,8 @@ use imbl::{OrdMap, Vector};
 use super::{
     model::{
         ActiveTask, Activity, Backend, ConsumedQueue, EventPayload, FleetEvent, InspectRound,
-        LeaseRound, Lifecycle, QueueDepth, QueueInfo, SourceStatus, Thresholds, UNGROUPED, Worker,
-        WorkerEventKind, WorkerKey,
+        LeaseRound, Lifecycle, QueueDepth, QueueInfo, ResourceUsage, Sample, SourceStatus,
+        Thresholds, UNGROUPED, Worker, WorkerEventKind, WorkerKey,
     },
     perf::WorkerPerf,
 };
@@ -531,6 +531,23 @@ impl FleetState {
         if self.snapshot.sources.get(status.source) != Some(&status) {
             self.snapshot.sources.insert(status.source, status);
             self.dirty = true;
+        }
+    }
+
+    /// Applies resource samples: each known worker's usage becomes the sample's (workers
+    /// without a sample keep their last figures, which the source's status marks stale).
+    pub fn apply_samples(&mut self, samples: Vec<Sample>) {
+        for sample in samples {
+            let Some(existing) = self.snapshot.workers.get(&sample.worker) else {
+                continue;
+            };
+            let usage = ResourceUsage::from_sample(&sample);
+            if existing.resources.as_deref() == Some(&usage) {
+                continue;
+            }
+            let mut worker = (**existing).clone();
+            worker.resources = Some(Arc::new(usage));
+            self.put(worker, true);
         }
     }
 

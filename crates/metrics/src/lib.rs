@@ -1,8 +1,11 @@
-//! warden's own metrics, served as Prometheus/OpenMetrics text on the HTTP port.
+//! warden's own metrics, served as Prometheus/OpenMetrics text on the HTTP port, together
+//! with the fleet's series ([`fleet`]).
+pub mod fleet;
+
 use std::sync::Arc;
 
 use prometheus_client::{
-    encoding::text::encode,
+    encoding::text::{encode, encode_eof, encode_registry},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -203,13 +206,73 @@ impl Metrics {
         self.inner.broker_status_changes.get()
     }
 
-    /// The OpenMetrics text exposition.
+    /// The whole exposition in `format`: warden's own families, then the fleet's (when a
+    /// snapshot is given).
+    pub fn exposition(
+        &self,
+        fleet: Option<(&warden_core::state::Snapshot, fleet::ExportOptions)>,
+        format: fleet::Format,
+    ) -> String {
+        let mut own = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode_registry(&mut own, &self.inner.registry);
+        let mut out = match format {
+            fleet::Format::OpenMetrics => own,
+            fleet::Format::Text => openmetrics_to_text(&own),
+        };
+        if let Some((snapshot, options)) = fleet {
+            fleet::render(snapshot, options, format, &mut out);
+        }
+        if format == fleet::Format::OpenMetrics {
+            let _ = encode_eof(&mut out);
+        }
+        out
+    }
+
+    /// The OpenMetrics text exposition of warden's own families.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.inner.registry);
         out
     }
+}
+
+/// Rewrites prometheus-client's OpenMetrics text as Prometheus text 0.0.4: a counter
+/// family is named with its `_total` suffix there, and `# UNIT` / `# EOF` do not exist.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len() + 256);
+    let mut pending_help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some(help) = pending_help.replace(rest) {
+                out.push_str("# HELP ");
+                out.push_str(help);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            if let Some(help) = pending_help.take() {
+                let text = help.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// A counter's value, or 0 when the series does not exist (it is not created).
@@ -278,5 +341,32 @@ mod tests {
         metrics.message_rejected("event", "seen");
         assert_eq!(metrics.rejected_count("event", "seen"), 1);
         assert!(metrics.encode().contains("reason=\"seen\""));
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counter_families_with_total_and_has_no_eof() {
+        let metrics = Metrics::new();
+        metrics.inspect_round("ok");
+        let text = metrics.exposition(None, fleet::Format::Text);
+        assert!(
+            text.contains("# HELP warden_inspect_rounds_total Celery inspect broadcasts, by outcome.\n# TYPE warden_inspect_rounds_total counter\nwarden_inspect_rounds_total{outcome=\"ok\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE warden_workers gauge\n"), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        let om = metrics.exposition(None, fleet::Format::OpenMetrics);
+        assert!(
+            om.contains("# TYPE warden_inspect_rounds counter\n"),
+            "{om}"
+        );
+        assert!(om.ends_with("# EOF\n"), "{om}");
     }
 }

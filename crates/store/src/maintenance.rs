@@ -84,41 +84,81 @@ pub(crate) async fn sweep(
     let bound = |keep: Duration| codes::ms(now.checked_sub(keep).unwrap_or(SystemTime::UNIX_EPOCH));
     let batch = i64::from(store.options.sweep_batch.max(1));
     let mut report = SweepReport::default();
-    for (table, keep) in [
-        ("worker_samples", retention.samples),
-        ("queue_samples", retention.samples),
-        ("group_samples", retention.samples),
-        ("events", retention.events),
-        ("tick_totals", retention.samples),
+    for table in [
+        "worker_samples",
+        "queue_samples",
+        "group_samples",
+        "events",
+        "tick_totals",
     ] {
-        let sql = delete_sql(store.engine, table);
-        let before = bound(keep);
-        let mut deleted = 0u64;
-        loop {
-            let n = store
-                .call(store.options.timeout, async {
-                    let n = on_pool!(store, |pool, _Db| {
-                        sqlx::query(AssertSqlSafe(sql.as_str()))
-                            .bind(before)
-                            .bind(batch)
-                            .execute(pool)
-                            .await?
-                            .rows_affected()
-                    });
-                    Ok::<_, Fail>(n)
-                })
-                .await?;
-            deleted += n;
-            if n < batch.unsigned_abs() {
-                break;
+        let keep = if table == "tick_totals" {
+            retention.keep("worker_samples")
+        } else {
+            retention.keep(table)
+        };
+        let mut before = bound(keep);
+        if let Some(cap) = retention.max_rows(table) {
+            // The oldest kept row's time under the cap: rows at or before the (cap + 1)-th
+            // newest go, so that at most `cap` rows remain.
+            if let Some(over) = cap_bound(store, table, cap).await? {
+                before = before.max(over + 1);
             }
         }
+        let deleted = delete_before(store, table, before, batch).await?;
         if deleted > 0 {
             tracing::debug!(table, deleted, "history swept");
         }
         report.deleted.push((table, deleted));
     }
     Ok(report)
+}
+
+/// Deletes `table`'s rows with `at_ms < before`, `batch` at a time.
+async fn delete_before(
+    store: &Store,
+    table: &'static str,
+    before: i64,
+    batch: i64,
+) -> Result<u64, StoreError> {
+    let sql = delete_sql(store.engine, table);
+    let mut deleted = 0u64;
+    loop {
+        let n = store
+            .call(store.options.timeout, async {
+                let n = on_pool!(store, |pool, _Db| {
+                    sqlx::query(AssertSqlSafe(sql.as_str()))
+                        .bind(before)
+                        .bind(batch)
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
+                });
+                Ok::<_, Fail>(n)
+            })
+            .await?;
+        deleted += n;
+        if n < batch.unsigned_abs() {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// The time of `table`'s (cap + 1)-th newest row, if it has that many: the newest time a
+/// row cap deletes. Read through the table's time index (every retained table has one).
+async fn cap_bound(store: &Store, table: &str, cap: u64) -> Result<Option<i64>, StoreError> {
+    let offset = i64::try_from(cap).unwrap_or(i64::MAX);
+    let sql = format!("SELECT at_ms FROM {table} ORDER BY at_ms DESC LIMIT 1 OFFSET $1");
+    store
+        .call(store.options.timeout, async {
+            let at: Option<i64> = on_pool!(store, |pool, _Db| {
+                sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
+                    .bind(offset)
+                    .fetch_optional(pool)
+                    .await?
+            });
+            Ok::<_, Fail>(at)
+        })
+        .await
 }
 
 /// A bounded delete of rows older than `$1`, at most `$2` of them: by row identifier, which

@@ -30,6 +30,11 @@ const SQLITE: &[Embedded] = &[
         include_str!("../../../migrations/sqlite/0003_worker_index.sql"),
     ),
     (
+        4,
+        "worker_numeric_index",
+        include_str!("../../../migrations/sqlite/0004_worker_numeric_index.sql"),
+    ),
+    (
         5,
         "audit",
         include_str!("../../../migrations/sqlite/0005_audit.sql"),
@@ -51,6 +56,11 @@ const POSTGRES: &[Embedded] = &[
         3,
         "worker_index",
         include_str!("../../../migrations/postgres/0003_worker_index.sql"),
+    ),
+    (
+        4,
+        "worker_numeric_index",
+        include_str!("../../../migrations/postgres/0004_worker_numeric_index.sql"),
     ),
     (
         5,

@@ -31,7 +31,8 @@
 //! `util_active`, `util_concurrency` and the merged sketches with their counts), summed again
 //! per tick in case a tick was written in several batches; everything after that is the same
 //! SQL. A worker's ticks are read through `worker_samples_by_worker`, which carries the
-//! columns the series read (`migrations/*/0003_worker_index.sql`).
+//! columns the series read (`migrations/*/0003_worker_index.sql`); on Postgres, a worker's
+//! numeric series read the narrower `worker_samples_numeric` (`0004`), without the sketches.
 use futures_util::TryStreamExt;
 use sqlx::{AssertSqlSafe, Row};
 use warden_core::{
@@ -271,7 +272,7 @@ fn distribution_sql(col: &str, filter: &str, totals: bool, parts: &[&str]) -> St
 
 /// Postgres: a worker's rows whose sketches fit in its covering index, which is partial
 /// (`migrations/postgres/0003_worker_index.sql`: an index row has a bounded size), and the
-/// others, found by a small index of their own. A worker's series reads both, one index-only
+/// others, found by a small index of their own. A worker's distribution series reads both, one index-only
 /// scan and one that is empty unless a sketch was unusually large. The predicates are the
 /// indexes' own, word for word, so that the planner can prove them.
 pub(crate) const SMALL_SKETCHES: &str =
@@ -314,8 +315,12 @@ pub(crate) async fn buckets(store: &Store, q: &SeriesQuery) -> Result<Vec<Bucket
         format!(" AND {SMALL_SKETCHES}"),
         format!(" AND {LARGE_SKETCHES}"),
     ];
-    let parts: Vec<&str> = match (&q.subject, store.engine) {
-        (Subject::Worker(_), Engine::Postgres) => split.iter().map(String::as_str).collect(),
+    // A worker's sketches on Postgres come from the pair of partial indexes; its numeric
+    // series from the narrow numeric index, which needs no predicate (0004).
+    let parts: Vec<&str> = match (&q.subject, store.engine, distribution) {
+        (Subject::Worker(_), Engine::Postgres, Some(_)) => {
+            split.iter().map(String::as_str).collect()
+        }
         _ => vec![""],
     };
     let sql = match distribution {

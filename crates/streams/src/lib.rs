@@ -4,7 +4,10 @@
 //! key protocol (`{heartbeat_prefix}{stream}:{consumer}`, a shutdown marker
 //! `{shutdown_prefix}{stream}:{consumer}` on a clean exit). Each stream and group is a queue.
 //! One poll is a handful of pipelined round trips; the core decides lifecycles from it.
+pub mod control;
 pub mod heartbeat;
+pub mod janitor;
+pub mod pending;
 pub mod poller;
 
 pub use poller::{StreamsSettings, run};

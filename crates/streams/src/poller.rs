@@ -1,6 +1,7 @@
 //! One poll of the watched streams, pipelined, and the loop that repeats it. Round trips per
-//! poll: the SCANs (streams, heartbeat keys), then three pipelines (groups and lengths;
-//! consumers and pending summaries; heartbeats and markers), whatever the number of streams.
+//! poll: three pipelines (groups and lengths; consumers and pending summaries; heartbeats and
+//! markers), whatever the number of streams, plus, every [`DISCOVERY_EVERY`] polls, the SCANs
+//! that find the streams and the heartbeat keys (see [`Discovery`]).
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -30,8 +31,10 @@ pub struct StreamsSettings {
     pub heartbeat_prefix: String,
     pub shutdown_prefix: String,
     pub poll_interval: Duration,
-    /// Longest one poll may take.
+    /// Longest one poll (or janitor pass) may take.
     pub timeout: Duration,
+    /// The periodic janitor.
+    pub janitor: crate::janitor::JanitorSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,40 @@ struct Group {
     lag: Option<u64>,
 }
 
+/// The keyspace SCANs' results (the watched streams, the heartbeat keys), reused between
+/// refreshes: a SCAN walks the whole keyspace of the Redis, which may hold far more than the
+/// fleet (100,000 unrelated keys made a poll of 1,000 consumers 20× slower, see
+/// docs/performance.md). Between refreshes, known consumers are still read every poll (from
+/// `XINFO CONSUMERS` and their heartbeat keys); only a new stream, or a heartbeat of a consumer
+/// that has not read yet, waits for the next refresh.
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    /// Refresh at every this many polls (1: every poll).
+    pub refresh_every: u32,
+    polls: u32,
+    fresh: bool,
+    streams: Vec<String>,
+    heartbeat_keys: Vec<String>,
+}
+
+impl Discovery {
+    /// SCANs at the first poll and then every `refresh_every` polls.
+    pub fn new(refresh_every: u32) -> Self {
+        Self {
+            refresh_every: refresh_every.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Forgets what it found: the next poll SCANs (e.g. after a connection error).
+    pub fn invalidate(&mut self) {
+        self.fresh = false;
+    }
+}
+
+/// Polls between two discovery SCANs by default: 10 × the 3 s poll = 30 s.
+pub const DISCOVERY_EVERY: u32 = 10;
+
 /// What one poll found: the leases per scope and the queue depths.
 #[derive(Debug, Default)]
 pub struct Poll {
@@ -59,7 +96,7 @@ pub struct Poll {
     pub depths: Vec<QueueDepth>,
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -69,7 +106,7 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-fn number(v: &Value) -> Option<u64> {
+pub(crate) fn number(v: &Value) -> Option<u64> {
     match v {
         Value::Int(n) => u64::try_from(*n).ok(),
         other => text(other)?.parse().ok(),
@@ -77,7 +114,7 @@ fn number(v: &Value) -> Option<u64> {
 }
 
 /// The fields of a RESP3 map or a RESP2 flat array of pairs.
-fn fields(v: &Value) -> BTreeMap<String, &Value> {
+pub(crate) fn fields(v: &Value) -> BTreeMap<String, &Value> {
     match v {
         Value::Map(pairs) => pairs
             .iter()
@@ -91,7 +128,7 @@ fn fields(v: &Value) -> BTreeMap<String, &Value> {
     }
 }
 
-fn items(v: &Value) -> &[Value] {
+pub(crate) fn items(v: &Value) -> &[Value] {
     match v {
         Value::Array(items) | Value::Set(items) => items,
         _ => &[],
@@ -110,7 +147,7 @@ fn escape_glob(s: &str) -> String {
     out
 }
 
-async fn scan(
+pub(crate) async fn scan(
     con: &mut MultiplexedConnection,
     pattern: &str,
     kind: Option<&str>,
@@ -139,6 +176,18 @@ async fn scan(
     }
 }
 
+/// The streams that exist and match `patterns` (names or globs), sorted, without duplicates.
+pub async fn resolve(
+    con: &mut MultiplexedConnection,
+    patterns: &[String],
+) -> Result<Vec<String>, PollError> {
+    let mut streams = BTreeSet::new();
+    for pattern in patterns {
+        streams.extend(scan(con, pattern, Some("stream")).await?);
+    }
+    Ok(streams.into_iter().collect())
+}
+
 /// The ms timestamp of a stream entry id (`{ms}-{seq}`).
 fn id_time(id: &str) -> Option<SystemTime> {
     let ms: u64 = id.split('-').next()?.parse().ok()?;
@@ -154,15 +203,25 @@ pub async fn poll(
     settings: &StreamsSettings,
     now: SystemTime,
     leased: &mut BTreeMap<(String, String), String>,
+    discovery: &mut Discovery,
 ) -> Result<Poll, PollError> {
-    let mut streams = BTreeSet::new();
-    for pattern in &settings.streams {
-        streams.extend(scan(con, pattern, Some("stream")).await?);
+    if !discovery.fresh || discovery.polls >= discovery.refresh_every.max(1) {
+        discovery.streams = resolve(con, &settings.streams).await?;
+        discovery.heartbeat_keys = scan(
+            con,
+            &format!("{}*", escape_glob(&settings.heartbeat_prefix)),
+            None,
+        )
+        .await?;
+        // Nothing found yet (the streams are being created): look again at the next poll.
+        discovery.fresh = !discovery.streams.is_empty();
+        discovery.polls = 0;
     }
+    discovery.polls += 1;
+    let streams = discovery.streams.clone();
     if streams.is_empty() {
         return Ok(Poll::default());
     }
-    let streams: Vec<String> = streams.into_iter().collect();
 
     // Lengths and groups.
     let mut pipe = redis::pipe();
@@ -240,13 +299,7 @@ pub async fn poll(
 
     // Heartbeat keys, matched to the watched streams (the longest stream name that fits).
     let mut candidates: BTreeSet<(String, String)> = BTreeSet::new();
-    for key in scan(
-        con,
-        &format!("{}*", escape_glob(&settings.heartbeat_prefix)),
-        None,
-    )
-    .await?
-    {
+    for key in &discovery.heartbeat_keys {
         let Some(rest) = key.strip_prefix(&settings.heartbeat_prefix) else {
             continue;
         };
@@ -435,6 +488,7 @@ pub async fn run(settings: StreamsSettings, fleet: FleetHandle, cancel: Cancella
     let mut con: Option<MultiplexedConnection> = None;
     let mut last_ok = None;
     let mut leased = BTreeMap::new();
+    let mut discovery = Discovery::new(DISCOVERY_EVERY);
     let mut failing = false;
     loop {
         tokio::select! {
@@ -446,7 +500,14 @@ pub async fn run(settings: StreamsSettings, fleet: FleetHandle, cancel: Cancella
                 con = Some(client.get_multiplexed_async_connection().await?);
             }
             let con = con.as_mut().expect("connected");
-            poll(con, &settings, fleet.clock().now(), &mut leased).await
+            poll(
+                con,
+                &settings,
+                fleet.clock().now(),
+                &mut leased,
+                &mut discovery,
+            )
+            .await
         };
         let result = match tokio::time::timeout(settings.timeout, attempt).await {
             Ok(result) => result,
@@ -485,6 +546,7 @@ pub async fn run(settings: StreamsSettings, fleet: FleetHandle, cancel: Cancella
                     failing = true;
                 }
                 con = None;
+                discovery.invalidate();
                 SourceStatus {
                     source: SOURCE,
                     backends: vec![Backend::RedisStreams],

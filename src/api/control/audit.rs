@@ -39,6 +39,9 @@ const ACTIONS: &[&str] = &[
     "UnacknowledgeAlert",
     "CreateSilence",
     "ExpireSilence",
+    "ReclaimPending",
+    "DiscardPending",
+    "RunJanitor",
 ];
 
 /// The W3C trace id of the call, from its `traceparent` header (`00-<trace id>-<span>-<flags>`);

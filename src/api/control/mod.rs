@@ -42,6 +42,8 @@ pub struct ControlService {
     controller: Controller,
     audit: Arc<dyn AuditLog>,
     keys: Idempotency,
+    /// The Streams verbs' handle (see `streams_control`); `None` when Streams are off.
+    pub(super) streams: Option<warden_streams::control::StreamsControl>,
 }
 
 impl ControlService {
@@ -52,6 +54,7 @@ impl ControlService {
             controller,
             audit,
             keys,
+            streams: None,
         }
     }
 }
@@ -240,6 +243,27 @@ impl Control for ControlService {
         request: Request<pb::RestartWorkersRequest>,
     ) -> Result<Response<pb::RestartWorkersResponse>, Status> {
         self.restart(request).await
+    }
+
+    async fn reclaim_pending(
+        &self,
+        request: Request<pb::ReclaimPendingRequest>,
+    ) -> Result<Response<pb::ReclaimPendingResponse>, Status> {
+        self.handle_reclaim_pending(request).await
+    }
+
+    async fn discard_pending(
+        &self,
+        request: Request<pb::DiscardPendingRequest>,
+    ) -> Result<Response<pb::DiscardPendingResponse>, Status> {
+        self.handle_discard_pending(request).await
+    }
+
+    async fn run_janitor(
+        &self,
+        request: Request<pb::RunJanitorRequest>,
+    ) -> Result<Response<pb::RunJanitorResponse>, Status> {
+        self.handle_run_janitor(request).await
     }
 
     async fn drain_workers(

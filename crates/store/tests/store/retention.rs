@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use warden_core::{
     history::{
         EventKind, EventQuery, GroupSample, HistoryEvent, HistoryStore, QueueSample, Retention,
-        Severity, WriteBatch,
+        Severity, TableRetention, WriteBatch,
     },
     model::Backend,
 };
@@ -82,6 +82,7 @@ async fn retention_deletes_exactly_what_is_older_than_the_bound() {
                 Retention {
                     samples: SAMPLES,
                     events: EVENTS,
+                    tables: vec![],
                 },
             )
             .await
@@ -139,6 +140,7 @@ async fn retention_deletes_exactly_what_is_older_than_the_bound() {
                 Retention {
                     samples: SAMPLES,
                     events: EVENTS,
+                    tables: vec![],
                 },
             )
             .await
@@ -159,5 +161,80 @@ async fn an_empty_store_has_no_oldest_sample_and_sweeps_nothing() {
         assert!(report.deleted.iter().all(|(_, n)| *n == 0));
         let size = db.store.size().await.unwrap();
         assert!(size.rows.iter().all(|(_, n)| *n == 0), "{}", db.engine);
+    }
+}
+
+/// A per-table override: one table's own time bound and a row cap that deletes the oldest
+/// whole ticks beyond it, while the other tables keep their kind's bound.
+#[tokio::test]
+async fn a_row_cap_keeps_the_newest_ticks_and_a_table_bound_overrides_its_kind() {
+    let options = StoreOptions {
+        sweep_batch: 4,
+        ..StoreOptions::default()
+    };
+    for db in both_with(options).await {
+        let engine = db.engine;
+        let mut batch = WriteBatch::default();
+        // 10 ticks, one minute apart, of 3 workers each (30 rows), all inside retention.
+        for k in 0..10 {
+            let t = NOW - k * 60_000;
+            for w in ["a", "b", "c"] {
+                batch.samples.workers.push(sample(&worker(w), "g", t));
+            }
+            batch.samples.queues.push(QueueSample {
+                queue: "q".into(),
+                at: at(t),
+                depth: 1,
+                unacked: 0,
+                consumers: 1,
+            });
+        }
+        db.store.write(&batch).await.unwrap();
+
+        let retention = Retention {
+            samples: SAMPLES,
+            events: EVENTS,
+            tables: vec![
+                // 8 rows allowed: the ninth-newest row is in the third tick, so whole ticks
+                // from there back go and two ticks (6 rows) stay.
+                TableRetention {
+                    table: "worker_samples".into(),
+                    keep: None,
+                    max_rows: Some(8),
+                },
+                // Queue samples: 4.5 minutes, so the five ticks within it stay.
+                TableRetention {
+                    table: "queue_samples".into(),
+                    keep: Some(Duration::from_secs(270)),
+                    max_rows: None,
+                },
+            ],
+        };
+        let report = db.store.sweep(at(NOW), retention.clone()).await.unwrap();
+        let deleted = |table: &str| {
+            report
+                .deleted
+                .iter()
+                .find(|(t, _)| *t == table)
+                .map(|(_, n)| *n)
+        };
+        assert_eq!(deleted("worker_samples"), Some(24), "{engine}");
+        assert_eq!(deleted("queue_samples"), Some(5), "{engine}");
+        let size = db.store.size().await.unwrap();
+        let rows = |table: &str| size.rows.iter().find(|(t, _)| *t == table).map(|(_, n)| *n);
+        assert_eq!(rows("worker_samples"), Some(6), "{engine}");
+        assert_eq!(rows("queue_samples"), Some(5), "{engine}");
+        // The two newest ticks are what remains.
+        assert_eq!(
+            db.store.oldest().await.unwrap(),
+            Some(at(NOW - 60_000)),
+            "{engine}"
+        );
+        // Under the cap already: nothing more goes.
+        let again = db.store.sweep(at(NOW), retention).await.unwrap();
+        assert!(
+            again.deleted.iter().all(|(_, n)| *n == 0),
+            "{engine}: {again:?}"
+        );
     }
 }
