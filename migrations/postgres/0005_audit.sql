@@ -1,4 +1,4 @@
--- The audit trail (issue 15), Postgres. The SQLite twin is migrations/sqlite/0004_audit.sql:
+-- The audit trail (issue 15), Postgres. The SQLite twin is migrations/sqlite/0005_audit.sql:
 -- the same tables, columns and indexes, with Postgres's types. Append-only: a trigger refuses
 -- UPDATE and DELETE.
 CREATE TABLE audit (

@@ -1,4 +1,4 @@
--- The audit trail (issue 15), SQLite. The Postgres twin is migrations/postgres/0004_audit.sql.
+-- The audit trail (issue 15), SQLite. The Postgres twin is migrations/postgres/0005_audit.sql.
 -- One row per mutating control call, allowed or denied; append-only (triggers refuse UPDATE
 -- and DELETE). `seq` grows with insertion (keyset paging, newest first); lists are JSON text:
 -- targets an array of names, outcomes an array of [worker, code, message], counts and
