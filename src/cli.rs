@@ -15,6 +15,7 @@ use tonic::{
 mod streams;
 
 use crate::{
+    cli_control,
     config::ServeArgs,
     proto::v1::{
         self as pb, control_client::ControlClient, history_client::HistoryClient,
@@ -51,6 +52,24 @@ pub enum Command {
     Events(EventsArgs),
     /// Apply pending database migrations to the history store, then exit.
     Migrate(MigrateArgs),
+    /// Restart workers (--mode pod|rollout|pool|drain); returns an operation (--wait follows it).
+    Restart(cli_control::RestartArgs),
+    /// Shut workers down (warm; --force with a runtime, role admin).
+    Shutdown(cli_control::ShutdownArgs),
+    /// Make workers stop consuming queues (--queue Q; default every queue).
+    Pause(cli_control::QueueArgs),
+    /// Make workers consume queues again (default those warden paused).
+    Resume(cli_control::QueueArgs),
+    /// Set a group's number of workers.
+    Scale(cli_control::ScaleArgs),
+    /// Cordon workers: auto-recovery and selector-based actions leave them alone.
+    Cordon(cli_control::CordonArgs),
+    /// Lift workers' cordons.
+    Uncordon(cli_control::CordonArgs),
+    /// List, follow or cancel operations (long control actions).
+    Ops(cli_control::OpsArgs),
+    /// The audit trail of control calls, newest first (role operator).
+    Audit(cli_control::AuditArgs),
     /// Redis Streams: consumer groups with lag, pending and consumers; reclaim, discard, janitor.
     Streams(streams::StreamsArgs),
     /// Move dead Streams consumers' pending entries to a live one (`streams reclaim`).
@@ -263,7 +282,7 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-async fn connect(args: &ClientArgs) -> Result<Channel, ClientError> {
+pub(crate) async fn connect(args: &ClientArgs) -> Result<Channel, ClientError> {
     let fail = |e: &dyn std::fmt::Display| ClientError::Connect(args.server.clone(), e.to_string());
     let mut endpoint = Endpoint::from_shared(args.server.clone())
         .map_err(|e| fail(&e))?
@@ -281,7 +300,7 @@ async fn connect(args: &ClientArgs) -> Result<Channel, ClientError> {
     endpoint.connect().await.map_err(|e| fail(&e))
 }
 
-fn request<T>(args: &ClientArgs, message: T) -> Result<Request<T>, ClientError> {
+pub(crate) fn request<T>(args: &ClientArgs, message: T) -> Result<Request<T>, ClientError> {
     let mut request = Request::new(message);
     if let Some(token) = &args.token {
         let value: MetadataValue<_> = format!("Bearer {token}").parse().map_err(|_| {
@@ -413,6 +432,15 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                 }
             }
         }
+        Command::Restart(args) => cli_control::restart(args).await?,
+        Command::Shutdown(args) => cli_control::shutdown(args).await?,
+        Command::Pause(args) => cli_control::pause(args, false).await?,
+        Command::Resume(args) => cli_control::pause(args, true).await?,
+        Command::Scale(args) => cli_control::scale(args).await?,
+        Command::Cordon(args) => cli_control::cordon(args, false).await?,
+        Command::Uncordon(args) => cli_control::cordon(args, true).await?,
+        Command::Ops(args) => cli_control::ops(args).await?,
+        Command::Audit(args) => cli_control::audit(args).await?,
         Command::Streams(args) => streams::run(&args).await?,
         Command::Reclaim(c) => streams::reclaim(&c.client, &c.args).await?,
         Command::Forget(args) => {

@@ -10,6 +10,7 @@ use std::{sync::Arc, time::SystemTime};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 use warden_core::{
+    audit::{AuditLog, AuditQuery, AuditRecord},
     history::{
         Bucket, EventQuery, HistoryStore, KnownWorker, Retention, SeriesQuery, StoreSize,
         StoredEvent, SweepReport, WriteBatch,
@@ -115,13 +116,38 @@ impl HistoryStore for LazyStore {
     }
 }
 
+impl AuditLog for LazyStore {
+    fn append<'a>(&'a self, record: &'a AuditRecord) -> BoxFuture<'a, Result<i64, PortError>> {
+        Box::pin(async move { AuditLog::append(self.store().await?, record).await })
+    }
+
+    fn list<'a>(
+        &'a self,
+        query: &'a AuditQuery,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, PortError>> {
+        Box::pin(async move { AuditLog::list(self.store().await?, query).await })
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
 /// The store the config names (None when history is off). Tries to connect once, so that
 /// the log says at start whether history is being written; an unreachable database is not
 /// an error here (see the module's doc).
 pub async fn open(config: &Config) -> Result<Option<Arc<dyn HistoryStore>>, HistoryError> {
+    Ok(open_with_audit(config).await?.0)
+}
+
+/// [`open`], plus the same store as the audit trail (None when history is off: the audit
+/// trail is then kept in memory).
+pub async fn open_with_audit(
+    config: &Config,
+) -> Result<(Option<Arc<dyn HistoryStore>>, Option<Arc<dyn AuditLog>>), HistoryError> {
     if !config.history_enabled() {
         info!("history is off (database_url = none)");
-        return Ok(None);
+        return Ok((None, None));
     }
     let store = LazyStore::new(config.database_url.expose(), !config.no_migrate);
     if let Err(err) = store.store().await {
@@ -131,7 +157,8 @@ pub async fn open(config: &Config) -> Result<Option<Arc<dyn HistoryStore>>, Hist
             "history store unavailable at start; history is buffered until it answers"
         );
     }
-    Ok(Some(Arc::new(store)))
+    let store = Arc::new(store);
+    Ok((Some(store.clone()), Some(store)))
 }
 
 /// `warden migrate`: applies pending migrations, then exits.

@@ -6,7 +6,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod cli_control;
 pub mod config;
+pub mod control;
 pub mod history;
 pub mod http;
 pub mod logline;

@@ -8,6 +8,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
+use warden_celery::{
+    control::Control,
+    lock::{LOCK_TTL, Locks},
+};
+use warden_core::audit::{AuditLog, MemoryAudit};
 
 use crate::{
     api::{
@@ -18,6 +23,7 @@ use crate::{
         broker::Broker, events::EventFollower, pidbox::Pidbox, poller::Inspector, probe, queues,
     },
     config::{Config, Role},
+    control::{ControlSettings, Controller},
     fleet::{
         self, BrokerStatus, Clock, FleetHandle, FleetSettings, SystemClock, Thresholds,
         ports::Runtime,
@@ -202,9 +208,11 @@ impl Warden {
         }
 
         // History: opened (and migrated) before serving; recorded by a fleet subscriber.
-        let history = crate::history::open(&config)
+        let (history, audit) = crate::history::open_with_audit(&config)
             .await
             .map_err(|e| ServerError::History(e.to_string()))?;
+        // Without a store the audit trail is kept in memory, bounded (ListAudit says so).
+        let audit: Arc<dyn AuditLog> = audit.unwrap_or_else(|| Arc::new(MemoryAudit::default()));
         // Events from outside the fleet (control, operations, alerts) reach history through
         // the journal; without a store it records nothing.
         let (_journal, journal_inbox) = if history.is_some() {
@@ -279,7 +287,20 @@ impl Warden {
             config.watch_bookmark_interval,
             tasks.clone(),
         );
-        let control = ControlService::new(fleet.clone()).with_streams(
+        let controller = Controller::new(
+            fleet.clone(),
+            Control::new(
+                Pidbox::new(broker.clone(), metrics.clone()),
+                config.inspect_timeout.max(Duration::from_secs(1)) + config.broker_timeout,
+            ),
+            Locks::new(broker.clone(), LOCK_TTL),
+            // Where workers run (POD / process restarts, stop, scale), when a runtime is set.
+            runtime.clone(),
+            ControlSettings::default(),
+            tasks.clone(),
+            cancel.clone(),
+        );
+        let control = ControlService::new(fleet.clone(), controller, audit).with_streams(
             config
                 .streams_settings()
                 .and_then(|s| warden_streams::control::StreamsControl::new(s).ok()),

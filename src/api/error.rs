@@ -64,6 +64,20 @@ pub enum ApiError {
         dependency: &'static str,
         reason: String,
     },
+    /// The call conflicts with another in progress; `reason` is e.g. `TARGET_LOCKED` or
+    /// `REQUEST_IN_PROGRESS`, `holder` the request id of the call in the way (if known).
+    #[error("{message}")]
+    Aborted {
+        reason: &'static str,
+        holder: String,
+        message: String,
+    },
+    /// `reason` is e.g. `REQUEST_ID_REUSED`.
+    #[error("{message}")]
+    AlreadyExists {
+        reason: &'static str,
+        message: String,
+    },
     /// Specified in the contract, built by a later capability (named in the message).
     #[error("not implemented yet: arrives with the {capability}")]
     Unimplemented { capability: &'static str },
@@ -131,6 +145,8 @@ impl ApiError {
             ApiError::DependencyForbidden { .. } => "DEPENDENCY_FORBIDDEN",
             ApiError::Unavailable { .. } => "SOURCE_UNAVAILABLE",
             ApiError::Unimplemented { .. } => "NOT_IMPLEMENTED",
+            ApiError::Aborted { reason, .. } => reason,
+            ApiError::AlreadyExists { reason, .. } => reason,
         }
     }
 }
@@ -190,6 +206,14 @@ impl From<ApiError> for Status {
                 metadata.insert("source".to_string(), dependency.to_string());
                 Code::Unavailable
             }
+            ApiError::Aborted { holder, .. } => {
+                details.set_retry_info(Some(RETRY_AFTER));
+                if !holder.is_empty() {
+                    metadata.insert("holder_request_id".to_string(), holder.clone());
+                }
+                Code::Aborted
+            }
+            ApiError::AlreadyExists { .. } => Code::AlreadyExists,
             ApiError::Unimplemented { capability } => {
                 metadata.insert("capability".to_string(), capability.to_string());
                 Code::Unimplemented

@@ -11,6 +11,7 @@ mod broker_url;
 mod celery_versions;
 mod cli;
 mod clocked;
+mod control;
 mod demo;
 mod deploy;
 mod discovery;

@@ -16,6 +16,8 @@ app.conf.update(
     task_default_queue="celery",
     result_backend=None,
     worker_prefetch_multiplier=int(os.environ.get("WARDEN_TEST_PREFETCH", "4")),
+    # Control tests restart pools in place (warden's RestartWorkers mode POOL).
+    worker_pool_restarts=True,
 )
 if os.environ.get("WARDEN_TEST_KEYPREFIX"):
     app.conf.broker_transport_options = {"global_keyprefix": os.environ["WARDEN_TEST_KEYPREFIX"]}

@@ -7,9 +7,11 @@
 //! - `poller`: the periodic and on-demand inspect rounds that feed the fleet;
 //! - `probe`: broker connectivity, for readiness and staleness.
 pub mod broker;
+pub mod control;
 pub mod envelope;
 pub mod events;
 pub mod inspect;
+pub mod lock;
 pub mod pidbox;
 pub mod poller;
 pub mod probe;

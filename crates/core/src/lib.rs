@@ -9,11 +9,14 @@
 //!
 //! This crate depends on no adapter (no Redis, gRPC, SQL, Kubernetes or HTTP client): the
 //! test script checks it with `cargo tree`.
+pub mod audit;
 pub mod clock;
 pub mod filter;
 pub mod history;
+pub mod idempotency;
 pub mod journal;
 pub mod model;
+pub mod operations;
 pub mod owner;
 pub mod perf;
 pub mod ports;

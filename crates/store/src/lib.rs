@@ -29,6 +29,7 @@
 //! A metric asked of a kind of subject it does not cover is `PortError::NotSupported`.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod codes;
 mod error;
 mod events;
@@ -49,6 +50,7 @@ use sqlx::{
     },
 };
 use warden_core::{
+    audit::{AuditLog, AuditQuery, AuditRecord},
     history::{
         Bucket, EventQuery, HistoryStore, KnownWorker, Retention, SeriesQuery, StoreSize,
         StoredEvent, SweepReport, WriteBatch,
@@ -56,6 +58,7 @@ use warden_core::{
     ports::{BoxFuture, PortError},
 };
 
+pub use audit::MAX_AUDIT_LIMIT;
 use error::{Secrets, classify};
 pub use error::{StoreError, redact_url};
 pub use events::{DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT};
@@ -351,5 +354,22 @@ impl HistoryStore for Store {
 
     fn size<'a>(&'a self) -> BoxFuture<'a, Result<StoreSize, PortError>> {
         Box::pin(async move { port("size", maintenance::size(self).await) })
+    }
+}
+
+impl AuditLog for Store {
+    fn append<'a>(&'a self, record: &'a AuditRecord) -> BoxFuture<'a, Result<i64, PortError>> {
+        Box::pin(async move { port("audit_append", audit::append(self, record).await) })
+    }
+
+    fn list<'a>(
+        &'a self,
+        query: &'a AuditQuery,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, PortError>> {
+        Box::pin(async move { port("audit_list", audit::list(self, query).await) })
+    }
+
+    fn durable(&self) -> bool {
+        true
     }
 }

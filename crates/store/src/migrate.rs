@@ -34,6 +34,11 @@ const SQLITE: &[Embedded] = &[
         "worker_numeric_index",
         include_str!("../../../migrations/sqlite/0004_worker_numeric_index.sql"),
     ),
+    (
+        5,
+        "audit",
+        include_str!("../../../migrations/sqlite/0005_audit.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -56,6 +61,11 @@ const POSTGRES: &[Embedded] = &[
         4,
         "worker_numeric_index",
         include_str!("../../../migrations/postgres/0004_worker_numeric_index.sql"),
+    ),
+    (
+        5,
+        "audit",
+        include_str!("../../../migrations/postgres/0005_audit.sql"),
     ),
 ];
 

@@ -1,23 +1,34 @@
 //! `warden.v1.Control`: acting on workers. Every call is authorised here (so that refusals are
-//! audited with the request) and every mutating call, allowed or denied, is audited.
-//! ForgetWorkers is built; the other verbs answer UNIMPLEMENTED naming the capability that
-//! brings them, after the same role check and audit.
-use std::pin::Pin;
+//! audited with the request) and every mutating call, allowed, denied, dry run or failed, is
+//! recorded in the audit trail (the history store's append-only table, or a bounded log in
+//! memory without one). Synchronous verbs answer per-target outcomes; long ones return an
+//! operation that carries on in the background (`crate::control`). LaunchWorkers, ScaleGroup
+//! and the recovery policy answer UNIMPLEMENTED naming the capability that brings them.
+mod actions;
+mod audit;
+mod convert;
+mod requests;
+
+use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use warden_core::{audit::AuditLog, idempotency::Idempotency};
 
 use super::{
     ApiError,
     auth::{self, Caller},
-    convert,
+    convert as api_convert,
     worker_health::resolve_error,
 };
 use crate::{
     config::Role,
+    control::{ControlError, Controller},
     fleet::{self, FleetHandle, Lifecycle, SelectError, Selector, state::ForgetError},
     proto::v1::{self as pb, control_server::Control},
 };
+
+pub use audit::trace_id;
 
 /// `max_targets` when the request leaves it at 0, and its ceiling.
 const DEFAULT_MAX_TARGETS: usize = 1000;
@@ -28,14 +39,21 @@ const MAX_REQUEST_ID_BYTES: usize = 128;
 #[derive(Clone)]
 pub struct ControlService {
     fleet: FleetHandle,
+    controller: Controller,
+    audit: Arc<dyn AuditLog>,
+    keys: Idempotency,
     /// The Streams verbs' handle (see `streams_control`); `None` when Streams are off.
     pub(super) streams: Option<warden_streams::control::StreamsControl>,
 }
 
 impl ControlService {
-    pub fn new(fleet: FleetHandle) -> Self {
+    pub fn new(fleet: FleetHandle, controller: Controller, audit: Arc<dyn AuditLog>) -> Self {
+        let keys = Idempotency::new(fleet.clock().clone());
         Self {
             fleet,
+            controller,
+            audit,
+            keys,
             streams: None,
         }
     }
@@ -49,6 +67,19 @@ pub trait Audited {
     fn targets(&self) -> Vec<String> {
         Vec::new()
     }
+    fn dry_run(&self) -> bool {
+        false
+    }
+    fn request_id(&self) -> &str {
+        ""
+    }
+}
+
+/// The fields every request that acts on selected workers shares.
+pub trait SelectorRequest: Audited + prost::Message + Default + Clone + Send + 'static {
+    fn selector(&self) -> Option<&pb::Selector>;
+    fn expected_revision(&self) -> Option<u64>;
+    fn max_targets(&self) -> u32;
 }
 
 /// Worker verbs: their targets are the selector's names (or its filter, resolved later).
@@ -59,11 +90,31 @@ macro_rules! audited_by_selector {
             fn targets(&self) -> Vec<String> {
                 self.selector.as_ref().map(selector_targets).unwrap_or_default()
             }
+            fn dry_run(&self) -> bool { self.dry_run }
+            fn request_id(&self) -> &str { &self.request_id }
+        }
+        impl SelectorRequest for $request {
+            fn selector(&self) -> Option<&pb::Selector> { self.selector.as_ref() }
+            fn expected_revision(&self) -> Option<u64> { self.expected_revision }
+            fn max_targets(&self) -> u32 { self.max_targets }
         }
     )*};
 }
 
-/// Other mutating requests: a reason, and a name or group as their target.
+/// Other mutating requests of Control: a reason, a name or group as their target, a dry run
+/// flag and an idempotency key.
+macro_rules! audited_by_name_keyed {
+    ($($request:ty => $field:ident),*) => {$(
+        impl Audited for $request {
+            fn reason(&self) -> &str { &self.reason }
+            fn targets(&self) -> Vec<String> { vec![self.$field.to_string()] }
+            fn dry_run(&self) -> bool { self.dry_run }
+            fn request_id(&self) -> &str { &self.request_id }
+        }
+    )*};
+}
+
+/// Mutating requests of Alerts: a reason, and a name as their target.
 macro_rules! audited_by_name {
     ($($request:ty => $field:ident),*) => {$(
         impl Audited for $request {
@@ -92,10 +143,12 @@ audited_by_selector!(
     pb::UncordonWorkersRequest,
     pb::ForgetWorkersRequest
 );
-audited_by_name!(
+audited_by_name_keyed!(
     pb::LaunchWorkersRequest => group,
     pb::ScaleGroupRequest => group,
-    pb::CancelOperationRequest => name,
+    pb::CancelOperationRequest => name
+);
+audited_by_name!(
     pb::AcknowledgeAlertRequest => name,
     pb::UnacknowledgeAlertRequest => name,
     pb::ExpireSilenceRequest => name
@@ -130,7 +183,9 @@ fn selector_targets(s: &pb::Selector) -> Vec<String> {
     }
 }
 
-/// Authenticated caller with at least `minimum`, or the refusal, audited.
+/// Authenticated caller with at least `minimum`, or the refusal, logged (the Alerts service's
+/// check; Control's own calls go through [`ControlService::authorize`], which also records
+/// the refusal in the audit trail).
 pub fn authorize<T: Audited>(
     request: &Request<T>,
     action: &str,
@@ -174,111 +229,311 @@ pub fn not_yet<T: Audited, R>(
 }
 
 const RUNTIMES: &str = "runtimes (Kubernetes, local processes)";
-const CONTROL_ACTIONS: &str = "control actions";
 const RECOVERY: &str = "auto-recovery";
-const HISTORY_STORE: &str = "history store";
 
 type OperationStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchOperationResponse, Status>> + Send>>;
 
-/// The `Control` impl: the methods that only check, audit and answer UNIMPLEMENTED, plus
-/// the built ones given as `$built` (async-trait must see every method in one impl).
-macro_rules! control_impl {
-    (built { $($built:tt)* } $($method:ident($request:ty) -> $response:ty, $action:literal, $role:expr, $capability:expr;)*) => {
-        #[tonic::async_trait]
-        impl Control for ControlService {
-            $(
-            async fn $method(&self, request: Request<$request>) -> Result<Response<$response>, Status> {
-                not_yet(&request, $action, $role, $capability)
-            }
-            )*
-            $($built)*
-        }
-    };
-}
+#[tonic::async_trait]
+impl Control for ControlService {
+    type WatchOperationStream = OperationStream;
 
-control_impl! {
-    built {
-        type WatchOperationStream = OperationStream;
-
-        async fn watch_operation(
-            &self,
-            request: Request<pb::WatchOperationRequest>,
-        ) -> Result<Response<OperationStream>, Status> {
-            not_yet(&request, "WatchOperation", Role::Viewer, RUNTIMES)
-        }
-
-        async fn forget_workers(
-            &self,
-            request: Request<pb::ForgetWorkersRequest>,
-        ) -> Result<Response<pb::ForgetWorkersResponse>, Status> {
-            self.handle_forget(request).await
-        }
-
-        async fn reclaim_pending(&self, request: Request<pb::ReclaimPendingRequest>) -> Result<Response<pb::ReclaimPendingResponse>, Status> {
-            self.handle_reclaim_pending(request).await
-        }
-
-        async fn discard_pending(&self, request: Request<pb::DiscardPendingRequest>) -> Result<Response<pb::DiscardPendingResponse>, Status> {
-            self.handle_discard_pending(request).await
-        }
-
-        async fn run_janitor(&self, request: Request<pb::RunJanitorRequest>) -> Result<Response<pb::RunJanitorResponse>, Status> {
-            self.handle_run_janitor(request).await
-        }
+    async fn restart_workers(
+        &self,
+        request: Request<pb::RestartWorkersRequest>,
+    ) -> Result<Response<pb::RestartWorkersResponse>, Status> {
+        self.restart(request).await
     }
-    restart_workers(pb::RestartWorkersRequest) -> pb::RestartWorkersResponse, "RestartWorkers", Role::Operator, RUNTIMES;
-    drain_workers(pb::DrainWorkersRequest) -> pb::DrainWorkersResponse, "DrainWorkers", Role::Operator, RUNTIMES;
-    shutdown_workers(pb::ShutdownWorkersRequest) -> pb::ShutdownWorkersResponse, "ShutdownWorkers", Role::Operator, CONTROL_ACTIONS;
-    pause_consuming(pb::PauseConsumingRequest) -> pb::PauseConsumingResponse, "PauseConsuming", Role::Operator, CONTROL_ACTIONS;
-    resume_consuming(pb::ResumeConsumingRequest) -> pb::ResumeConsumingResponse, "ResumeConsuming", Role::Operator, CONTROL_ACTIONS;
-    set_pool_size(pb::SetPoolSizeRequest) -> pb::SetPoolSizeResponse, "SetPoolSize", Role::Operator, CONTROL_ACTIONS;
-    set_rate_limit(pb::SetRateLimitRequest) -> pb::SetRateLimitResponse, "SetRateLimit", Role::Operator, CONTROL_ACTIONS;
-    set_time_limit(pb::SetTimeLimitRequest) -> pb::SetTimeLimitResponse, "SetTimeLimit", Role::Operator, CONTROL_ACTIONS;
-    revoke_tasks(pb::RevokeTasksRequest) -> pb::RevokeTasksResponse, "RevokeTasks", Role::Operator, CONTROL_ACTIONS;
-    cordon_workers(pb::CordonWorkersRequest) -> pb::CordonWorkersResponse, "CordonWorkers", Role::Operator, CONTROL_ACTIONS;
-    uncordon_workers(pb::UncordonWorkersRequest) -> pb::UncordonWorkersResponse, "UncordonWorkers", Role::Operator, CONTROL_ACTIONS;
-    launch_workers(pb::LaunchWorkersRequest) -> pb::LaunchWorkersResponse, "LaunchWorkers", Role::Operator, RUNTIMES;
-    scale_group(pb::ScaleGroupRequest) -> pb::ScaleGroupResponse, "ScaleGroup", Role::Operator, RUNTIMES;
-    get_operation(pb::GetOperationRequest) -> pb::GetOperationResponse, "GetOperation", Role::Viewer, RUNTIMES;
-    list_operations(pb::ListOperationsRequest) -> pb::ListOperationsResponse, "ListOperations", Role::Viewer, RUNTIMES;
-    cancel_operation(pb::CancelOperationRequest) -> pb::CancelOperationResponse, "CancelOperation", Role::Operator, RUNTIMES;
-    list_audit(pb::ListAuditRequest) -> pb::ListAuditResponse, "ListAudit", Role::Operator, HISTORY_STORE;
-    get_recovery_policy(pb::GetRecoveryPolicyRequest) -> pb::GetRecoveryPolicyResponse, "GetRecoveryPolicy", Role::Viewer, RECOVERY;
-    update_recovery_policy(pb::UpdateRecoveryPolicyRequest) -> pb::UpdateRecoveryPolicyResponse, "UpdateRecoveryPolicy", Role::Admin, RECOVERY;
 
-}
+    async fn reclaim_pending(
+        &self,
+        request: Request<pb::ReclaimPendingRequest>,
+    ) -> Result<Response<pb::ReclaimPendingResponse>, Status> {
+        self.handle_reclaim_pending(request).await
+    }
 
-impl ControlService {
-    async fn handle_forget(
+    async fn discard_pending(
+        &self,
+        request: Request<pb::DiscardPendingRequest>,
+    ) -> Result<Response<pb::DiscardPendingResponse>, Status> {
+        self.handle_discard_pending(request).await
+    }
+
+    async fn run_janitor(
+        &self,
+        request: Request<pb::RunJanitorRequest>,
+    ) -> Result<Response<pb::RunJanitorResponse>, Status> {
+        self.handle_run_janitor(request).await
+    }
+
+    async fn drain_workers(
+        &self,
+        request: Request<pb::DrainWorkersRequest>,
+    ) -> Result<Response<pb::DrainWorkersResponse>, Status> {
+        self.drain(request).await
+    }
+
+    async fn shutdown_workers(
+        &self,
+        request: Request<pb::ShutdownWorkersRequest>,
+    ) -> Result<Response<pb::ShutdownWorkersResponse>, Status> {
+        self.shutdown(request).await
+    }
+
+    async fn pause_consuming(
+        &self,
+        request: Request<pb::PauseConsumingRequest>,
+    ) -> Result<Response<pb::PauseConsumingResponse>, Status> {
+        self.sync_verb(request, "PauseConsuming", requests::pause, |d| {
+            pb::PauseConsumingResponse {
+                audit_id: d.audit_id,
+                dry_run: d.dry_run,
+                outcomes: d.outcomes,
+                revision: d.revision,
+            }
+        })
+        .await
+    }
+
+    async fn resume_consuming(
+        &self,
+        request: Request<pb::ResumeConsumingRequest>,
+    ) -> Result<Response<pb::ResumeConsumingResponse>, Status> {
+        self.sync_verb(request, "ResumeConsuming", requests::resume, |d| {
+            pb::ResumeConsumingResponse {
+                audit_id: d.audit_id,
+                dry_run: d.dry_run,
+                outcomes: d.outcomes,
+                revision: d.revision,
+            }
+        })
+        .await
+    }
+
+    async fn set_pool_size(
+        &self,
+        request: Request<pb::SetPoolSizeRequest>,
+    ) -> Result<Response<pb::SetPoolSizeResponse>, Status> {
+        self.sync_verb(request, "SetPoolSize", requests::pool_size, |d| {
+            pb::SetPoolSizeResponse {
+                audit_id: d.audit_id,
+                dry_run: d.dry_run,
+                outcomes: d.outcomes,
+                revision: d.revision,
+            }
+        })
+        .await
+    }
+
+    async fn set_rate_limit(
+        &self,
+        request: Request<pb::SetRateLimitRequest>,
+    ) -> Result<Response<pb::SetRateLimitResponse>, Status> {
+        self.sync_verb(request, "SetRateLimit", requests::rate_limit, |d| {
+            pb::SetRateLimitResponse {
+                audit_id: d.audit_id,
+                dry_run: d.dry_run,
+                outcomes: d.outcomes,
+                revision: d.revision,
+            }
+        })
+        .await
+    }
+
+    async fn set_time_limit(
+        &self,
+        request: Request<pb::SetTimeLimitRequest>,
+    ) -> Result<Response<pb::SetTimeLimitResponse>, Status> {
+        self.sync_verb(request, "SetTimeLimit", requests::time_limit, |d| {
+            pb::SetTimeLimitResponse {
+                audit_id: d.audit_id,
+                dry_run: d.dry_run,
+                outcomes: d.outcomes,
+                revision: d.revision,
+            }
+        })
+        .await
+    }
+
+    async fn revoke_tasks(
+        &self,
+        request: Request<pb::RevokeTasksRequest>,
+    ) -> Result<Response<pb::RevokeTasksResponse>, Status> {
+        self.sync_verb(request, "RevokeTasks", requests::revoke, |d| {
+            pb::RevokeTasksResponse {
+                audit_id: d.audit_id,
+                dry_run: d.dry_run,
+                outcomes: d.outcomes,
+                revision: d.revision,
+            }
+        })
+        .await
+    }
+
+    async fn cordon_workers(
+        &self,
+        request: Request<pb::CordonWorkersRequest>,
+    ) -> Result<Response<pb::CordonWorkersResponse>, Status> {
+        self.sync_verb(request, "CordonWorkers", requests::cordon, |d| {
+            pb::CordonWorkersResponse {
+                audit_id: d.audit_id,
+                dry_run: d.dry_run,
+                outcomes: d.outcomes,
+                revision: d.revision,
+            }
+        })
+        .await
+    }
+
+    async fn uncordon_workers(
+        &self,
+        request: Request<pb::UncordonWorkersRequest>,
+    ) -> Result<Response<pb::UncordonWorkersResponse>, Status> {
+        self.sync_verb(request, "UncordonWorkers", requests::uncordon, |d| {
+            pb::UncordonWorkersResponse {
+                audit_id: d.audit_id,
+                dry_run: d.dry_run,
+                outcomes: d.outcomes,
+                revision: d.revision,
+            }
+        })
+        .await
+    }
+
+    async fn forget_workers(
         &self,
         request: Request<pb::ForgetWorkersRequest>,
     ) -> Result<Response<pb::ForgetWorkersResponse>, Status> {
-        let caller = authorize(&request, "ForgetWorkers", Role::Admin)?;
-        let req = request.into_inner();
-        let result = self.forget(&req).await;
-        let (targets, outcome) = match &result {
-            Ok((outcomes, _)) => (
-                outcomes.iter().map(|o| o.worker.clone()).collect(),
-                "ok".to_string(),
-            ),
-            Err(err) => (req.targets(), err.to_string()),
-        };
-        let audit_id = auth::audit(
-            Some(&caller),
-            "ForgetWorkers",
-            &targets,
-            &req.reason,
-            true,
-            &outcome,
-        );
-        let (outcomes, revision) = result?;
-        Ok(Response::new(pb::ForgetWorkersResponse {
-            audit_id,
-            dry_run: req.dry_run,
-            outcomes,
-            revision,
+        self.handle_forget(request).await
+    }
+
+    async fn launch_workers(
+        &self,
+        request: Request<pb::LaunchWorkersRequest>,
+    ) -> Result<Response<pb::LaunchWorkersResponse>, Status> {
+        not_yet(&request, "LaunchWorkers", Role::Operator, RUNTIMES)
+    }
+
+    async fn scale_group(
+        &self,
+        request: Request<pb::ScaleGroupRequest>,
+    ) -> Result<Response<pb::ScaleGroupResponse>, Status> {
+        not_yet(&request, "ScaleGroup", Role::Operator, RUNTIMES)
+    }
+
+    async fn get_operation(
+        &self,
+        request: Request<pb::GetOperationRequest>,
+    ) -> Result<Response<pb::GetOperationResponse>, Status> {
+        self.authorize(&request, "GetOperation", Role::Viewer, false)
+            .await?;
+        let op = self.operation(&request.get_ref().name)?;
+        Ok(Response::new(pb::GetOperationResponse {
+            operation: Some(convert::operation(&op)),
         }))
+    }
+
+    async fn list_operations(
+        &self,
+        request: Request<pb::ListOperationsRequest>,
+    ) -> Result<Response<pb::ListOperationsResponse>, Status> {
+        self.authorize(&request, "ListOperations", Role::Viewer, false)
+            .await?;
+        Ok(Response::new(self.list_ops(request.get_ref())?))
+    }
+
+    async fn cancel_operation(
+        &self,
+        request: Request<pb::CancelOperationRequest>,
+    ) -> Result<Response<pb::CancelOperationResponse>, Status> {
+        self.cancel(request).await
+    }
+
+    async fn watch_operation(
+        &self,
+        request: Request<pb::WatchOperationRequest>,
+    ) -> Result<Response<OperationStream>, Status> {
+        self.authorize(&request, "WatchOperation", Role::Viewer, false)
+            .await?;
+        let name = &request.get_ref().name;
+        self.operation(name)?;
+        let mut rx = self
+            .controller
+            .operations
+            .watch(name)
+            .ok_or_else(|| Status::from(op_not_found(name)))?;
+        let cancel = self.fleet.stopped().clone();
+        let stream = async_stream::stream! {
+            loop {
+                let op = rx.borrow_and_update().clone();
+                let done = op.state.is_done();
+                yield Ok(pb::WatchOperationResponse { operation: Some(convert::operation(&op)) });
+                if done {
+                    break;
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { break },
+                    _ = cancel.cancelled() => {
+                        yield Err(super::error::shutting_down());
+                        break;
+                    }
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        self.authorize(&request, "ListAudit", Role::Operator, false)
+            .await?;
+        Ok(Response::new(self.list_trail(request.get_ref()).await?))
+    }
+
+    async fn get_recovery_policy(
+        &self,
+        request: Request<pb::GetRecoveryPolicyRequest>,
+    ) -> Result<Response<pb::GetRecoveryPolicyResponse>, Status> {
+        not_yet(&request, "GetRecoveryPolicy", Role::Viewer, RECOVERY)
+    }
+
+    async fn update_recovery_policy(
+        &self,
+        request: Request<pb::UpdateRecoveryPolicyRequest>,
+    ) -> Result<Response<pb::UpdateRecoveryPolicyResponse>, Status> {
+        not_yet(&request, "UpdateRecoveryPolicy", Role::Admin, RECOVERY)
+    }
+}
+
+fn op_not_found(name: &str) -> ApiError {
+    ApiError::NotFound {
+        resource_type: "warden.v1.Operation",
+        name: name.to_string(),
+        message: format!("no operation named {name:?} (unknown, or ended more than 24 h ago)"),
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(err: ControlError) -> Self {
+        let message = err.to_string();
+        match err {
+            ControlError::Locked { holder, .. } => ApiError::Aborted {
+                reason: "TARGET_LOCKED",
+                message,
+                holder,
+            },
+            ControlError::NoRuntime(_) => ApiError::FailedPrecondition {
+                reason: "NO_RUNTIME",
+                subject: "runtime".into(),
+                message,
+            },
+            ControlError::ShuttingDown => ApiError::Unavailable {
+                dependency: "warden",
+                reason: "shutting down".into(),
+            },
+        }
     }
 }
 
@@ -311,14 +566,14 @@ fn selector(s: Option<&pb::Selector>) -> Result<Selector, ApiError> {
         !s.groups.is_empty(),
     ) {
         (true, false, false) => Ok(Selector::Workers(s.workers.clone())),
-        (false, true, false) => Ok(Selector::Filter(Box::new(convert::worker_filter(
+        (false, true, false) => Ok(Selector::Filter(Box::new(api_convert::worker_filter(
             s.filter.as_ref(),
             "selector.filter",
         )?))),
         (false, false, true) => Ok(Selector::Groups(
             s.groups
                 .iter()
-                .map(|g| convert::group_id("selector.groups", g))
+                .map(|g| api_convert::group_id("selector.groups", g))
                 .collect::<Result<_, _>>()?,
         )),
         _ => Err(ApiError::invalid(
