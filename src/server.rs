@@ -215,7 +215,7 @@ impl Warden {
         let audit: Arc<dyn AuditLog> = audit.unwrap_or_else(|| Arc::new(MemoryAudit::default()));
         // Events from outside the fleet (control, operations, alerts) reach history through
         // the journal; without a store it records nothing.
-        let (_journal, journal_inbox) = if history.is_some() {
+        let (journal, journal_inbox) = if history.is_some() {
             let (journal, inbox) =
                 warden_core::journal::Journal::channel(warden_core::journal::JOURNAL_CAPACITY);
             (journal, Some(inbox))
@@ -299,7 +299,8 @@ impl Warden {
             ControlSettings::default(),
             tasks.clone(),
             cancel.clone(),
-        );
+        )
+        .with_journal(journal.clone());
         let control = ControlService::new(fleet.clone(), controller, audit).with_streams(
             config
                 .streams_settings()

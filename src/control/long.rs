@@ -353,9 +353,48 @@ impl Controller {
         }
     }
 
-    /// Restarts one worker and waits until it is back. `resume`: queues to consume again after
-    /// a pool restart (a drain cancelled them, and the process keeps that).
+    /// Restarts one worker and waits until it is back, and puts the restart into history (the
+    /// journal: one Control event per target, `action` = restart, which the fleet summary
+    /// counts). `resume`: queues to consume again after a pool restart (a drain cancelled
+    /// them, and the process keeps that).
     async fn restart(
+        &self,
+        handle: &OperationHandle,
+        i: usize,
+        target: &Target,
+        how: RestartHow,
+        resume: &[String],
+    ) -> (Outcome, String) {
+        let (outcome, message) = self.restart_and_wait(handle, i, target, how, resume).await;
+        use warden_core::history::{
+            ACTION_RESTART, ATTR_ACTION, AttrValue, EventKind, HistoryEvent, Severity,
+        };
+        let worker = &target.worker;
+        self.journal.record(HistoryEvent {
+            at: self.fleet.clock().now(),
+            kind: EventKind::Control,
+            severity: if outcome == Outcome::Applied {
+                Severity::Info
+            } else {
+                Severity::Warning
+            },
+            worker: Some(worker.key.clone()),
+            group: (&*worker.group != warden_core::model::UNGROUPED)
+                .then(|| worker.group.to_string()),
+            message: format!("restart ({how:?}) of {}: {message}", worker.key.id),
+            attributes: vec![
+                (ATTR_ACTION.into(), AttrValue::String(ACTION_RESTART.into())),
+                (
+                    "mode".into(),
+                    AttrValue::String(format!("{how:?}").to_lowercase()),
+                ),
+                ("outcome".into(), AttrValue::String(outcome.name().into())),
+            ],
+        });
+        (outcome, message)
+    }
+
+    async fn restart_and_wait(
         &self,
         handle: &OperationHandle,
         i: usize,

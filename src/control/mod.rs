@@ -123,6 +123,8 @@ pub struct Controller {
     paused: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
     pub(crate) tasks: TaskTracker,
     pub(crate) cancel: CancellationToken,
+    /// Where actions are put into history (disconnected without a store).
+    pub(crate) journal: warden_core::journal::Journal,
 }
 
 impl Controller {
@@ -148,7 +150,14 @@ impl Controller {
             paused: Arc::default(),
             tasks,
             cancel,
+            journal: warden_core::journal::Journal::disconnected(),
         }
+    }
+
+    /// Puts the actions into history through `journal`.
+    pub fn with_journal(mut self, journal: warden_core::journal::Journal) -> Self {
+        self.journal = journal;
+        self
     }
 
     pub fn has_runtime(&self) -> bool {

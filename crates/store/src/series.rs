@@ -205,7 +205,7 @@ fn totals_filter(subject: &Subject) -> (String, Vec<Bind>) {
 
 /// The SQL of a tick-valued metric. Parameters: `$1` start, `$2` end (ms), `$3` step (ms),
 /// then the subject's.
-fn ticks_sql(e: &Exprs, filter: &str, summed: bool, parts: &[&str]) -> String {
+fn ticks_sql(e: &Exprs, filter: &str, summed: bool, parts: &[&str], engine: Engine) -> String {
     let range = "at_ms >= $1 AND at_ms < $2";
     let ticks = if summed {
         format!(
@@ -238,15 +238,29 @@ fn ticks_sql(e: &Exprs, filter: &str, summed: bool, parts: &[&str]) -> String {
     } else {
         "v"
     };
-    format!(
-        "SELECT b, COUNT(v) AS n, SUM(v) AS total, MIN(v) AS lo, MAX(v) AS hi, \
-             SUM(num) AS num, SUM(den) AS den, MAX(latest) AS latest \
-         FROM (SELECT b, v, num, den, FIRST_VALUE(v) OVER (PARTITION BY b \
-                   ORDER BY CASE WHEN v IS NULL THEN 1 ELSE 0 END, t DESC) AS latest \
-               FROM (SELECT t, t / $3 * $3 AS b, {value} AS v, num, den \
-                     FROM ({ticks}) AS ticks) AS valued) AS bucketed \
-         GROUP BY b HAVING COUNT(v) > 0 ORDER BY b"
-    )
+    let valued =
+        format!("SELECT t, t / $3 * $3 AS b, {value} AS v, num, den FROM ({ticks}) AS ticks");
+    match engine {
+        // The step's last value as an aggregate: the greatest (time, value) pair among the
+        // ticks that have a value (a time in ms is exact in a double). No window, no sort: a
+        // worker's rows arrive in time order from its index and are grouped as they come.
+        Engine::Postgres => format!(
+            "SELECT b, COUNT(v) AS n, SUM(v) AS total, MIN(v) AS lo, MAX(v) AS hi, \
+                 SUM(num) AS num, SUM(den) AS den, \
+                 (MAX(ARRAY[CAST(t AS {D}), v]) FILTER (WHERE v IS NOT NULL))[2] AS latest \
+             FROM ({valued}) AS valued \
+             GROUP BY b HAVING COUNT(v) > 0 ORDER BY b"
+        ),
+        // SQLite has no arrays: the value at the step's latest valued tick, by a window.
+        Engine::Sqlite => format!(
+            "SELECT b, COUNT(v) AS n, SUM(v) AS total, MIN(v) AS lo, MAX(v) AS hi, \
+                 SUM(num) AS num, SUM(den) AS den, MAX(latest) AS latest \
+             FROM (SELECT b, v, num, den, FIRST_VALUE(v) OVER (PARTITION BY b \
+                       ORDER BY CASE WHEN v IS NULL THEN 1 ELSE 0 END, t DESC) AS latest \
+                   FROM ({valued}) AS valued) AS bucketed \
+             GROUP BY b HAVING COUNT(v) > 0 ORDER BY b"
+        ),
+    }
 }
 
 /// A distribution's sketches in time order, each with the number of sketches it merges (1
@@ -325,7 +339,13 @@ pub(crate) async fn buckets(store: &Store, q: &SeriesQuery) -> Result<Vec<Bucket
     };
     let sql = match distribution {
         Some(col) => distribution_sql(col, &filter, totals, &parts),
-        None => ticks_sql(&exprs(q.metric.source, totals)?, &filter, summed, &parts),
+        None => ticks_sql(
+            &exprs(q.metric.source, totals)?,
+            &filter,
+            summed,
+            &parts,
+            store.engine,
+        ),
     };
     store
         .call(store.options.timeout, async {

@@ -173,6 +173,9 @@ impl ControlService {
             operation = %record.operation,
             "control call"
         );
+        if record.allowed && !record.dry_run && record.code == "OK" {
+            self.controller.journal.record(journal_event(&record));
+        }
         if let Err(err) = self.audit.append(&record).await {
             warn!(%err, audit_id = %record.id, "audit entry not stored (it is in the log above)");
         }
@@ -264,4 +267,56 @@ fn time_of(t: prost_types::Timestamp) -> Result<std::time::SystemTime, ApiError>
     let secs = u64::try_from(t.seconds).map_err(|_| ApiError::invalid("since", "before 1970"))?;
     let nanos = u32::try_from(t.nanos).map_err(|_| ApiError::invalid("since", "bad nanos"))?;
     Ok(std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
+}
+
+/// A control call as a history event (what ListEvents shows beside the workers' own): the
+/// verb, who, and the per-target outcomes. Restarts are also recorded per target as they
+/// finish (`control::long`), which is what the fleet summary counts.
+fn journal_event(record: &AuditRecord) -> warden_core::history::HistoryEvent {
+    use warden_core::history::{ATTR_ACTION, AttrValue, EventKind, HistoryEvent, Severity};
+    let worker = match record.targets.as_slice() {
+        [one] => warden_core::WorkerKey::parse(one),
+        _ => None,
+    };
+    let counts = record
+        .counts
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut attributes = vec![
+        (ATTR_ACTION.into(), AttrValue::String(record.action.clone())),
+        ("actor".into(), AttrValue::String(record.actor.clone())),
+        ("audit_id".into(), AttrValue::String(record.id.clone())),
+    ];
+    if !record.request_id.is_empty() {
+        attributes.push((
+            "request_id".into(),
+            AttrValue::String(record.request_id.clone()),
+        ));
+    }
+    HistoryEvent {
+        at: record.time,
+        kind: EventKind::Control,
+        severity: Severity::Info,
+        worker,
+        group: None,
+        message: format!(
+            "{} by {} on {} target(s){}{}",
+            record.action,
+            record.actor,
+            record.targets.len(),
+            if counts.is_empty() {
+                String::new()
+            } else {
+                format!(": {counts}")
+            },
+            if record.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", record.reason)
+            }
+        ),
+        attributes,
+    }
 }
