@@ -426,7 +426,14 @@ async fn the_cli_cordons_restarts_a_pool_reads_the_trail_and_shuts_down() {
             ..WorkerOptions::default()
         },
     );
-    let warden = TestWarden::start(test_config(&broker)).await;
+    // History in SQLite: the restart is put into it (the journal) and counted.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&broker);
+    config.database_url = warden::config::Secret::new(format!(
+        "sqlite://{}",
+        dir.path().join("warden.db").display()
+    ));
+    let warden = TestWarden::start(config).await;
     let server = warden.grpc_url.clone();
     alive(&warden, "w1@cli").await;
 
@@ -504,6 +511,45 @@ async fn the_cli_cordons_restarts_a_pool_reads_the_trail_and_shuts_down() {
         "{out}"
     );
 
+    // The restart is in history: a control event for the worker, counted by the summary.
+    let mut history = warden::proto::v1::history_client::HistoryClient::new(warden.channel().await);
+    eventually(Duration::from_secs(20), "the restart in history", || {
+        let mut history = history.clone();
+        async move {
+            let totals = history
+                .get_fleet_history_summary(pb::GetFleetHistorySummaryRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .summary?
+                .totals?;
+            assert!(totals.restarts <= 1, "{totals:?}");
+            (totals.restarts == 1 && totals.automatic_restarts == 0).then_some(())
+        }
+    })
+    .await;
+    let events = history
+        .list_events(pb::ListEventsRequest {
+            kinds: vec![pb::EventKind::Control.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.starts_with("restart (Pool) of w1@cli: BACK")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.starts_with("CordonWorkers by ")),
+        "{events:?}"
+    );
+
     // A mode that needs a runtime, without one: refused, nothing done.
     let (ok, _, err) = cli(&server, &["restart", "w1@cli", "--mode", "pod"]).await;
     assert!(
@@ -546,8 +592,9 @@ async fn the_cli_cordons_restarts_a_pool_reads_the_trail_and_shuts_down() {
         ],
         "{out}"
     );
+    // With a store, the trail is durable (no "kept in memory" warning).
     let (ok, out, _) = cli(&server, &["audit"]).await;
-    assert!(ok && out.contains("kept in memory"), "{out}");
+    assert!(ok && !out.contains("kept in memory"), "{out}");
 
     // A warm shutdown: the operation ends when warden sees the worker go OFFLINE.
     let (ok, out, err) = cli(
