@@ -63,7 +63,7 @@ pub enum ServerError {
     History(String),
     #[error("resources: {0}")]
     Resources(String),
-    #[error("local runtime: {0}")]
+    #[error("runtime: {0}")]
     Runtime(String),
 }
 
@@ -73,7 +73,8 @@ pub struct Warden {
     pub http_addr: SocketAddr,
     pub fleet: FleetHandle,
     pub metrics: Metrics,
-    /// Where workers run, when warden runs them (the local runtime); `None` otherwise.
+    /// Where workers run, when warden knows (the local or the Kubernetes runtime); `None`
+    /// otherwise.
     pub runtime: Option<Arc<dyn Runtime>>,
     /// How long shutdown waits for background tasks (longer when local processes must stop).
     shutdown_grace: Duration,
@@ -242,9 +243,15 @@ impl Warden {
             ));
         }
 
-        // The local runtime: only when groups are configured.
-        let runtime: Option<Arc<dyn Runtime>> = match &config.local {
-            Some(settings) => Some(Arc::new(
+        // The runtime: local processes when groups are configured, pods when the Kubernetes
+        // runtime is turned on (validation refuses both).
+        let runtime: Option<Arc<dyn Runtime>> = match (&config.local, &config.kubernetes) {
+            (_, Some(k)) => Some(Arc::new(
+                warden_kubernetes::KubernetesRuntime::connect(k.clone())
+                    .await
+                    .map_err(|e| ServerError::Runtime(format!("kubernetes: {e}")))?,
+            ) as Arc<dyn Runtime>),
+            (Some(settings), None) => Some(Arc::new(
                 warden_runtime::LocalRuntime::start(
                     settings.clone(),
                     scope.clone(),
@@ -253,7 +260,7 @@ impl Warden {
                 )
                 .map_err(|e| ServerError::Runtime(e.to_string()))?,
             )),
-            None => None,
+            (None, None) => None,
         };
         let shutdown_grace = config.local.as_ref().map_or(SHUTDOWN_GRACE, |l| {
             SHUTDOWN_GRACE.max(l.stop_grace + SHUTDOWN_GRACE)
