@@ -1,7 +1,7 @@
 //! The Kubernetes runtime wired into warden: `--kubernetes` with a kubeconfig pointing at a
 //! fake API server (the only fake: Redis and the Celery workers are real, named
-//! `celery@<pod>`). A POD restart through Control deletes exactly that pod with the default
-//! grace period; RBAC denying the delete fails the target naming the verb and resource.
+//! `celery@<pod>`). A POD restart through Control deletes exactly that pod with the configured
+//! grace period (`kubernetes_grace`); RBAC denying the delete fails the target naming the verb and resource.
 use std::time::Duration;
 
 use axum::http::Method;
@@ -91,6 +91,8 @@ async fn a_pod_restart_deletes_the_workers_pod_and_a_403_names_the_verb_and_reso
             kubeconfig: Some(kubeconfig),
             selector: "app=celery".into(),
             call_timeout: Duration::from_secs(5),
+            // Not the 30 s default: the restart must use what is configured.
+            grace: Duration::from_secs(45),
             ..KubernetesConfig::default()
         }),
         ..test_config(&broker)
@@ -105,7 +107,7 @@ async fn a_pod_restart_deletes_the_workers_pod_and_a_403_names_the_verb_and_reso
     alive(&warden, "celery@celery-7d9f-bbbbb").await;
     let mut control = ControlClient::new(warden.channel().await);
 
-    // POD restart: exactly one DELETE, of that pod, with the default grace, guarded by its uid.
+    // POD restart: exactly one DELETE, of that pod, with the configured grace, guarded by its uid.
     restart_pod(&mut control, "celery@celery-7d9f-aaaaa").await;
     let writes = eventually(Duration::from_secs(20), "the pod is deleted", || {
         let fake = fake.clone();
@@ -123,8 +125,8 @@ async fn a_pod_restart_deletes_the_workers_pod_and_a_403_names_the_verb_and_reso
         format!("/api/v1/namespaces/{NAMESPACE}/pods/celery-7d9f-aaaaa")
     );
     assert_eq!(
-        delete.body["gracePeriodSeconds"],
-        warden_kubernetes::DEFAULT_GRACE.as_secs()
+        delete.body["gracePeriodSeconds"], 45,
+        "the configured grace"
     );
     assert_eq!(delete.body["preconditions"]["uid"], "p-1");
     assert!(fake.get("pods", "celery-7d9f-aaaaa").is_none());
