@@ -105,6 +105,15 @@ impl Warden {
         // One TLS provider for every client (kube, sqlx, reqwest, tonic); `main` installs it
         // first thing, and an embedding program or a test gets it here (a no-op when set).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // The Kubernetes runtime first: a bad kubeconfig fails the start before any task runs.
+        let kubernetes: Option<Arc<dyn Runtime>> = match &config.kubernetes {
+            Some(k) => Some(Arc::new(
+                warden_kubernetes::KubernetesRuntime::connect(k.clone())
+                    .await
+                    .map_err(|e| ServerError::Runtime(format!("kubernetes: {e}")))?,
+            )),
+            None => None,
+        };
         let cancel = CancellationToken::new();
         let metrics = Metrics::new();
         let settings = config.broker_settings().map_err(ServerError::Broker)?;
@@ -245,12 +254,8 @@ impl Warden {
 
         // The runtime: local processes when groups are configured, pods when the Kubernetes
         // runtime is turned on (validation refuses both).
-        let runtime: Option<Arc<dyn Runtime>> = match (&config.local, &config.kubernetes) {
-            (_, Some(k)) => Some(Arc::new(
-                warden_kubernetes::KubernetesRuntime::connect(k.clone())
-                    .await
-                    .map_err(|e| ServerError::Runtime(format!("kubernetes: {e}")))?,
-            ) as Arc<dyn Runtime>),
+        let runtime: Option<Arc<dyn Runtime>> = match (&config.local, kubernetes) {
+            (_, Some(kubernetes)) => Some(kubernetes),
             (Some(settings), None) => Some(Arc::new(
                 warden_runtime::LocalRuntime::start(
                     settings.clone(),

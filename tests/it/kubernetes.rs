@@ -166,3 +166,23 @@ async fn a_pod_restart_deletes_the_workers_pod_and_a_403_names_the_verb_and_reso
     );
     warden.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreadable_kubeconfig_fails_the_start_with_a_clear_error() {
+    let redis = RedisServer::start().await;
+    let config = warden::config::Config {
+        kubernetes: Some(KubernetesConfig {
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            ..KubernetesConfig::default()
+        }),
+        ..test_config(&redis.url(0))
+    };
+    let Err(err) = warden::server::Warden::start(config).await else {
+        panic!("warden started without a kubeconfig");
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("kubernetes") && text.contains("/nonexistent/kubeconfig"),
+        "{text}"
+    );
+}
