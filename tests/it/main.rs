@@ -24,6 +24,7 @@ mod hostile_input;
 mod hostile_replies;
 mod interop;
 mod lifecycle;
+mod local_control;
 mod local_runtime;
 mod otel;
 mod queues;

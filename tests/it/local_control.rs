@@ -1,0 +1,151 @@
+//! Control over the local runtime, with real Celery workers warden launched: a POD-mode
+//! restart replaces exactly that worker's process and reports it BACK; a drain-then-restart
+//! while long tasks run lets every task finish (none lost) and restarts the process.
+use std::time::Duration;
+
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+use warden::proto::v1::{self as pb, control_client::ControlClient};
+
+use crate::{
+    local_runtime::{celery_group, running_pid, seen_alive_with_pid, start, tail_lines},
+    support::{eventually, find, list, submit},
+};
+
+fn workers(names: &[&str]) -> Option<pb::Selector> {
+    Some(pb::Selector {
+        workers: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    })
+}
+
+/// Follows an operation to its end; returns the last state and every target message seen.
+async fn finish(channel: Channel, op: pb::Operation) -> (pb::Operation, Vec<String>) {
+    let mut stream = ControlClient::new(channel)
+        .watch_operation(pb::WatchOperationRequest { name: op.name })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = Vec::new();
+    let last = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut last = None;
+        while let Some(message) = stream.next().await {
+            let op = message.expect("stream ok").operation.unwrap();
+            seen.extend(op.targets.iter().map(|t| t.message.clone()));
+            last = Some(op);
+        }
+        last
+    })
+    .await
+    .expect("the operation ends")
+    .expect("at least one message");
+    (last, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_restart_and_drain_then_restart_through_the_local_runtime() {
+    let setup = start(|b| {
+        // A prefork pool of one process: the worker answers remote control while its task
+        // runs (a solo pool would not until the task ends).
+        let mut ctl = celery_group("ctl", 1, b, "celery");
+        let solo = ctl.args.iter().position(|a| a == "solo").expect("-P solo");
+        ctl.args[solo] = "prefork".into();
+        ctl.args.extend(["-c".into(), "1".into()]);
+        vec![ctl, celery_group("other", 1, b, "other")]
+    })
+    .await;
+    let (id, other) = ("ctl-0@local", "other-0@local");
+    let first = running_pid(setup.runtime.as_ref(), id).await;
+    let other_pid = running_pid(setup.runtime.as_ref(), other).await;
+    seen_alive_with_pid(&setup, id, first).await;
+    let channel = setup.warden.channel().await;
+    let mut control = ControlClient::new(channel.clone());
+
+    // No mode: the precise restart (this worker's process), BACK with a new pid.
+    let op = control
+        .restart_workers(pb::RestartWorkersRequest {
+            selector: workers(&[id]),
+            reason: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("restart")
+        .into_inner()
+        .operation
+        .unwrap();
+    let (done, _) = finish(channel.clone(), op).await;
+    assert_eq!(done.state(), pb::OperationState::Succeeded, "{done:?}");
+    assert_eq!(done.targets[0].code(), pb::OutcomeCode::Applied, "{done:?}");
+    assert!(done.targets[0].message.starts_with("BACK"), "{done:?}");
+    let second = running_pid(setup.runtime.as_ref(), id).await;
+    assert_ne!(second, first, "a new process");
+    seen_alive_with_pid(&setup, id, second).await;
+    // Exactly that worker: the other process is untouched.
+    assert_eq!(running_pid(setup.runtime.as_ref(), other).await, other_pid);
+
+    // Three 3-second tasks for the solo worker; drain while the first runs.
+    submit(&setup.broker, "sleep_for", 3, &["3"], &[]).await;
+    let client = setup.warden.client().await;
+    eventually(Duration::from_secs(30), "a task is running", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, true).await;
+            find(&r, id)
+                .is_some_and(|w| w.active_tasks >= 1)
+                .then_some(())
+        }
+    })
+    .await;
+    let op = control
+        .drain_workers(pb::DrainWorkersRequest {
+            selector: workers(&[id]),
+            reason: "deploy".into(),
+            mode: pb::RestartMode::Pod.into(),
+            timeout: Some(prost_types::Duration {
+                seconds: 90,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("drain")
+        .into_inner()
+        .operation
+        .unwrap();
+    let (done, seen) = finish(channel.clone(), op).await;
+    assert_eq!(done.state(), pb::OperationState::Succeeded, "{done:?}");
+    assert!(done.targets[0].message.starts_with("BACK"), "{done:?}");
+    assert!(
+        seen.iter().any(|m| m.contains("running task")),
+        "the drain waited for running tasks: {seen:?}"
+    );
+    let third = running_pid(setup.runtime.as_ref(), id).await;
+    assert_ne!(third, second, "the drain restarted the process");
+
+    // None lost: every task finished, before the restart or after it, as the worker's own
+    // log says (the local runtime keeps the slot's output across its processes).
+    let succeeded = eventually(Duration::from_secs(60), "three tasks succeeded", || {
+        let channel = channel.clone();
+        async move {
+            let lines = tail_lines(
+                channel,
+                pb::TailRequest {
+                    worker: id.into(),
+                    tail_lines: Some(1000),
+                    contains: "succeeded".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+            let n = lines
+                .iter()
+                .filter(|l| l.text.contains("sleep_for") && l.text.contains("succeeded"))
+                .count();
+            assert!(n <= 3, "a task ran twice: {lines:?}");
+            (n == 3).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(succeeded, 3);
+    setup.warden.stop().await;
+}
