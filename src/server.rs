@@ -255,6 +255,19 @@ impl Warden {
             )),
             None => None,
         };
+        // Without Prometheus, the figures the runtime measures itself (/proc for local
+        // processes) are the workers' resource figures.
+        if let (Some(runtime), None, Some(local)) =
+            (&runtime, &config.prometheus_url, &config.local)
+        {
+            tasks.spawn(warden_resources::run(
+                Arc::new(warden_resources::RuntimeSource::new(runtime.clone())),
+                fleet.clone(),
+                local.sample_interval,
+                local.sample_interval.max(Duration::from_secs(5)),
+                cancel.clone(),
+            ));
+        }
         let shutdown_grace = config.local.as_ref().map_or(SHUTDOWN_GRACE, |l| {
             SHUTDOWN_GRACE.max(l.stop_grace + SHUTDOWN_GRACE)
         });

@@ -61,6 +61,25 @@ async fn pod_restart_and_drain_then_restart_through_the_local_runtime() {
     let channel = setup.warden.channel().await;
     let mut control = ControlClient::new(channel.clone());
 
+    // Resource figures from the local runtime's /proc (no Prometheus configured): the
+    // worker's process tree's memory, and a CPU figure, with their source.
+    let client = setup.warden.client().await;
+    let usage = eventually(Duration::from_secs(30), "resource figures", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            find(&r, id)?
+                .resources
+                .clone()
+                .filter(|u| u.cpu_percent.is_some() && u.memory_rss_bytes.is_some())
+        }
+    })
+    .await;
+    assert_eq!(usage.source, "runtime", "{usage:?}");
+    let rss = usage.memory_rss_bytes.unwrap();
+    // A Celery worker with one pool process: tens of MB, not 0 and not absurd.
+    assert!((10_000_000..2_000_000_000).contains(&rss), "{usage:?}");
+
     // No mode: the precise restart (this worker's process), BACK with a new pid.
     let op = control
         .restart_workers(pb::RestartWorkersRequest {
