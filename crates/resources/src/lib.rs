@@ -9,5 +9,5 @@ pub mod collector;
 pub mod prometheus;
 
 pub use collector::run;
-pub use prometheus::{Auth, PrometheusSettings, PrometheusSource, Queries};
+pub use prometheus::{Auth, HeaderHook, PrometheusSettings, PrometheusSource, Queries};
 pub use warden_core::ports::MetricSource;
