@@ -196,7 +196,9 @@ impl Warden {
         if let Some(settings) = config.prometheus_settings() {
             let timeout = settings.timeout;
             let source = warden_resources::PrometheusSource::new(settings)
-                .map_err(|e| ServerError::Resources(e.to_string()))?;
+                .map_err(|e| ServerError::Resources(e.to_string()))?
+                // Prometheus's side of a query joins warden's trace.
+                .with_header_hook(Arc::new(crate::telemetry::inject_context));
             tasks.spawn(warden_resources::run(
                 Arc::new(source),
                 fleet.clone(),
