@@ -249,6 +249,27 @@ async fn pod_restart_and_drain_then_restart_through_the_local_runtime() {
         })
         .await;
     }
+    // The CLI verb, as a dry run: what launching two more would do.
+    let (ok, out, err) = crate::support::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden")).args([
+            "launch",
+            "other",
+            "-n",
+            "2",
+            "--dry-run",
+            "--output",
+            "json",
+            "--server",
+            &setup.warden.grpc_url,
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("WOULD_APPLY") && out.contains("from 1 alive to 3"),
+        "{out}"
+    );
+    assert_eq!(alive_in_other().await, 1, "a dry run changes nothing");
     setup.warden.stop().await;
 }
 
