@@ -206,7 +206,9 @@ impl Warden {
         if let Some(settings) = config.prometheus_settings() {
             let timeout = settings.timeout;
             let source = warden_resources::PrometheusSource::new(settings)
-                .map_err(|e| ServerError::Resources(e.to_string()))?;
+                .map_err(|e| ServerError::Resources(e.to_string()))?
+                // Prometheus's side of a query joins warden's trace.
+                .with_header_hook(Arc::new(crate::telemetry::inject_context));
             tasks.spawn(warden_resources::run(
                 Arc::new(source),
                 fleet.clone(),
@@ -267,6 +269,19 @@ impl Warden {
             )),
             (None, None) => None,
         };
+        // Without Prometheus, the figures the runtime measures itself (/proc for local
+        // processes) are the workers' resource figures.
+        if let (Some(runtime), None, Some(local)) =
+            (&runtime, &config.prometheus_url, &config.local)
+        {
+            tasks.spawn(warden_resources::run(
+                Arc::new(warden_resources::RuntimeSource::new(runtime.clone())),
+                fleet.clone(),
+                local.sample_interval,
+                local.sample_interval.max(Duration::from_secs(5)),
+                cancel.clone(),
+            ));
+        }
         let shutdown_grace = config.local.as_ref().map_or(SHUTDOWN_GRACE, |l| {
             SHUTDOWN_GRACE.max(l.stop_grace + SHUTDOWN_GRACE)
         });

@@ -19,7 +19,7 @@ use crate::support::{
 
 /// A group of solo-pool Celery workers of the test app, each consuming `queue` (and its own
 /// node's queue), taking their node name from warden.
-fn celery_group(name: &str, count: u32, broker: &str, queue: &str) -> GroupSpec {
+pub(crate) fn celery_group(name: &str, count: u32, broker: &str, queue: &str) -> GroupSpec {
     GroupSpec {
         name: name.into(),
         command: venv().join("bin/celery").display().to_string(),
@@ -52,16 +52,16 @@ fn celery_group(name: &str, count: u32, broker: &str, queue: &str) -> GroupSpec 
     }
 }
 
-struct Setup {
-    _redis: RedisServer,
-    broker: String,
-    warden: TestWarden,
-    runtime: Arc<dyn Runtime>,
+pub(crate) struct Setup {
+    pub(crate) _redis: RedisServer,
+    pub(crate) broker: String,
+    pub(crate) warden: TestWarden,
+    pub(crate) runtime: Arc<dyn Runtime>,
     /// Holds the captured worker logs; printed if the test fails.
     _logs: LogDir,
 }
 
-async fn start(groups: impl FnOnce(&str) -> Vec<GroupSpec>) -> Setup {
+pub(crate) async fn start(groups: impl FnOnce(&str) -> Vec<GroupSpec>) -> Setup {
     let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let logs = LogDir::new("local runtime");
@@ -94,7 +94,7 @@ fn alive(w: &pb::Worker) -> bool {
 }
 
 /// Waits until ListWorkers shows `id` alive with process id `pid`.
-async fn seen_alive_with_pid(setup: &Setup, id: &str, pid: u32) {
+pub(crate) async fn seen_alive_with_pid(setup: &Setup, id: &str, pid: u32) {
     let client = setup.warden.client().await;
     eventually(
         Duration::from_secs(60),
@@ -112,7 +112,7 @@ async fn seen_alive_with_pid(setup: &Setup, id: &str, pid: u32) {
     .await;
 }
 
-async fn running_pid(runtime: &dyn Runtime, id: &str) -> u32 {
+pub(crate) async fn running_pid(runtime: &dyn Runtime, id: &str) -> u32 {
     eventually(
         Duration::from_secs(30),
         &format!("{id} running"),
@@ -237,7 +237,7 @@ async fn tail(channel: Channel, req: pb::TailRequest) -> tonic::Streaming<pb::Ta
         .into_inner()
 }
 
-async fn tail_lines(channel: Channel, req: pb::TailRequest) -> Vec<pb::LogLine> {
+pub(crate) async fn tail_lines(channel: Channel, req: pb::TailRequest) -> Vec<pb::LogLine> {
     let mut stream = tail(channel, req).await;
     let mut lines = Vec::new();
     while let Some(message) = stream.next().await {

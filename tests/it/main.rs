@@ -25,6 +25,7 @@ mod hostile_replies;
 mod interop;
 mod kubernetes;
 mod lifecycle;
+mod local_control;
 mod local_runtime;
 mod otel;
 mod queues;
