@@ -313,7 +313,8 @@ impl Warden {
             refresh_budget,
             config.watch_bookmark_interval,
             tasks.clone(),
-        );
+        )
+        .with_runtime(runtime.clone());
         let controller = Controller::new(
             fleet.clone(),
             Control::new(

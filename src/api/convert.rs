@@ -138,6 +138,8 @@ pub fn worker(w: &fleet::Worker, now: SystemTime, snapshot: &Snapshot, view: Vie
         .map(|s| s.source.to_string())
         .collect();
     pb::Worker {
+        // Asked of the runtime by GetWorker only (see `instance`).
+        instance: None,
         name: w.key.resource_name(),
         id: w.id().to_string(),
         backend: backend(w.backend()).into(),
@@ -535,5 +537,31 @@ pub fn summary(s: &fleet::Summary) -> pb::FleetSummary {
         pool_capacity: s.pool_capacity,
         groups: s.groups,
         unknown: s.unknown,
+    }
+}
+
+/// A runtime's view of a worker's instance.
+pub fn instance(runtime: &str, i: &fleet::ports::InstanceInfo) -> pb::RuntimeInstance {
+    use fleet::ports::ExitStatus;
+    pb::RuntimeInstance {
+        runtime: runtime.to_string(),
+        source: i.source.clone(),
+        running: i.running,
+        restarts: i.restarts,
+        start_time: i.started_at.map(timestamp),
+        last_exit: i.last_exit.as_ref().map(|e| pb::InstanceExit {
+            exit_code: match e.status {
+                ExitStatus::Code(c) => Some(c),
+                ExitStatus::Signal(_) => None,
+            },
+            signal: match e.status {
+                ExitStatus::Signal(s) => Some(s),
+                ExitStatus::Code(_) => None,
+            },
+            reason: e.reason.clone().unwrap_or_default(),
+            time: Some(timestamp(e.at)),
+            requested: e.requested,
+        }),
+        group: i.group.clone(),
     }
 }

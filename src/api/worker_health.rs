@@ -29,6 +29,9 @@ const BOOKMARK_MIN: Duration = Duration::from_secs(1);
 const BOOKMARK_MAX: Duration = Duration::from_secs(300);
 
 /// The service and what it reads from.
+/// How long GetWorker waits for the runtime's view of the instance.
+const RUNTIME_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 pub struct WorkerHealthService {
     fleet: FleetHandle,
@@ -39,6 +42,8 @@ pub struct WorkerHealthService {
     bookmark_every: Duration,
     /// Owns refresh rounds, so that shutdown waits for them.
     tasks: tokio_util::task::TaskTracker,
+    /// Where workers run, when a runtime is configured: GetWorker asks it for the instance.
+    runtime: Option<Arc<dyn fleet::ports::Runtime>>,
 }
 
 impl WorkerHealthService {
@@ -55,7 +60,14 @@ impl WorkerHealthService {
             refresh_budget,
             bookmark_every,
             tasks,
+            runtime: None,
         }
+    }
+
+    /// GetWorker adds what `runtime` knows of the worker's instance.
+    pub fn with_runtime(mut self, runtime: Option<Arc<dyn fleet::ports::Runtime>>) -> Self {
+        self.runtime = runtime;
+        self
     }
 
     /// Runs a fresh inspect if asked; a failure is reported in `freshness`, not as an error,
@@ -214,8 +226,17 @@ impl WorkerHealth for WorkerHealthService {
             .get(&known.key)
             .ok_or_else(|| ApiError::worker_not_found(known.key.resource_name()))?;
         let now = self.fleet.clock().now();
+        let mut out = convert::worker(worker, now, &snapshot, view);
+        if let Some(runtime) = &self.runtime {
+            // Bounded: a slow runtime costs the caller the instance, not the answer.
+            if let Ok(Ok(info)) =
+                tokio::time::timeout(RUNTIME_TIMEOUT, runtime.instance(&known.key)).await
+            {
+                out.instance = Some(convert::instance(runtime.name(), &info));
+            }
+        }
         Ok(Response::new(pb::GetWorkerResponse {
-            worker: Some(convert::worker(worker, now, &snapshot, view)),
+            worker: Some(out),
             freshness: Some(convert::freshness(&snapshot, refresh_error.as_deref())),
             revision: snapshot.revision,
         }))

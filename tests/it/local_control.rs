@@ -99,6 +99,26 @@ async fn pod_restart_and_drain_then_restart_through_the_local_runtime() {
     let second = running_pid(setup.runtime.as_ref(), id).await;
     assert_ne!(second, first, "a new process");
     seen_alive_with_pid(&setup, id, second).await;
+    // GetWorker says what the runtime knows: the new process, and that warden ended the old.
+    let got = setup
+        .warden
+        .client()
+        .await
+        .get_worker(pb::GetWorkerRequest {
+            name: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker
+        .unwrap();
+    let instance = got.instance.expect("the runtime's view of the instance");
+    assert_eq!(instance.runtime, "local", "{instance:?}");
+    assert_eq!(instance.source, format!("pid:{second}"), "{instance:?}");
+    assert!(instance.running && instance.restarts >= 1, "{instance:?}");
+    let exit = instance.last_exit.expect("the old process's end");
+    assert!(exit.requested, "{exit:?}");
     // Exactly that worker: the other process is untouched.
     assert_eq!(running_pid(setup.runtime.as_ref(), other).await, other_pid);
 

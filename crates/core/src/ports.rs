@@ -81,12 +81,14 @@ pub enum ExitStatus {
 }
 
 /// An instance's end, and when it was seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitRecord {
     pub status: ExitStatus,
     pub at: SystemTime,
     /// True when the runtime ended it (stop, restart); false when it died on its own.
     pub requested: bool,
+    /// The runtime's reason, when it gives one (Kubernetes: `OOMKilled`, `Error`).
+    pub reason: Option<String>,
 }
 
 /// What a runtime knows about the instance that runs a worker.

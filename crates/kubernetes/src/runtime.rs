@@ -483,6 +483,7 @@ impl Runtime for KubernetesRuntime {
                 },
                 at: t.finished_at.unwrap_or(SystemTime::UNIX_EPOCH),
                 requested: false,
+                reason: t.reason.clone(),
             });
             Ok(InstanceInfo {
                 group: pod

@@ -332,6 +332,7 @@ impl Supervisor {
                 status,
                 at: SystemTime::now(),
                 requested,
+                reason: None,
             });
         });
         self.log.announce(LogEvent::Exited {
