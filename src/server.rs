@@ -207,6 +207,11 @@ impl Warden {
                 journal.clone(),
                 cancel.clone(),
             ));
+            tasks.spawn(warden_streams::reclaimer::run(
+                settings.clone(),
+                journal.clone(),
+                cancel.clone(),
+            ));
             tasks.spawn(warden_streams::run(settings, fleet.clone(), cancel.clone()));
         }
 
