@@ -532,7 +532,7 @@ async fn heartbeat_counters_give_streams_workers_throughput_error_rate_and_perce
             async move {
                 let r = list(&mut client, false).await;
                 let w = streams_worker(&r, "tasks:runners", "w1")?.clone();
-                let minute = w.task_stats.as_ref()?.windows.first()?.clone();
+                let minute = *w.task_stats.as_ref()?.windows.first()?;
                 (w.processed_tasks == ENTRIES && minute.succeeded + minute.failed == ENTRIES)
                     .then_some(w)
             }
