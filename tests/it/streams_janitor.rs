@@ -464,6 +464,26 @@ async fn the_periodic_janitor_trims_to_what_a_crashed_consumer_holds_and_keeps_i
     )
     .await;
     holder.kill9().await;
+    // What the holder holds, and only that: the group's pending list above may also show
+    // entries the live worker had read and not acked yet.
+    let held: Vec<Id> = {
+        let reply: Vec<Vec<Value>> = redis::cmd("XPENDING")
+            .arg("jobs")
+            .arg("billing")
+            .arg("-")
+            .arg("+")
+            .arg(1000)
+            .arg("holder")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let ids: Vec<Id> = reply
+            .iter()
+            .map(|e| parse_id(&redis::from_redis_value::<String>(e[0].clone()).unwrap()))
+            .collect();
+        assert!(!ids.is_empty() && ids.iter().all(|id| held.contains(id)));
+        ids
+    };
     // An idle consumer with no heartbeat and nothing pending.
     let _: u64 = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
