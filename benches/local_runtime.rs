@@ -248,7 +248,7 @@ async fn main() {
         let mut stream = logs_client
             .tail(pb::TailRequest {
                 worker: "spew-0@bench".into(),
-                tail_lines: Some(10_000),
+                tail_lines: Some(5_000),
                 min_level,
                 ..Default::default()
             })

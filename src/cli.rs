@@ -62,6 +62,8 @@ pub enum Command {
     Resume(cli_control::QueueArgs),
     /// Set a group's number of workers.
     Scale(cli_control::ScaleArgs),
+    /// Start more workers in a local launch group.
+    Launch(cli_control::LaunchArgs),
     /// Cordon workers: auto-recovery and selector-based actions leave them alone.
     Cordon(cli_control::CordonArgs),
     /// Lift workers' cordons.
@@ -437,6 +439,7 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
         Command::Pause(args) => cli_control::pause(args, false).await?,
         Command::Resume(args) => cli_control::pause(args, true).await?,
         Command::Scale(args) => cli_control::scale(args).await?,
+        Command::Launch(args) => cli_control::launch(args).await?,
         Command::Cordon(args) => cli_control::cordon(args, false).await?,
         Command::Uncordon(args) => cli_control::cordon(args, true).await?,
         Command::Ops(args) => cli_control::ops(args).await?,

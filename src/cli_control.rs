@@ -1,4 +1,4 @@
-//! The control verbs of the command line (`restart`, `shutdown`, `pause`, `resume`, `scale`,
+//! The control verbs of the command line (`restart`, `shutdown`, `pause`, `resume`, `scale`, `launch`,
 //! `cordon`, `uncordon`, `ops`, `audit`), kubectl-like: workers by name, or a selector
 //! (`-l key=value`, `--group`, `--all`); every acting verb takes `--dry-run`, `--reason`,
 //! `--request-id` and `--wait` (follow the operation to its end), and prints a table or, with
@@ -140,6 +140,19 @@ pub struct ScaleArgs {
     pub group: String,
     /// How many workers it should have.
     pub replicas: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LaunchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub acting: Acting,
+    /// The launch group (a `[local]` group's name).
+    pub group: String,
+    /// How many workers to add to it (1 to 100).
+    #[arg(short = 'n', long, default_value_t = 1)]
+    pub count: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -568,6 +581,28 @@ pub async fn scale(args: ScaleArgs) -> Result<(), ClientError> {
                 request_id: a.request_id.clone(),
                 group: args.group.clone(),
                 replicas: args.replicas,
+                ..Default::default()
+            },
+        )?)
+        .await?
+        .into_inner()
+        .operation
+        .ok_or_else(|| ClientError::Input("no operation in the answer".into()))?;
+    operation(&mut client, &args.client, op, a.wait).await
+}
+
+pub async fn launch(args: LaunchArgs) -> Result<(), ClientError> {
+    let mut client = ControlClient::new(connect(&args.client).await?);
+    let a = &args.acting;
+    let op = client
+        .launch_workers(request(
+            &args.client,
+            pb::LaunchWorkersRequest {
+                reason: a.reason.clone(),
+                dry_run: a.dry_run,
+                request_id: a.request_id.clone(),
+                group: args.group.clone(),
+                count: args.count,
                 ..Default::default()
             },
         )?)

@@ -51,6 +51,10 @@ pub const DEFAULT_PROMETHEUS_QUERY_MEMORY_LIMIT: &str =
     warden_resources::prometheus::DEFAULT_MEMORY_LIMIT_QUERY;
 /// `database_url` value that turns history off.
 pub const NO_DATABASE: &str = "none";
+/// The pod mapping the Kubernetes runtime uses unless told: `celery@<hostname>` → the pod.
+pub const DEFAULT_KUBERNETES_POD_MAPPING: &str = "hostname";
+pub const DEFAULT_KUBERNETES_GRACE: Duration = warden_kubernetes::DEFAULT_GRACE;
+pub const DEFAULT_KUBERNETES_TIMEOUT: Duration = warden_kubernetes::DEFAULT_CALL_TIMEOUT;
 
 /// Where a configuration value is wrong: the key (as in the TOML file), and why.
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +280,9 @@ pub struct Config {
     /// The local runtime (`[local]`): worker processes warden launches itself. `None` (the
     /// default) unless at least one group is configured.
     pub local: Option<warden_runtime::LocalSettings>,
+    /// The Kubernetes runtime (`--kubernetes`): workers in pods. `None` (the default) unless
+    /// turned on; one runtime per warden, so not with `[local]` groups.
+    pub kubernetes: Option<warden_kubernetes::KubernetesConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -332,6 +339,7 @@ impl Default for Config {
             prometheus_query_memory_limit: DEFAULT_PROMETHEUS_QUERY_MEMORY_LIMIT.to_string(),
             resource_interval: DEFAULT_RESOURCE_INTERVAL,
             local: None,
+            kubernetes: None,
         }
     }
 }
@@ -526,6 +534,33 @@ pub struct ServeArgs {
     /// How often worker resource figures are collected [default: 15s]
     #[arg(long, env = "WARDEN_RESOURCE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub resource_interval: Option<Duration>,
+    /// Turn the Kubernetes runtime on: workers run in pods (not with [local] groups) [default: false]
+    #[arg(long, env = "WARDEN_KUBERNETES")]
+    pub kubernetes: bool,
+    /// kubeconfig file of the Kubernetes runtime [default: $KUBECONFIG, ~/.kube/config, else in-cluster]
+    #[arg(long, env = "WARDEN_KUBERNETES_KUBECONFIG", value_name = "FILE")]
+    pub kubernetes_kubeconfig: Option<PathBuf>,
+    /// kubeconfig context [default: its current context]
+    #[arg(long, env = "WARDEN_KUBERNETES_CONTEXT", value_name = "CONTEXT")]
+    pub kubernetes_context: Option<String>,
+    /// Namespace of the worker pods [default: the context's namespace (in-cluster: the service account's), else default]
+    #[arg(long, env = "WARDEN_KUBERNETES_NAMESPACE", value_name = "NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
+    /// Label selector of the worker pods; empty = every pod in the namespace [default: ""]
+    #[arg(long, env = "WARDEN_KUBERNETES_SELECTOR", value_name = "SELECTOR")]
+    pub kubernetes_selector: Option<String>,
+    /// How a worker id names its pod: hostname, label:KEY or annotation:KEY [default: hostname]
+    #[arg(long, env = "WARDEN_KUBERNETES_POD_MAPPING", value_name = "MAPPING")]
+    pub kubernetes_pod_mapping: Option<String>,
+    /// The worker's container in its pod [default: the pod's first container]
+    #[arg(long, env = "WARDEN_KUBERNETES_CONTAINER", value_name = "NAME")]
+    pub kubernetes_container: Option<String>,
+    /// Grace period of a pod restart when the caller names none [default: 30s]
+    #[arg(long, env = "WARDEN_KUBERNETES_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    pub kubernetes_grace: Option<Duration>,
+    /// Limit on every Kubernetes API call [default: 10s]
+    #[arg(long, env = "WARDEN_KUBERNETES_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub kubernetes_timeout: Option<Duration>,
 }
 
 /// One `TABLE:keep=DURATION:max_rows=N` entry of `--retention-tables`.
@@ -630,6 +665,103 @@ struct FileConfig {
     prometheus_query_memory_limit: Option<String>,
     resource_interval: Option<String>,
     local: Option<LocalFile>,
+    kubernetes: Option<bool>,
+    kubernetes_kubeconfig: Option<PathBuf>,
+    kubernetes_context: Option<String>,
+    kubernetes_namespace: Option<String>,
+    kubernetes_selector: Option<String>,
+    kubernetes_pod_mapping: Option<String>,
+    kubernetes_container: Option<String>,
+    kubernetes_grace: Option<String>,
+    kubernetes_timeout: Option<String>,
+}
+
+/// The `kubernetes*` keys one layer (file, or flags and environment) gives. The runtime is on
+/// when any layer turns it on, and then takes every layer's values, so a file may hold the
+/// settings and `--kubernetes` turn them on.
+#[derive(Debug, Default, Clone)]
+struct KubernetesLayer {
+    enabled: Option<bool>,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    namespace: Option<String>,
+    selector: Option<String>,
+    pod_mapping: Option<String>,
+    container: Option<String>,
+    grace: Option<Duration>,
+    timeout: Option<Duration>,
+}
+
+impl KubernetesLayer {
+    fn from_file(f: &FileConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            enabled: f.kubernetes,
+            kubeconfig: f.kubernetes_kubeconfig.clone(),
+            context: f.kubernetes_context.clone(),
+            namespace: f.kubernetes_namespace.clone(),
+            selector: f.kubernetes_selector.clone(),
+            pod_mapping: f.kubernetes_pod_mapping.clone(),
+            container: f.kubernetes_container.clone(),
+            grace: file_duration("kubernetes_grace", f.kubernetes_grace.clone())?,
+            timeout: file_duration("kubernetes_timeout", f.kubernetes_timeout.clone())?,
+        })
+    }
+
+    fn from_args(a: &ServeArgs) -> Self {
+        Self {
+            // A switch: absent means "not said here", so a file's `kubernetes = true` stands.
+            enabled: a.kubernetes.then_some(true),
+            kubeconfig: a.kubernetes_kubeconfig.clone(),
+            context: a.kubernetes_context.clone(),
+            namespace: a.kubernetes_namespace.clone(),
+            selector: a.kubernetes_selector.clone(),
+            pod_mapping: a.kubernetes_pod_mapping.clone(),
+            container: a.kubernetes_container.clone(),
+            grace: a.kubernetes_grace,
+            timeout: a.kubernetes_timeout,
+        }
+    }
+
+    /// `self` with `over`'s values on top.
+    fn under(self, over: Self) -> Self {
+        Self {
+            enabled: over.enabled.or(self.enabled),
+            kubeconfig: over.kubeconfig.or(self.kubeconfig),
+            context: over.context.or(self.context),
+            namespace: over.namespace.or(self.namespace),
+            selector: over.selector.or(self.selector),
+            pod_mapping: over.pod_mapping.or(self.pod_mapping),
+            container: over.container.or(self.container),
+            grace: over.grace.or(self.grace),
+            timeout: over.timeout.or(self.timeout),
+        }
+    }
+
+    /// The runtime's settings, or `None` when it is not turned on. Empty strings mean unset.
+    fn settings(self) -> Result<Option<warden_kubernetes::KubernetesConfig>, ConfigError> {
+        if self.enabled != Some(true) {
+            return Ok(None);
+        }
+        let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let mapping = self
+            .pod_mapping
+            .as_deref()
+            .unwrap_or(DEFAULT_KUBERNETES_POD_MAPPING);
+        let mapping = mapping
+            .trim()
+            .parse::<warden_kubernetes::PodMapping>()
+            .map_err(|e| invalid("kubernetes_pod_mapping", mapping, e))?;
+        Ok(Some(warden_kubernetes::KubernetesConfig {
+            kubeconfig: self.kubeconfig.filter(|p| !p.as_os_str().is_empty()),
+            context: non_empty(self.context),
+            namespace: non_empty(self.namespace),
+            selector: self.selector.unwrap_or_default().trim().to_owned(),
+            mapping,
+            container: non_empty(self.container),
+            grace: self.grace.unwrap_or(DEFAULT_KUBERNETES_GRACE),
+            call_timeout: self.timeout.unwrap_or(DEFAULT_KUBERNETES_TIMEOUT),
+        }))
+    }
 }
 
 /// `[local]`: the local runtime. Only in the file (groups do not fit in flags).
@@ -715,9 +847,13 @@ impl Config {
             None => FileConfig::default(),
         };
         let tokens_file = args.tokens_file.clone().or(file.tokens_file.take());
+        let kubernetes = KubernetesLayer::from_file(&file)?;
         let mut config = Config::default();
         config.apply_file(file)?;
         config.apply_args(args);
+        config.kubernetes = kubernetes
+            .under(KubernetesLayer::from_args(args))
+            .settings()?;
         if let Some(path) = tokens_file {
             let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
                 path: path.clone(),
@@ -744,6 +880,7 @@ impl Config {
     }
 
     fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
+        let kubernetes = KubernetesLayer::from_file(&f)?;
         if let Some(v) = f.broker_url {
             self.broker_url = Secret::new(v);
         }
@@ -856,6 +993,7 @@ impl Config {
             &mut self.resource_interval,
             file_duration("resource_interval", f.resource_interval)?,
         );
+        self.kubernetes = kubernetes.settings()?;
         if let Some(local) = f.local {
             self.local = local.settings()?;
         }
@@ -1050,6 +1188,23 @@ impl Config {
                     e,
                 )
             })?;
+        }
+        if let Some(k) = &self.kubernetes {
+            for (key, value) in [
+                ("kubernetes_grace", k.grace),
+                ("kubernetes_timeout", k.call_timeout),
+            ] {
+                if value.is_zero() {
+                    return Err(invalid(key, "0s", "must be greater than zero"));
+                }
+            }
+            if self.local.is_some() {
+                return Err(invalid(
+                    "kubernetes",
+                    true,
+                    "one runtime per warden: turn the Kubernetes runtime off or remove the [local] groups",
+                ));
+            }
         }
         if self.inspect_timeout >= self.inspect_interval {
             return Err(invalid(
@@ -1312,6 +1467,15 @@ mod tests {
             "prometheus_query_memory",
             "prometheus_query_memory_limit",
             "resource_interval",
+            "kubernetes",
+            "kubernetes_kubeconfig",
+            "kubernetes_context",
+            "kubernetes_namespace",
+            "kubernetes_selector",
+            "kubernetes_pod_mapping",
+            "kubernetes_container",
+            "kubernetes_grace",
+            "kubernetes_timeout",
         ] {
             assert!(text.contains(&format!("{key} = ")), "example lacks {key}");
             let env = format!("WARDEN_{}", key.to_uppercase());
@@ -1421,6 +1585,93 @@ mod tests {
         };
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("prometheus_url"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_is_off_by_default_and_takes_every_layer_when_on() {
+        assert_eq!(Config::default().kubernetes, None);
+        // Settings without the switch leave it off.
+        let config = Config::from_toml("kubernetes_namespace = \"jobs\"\n").unwrap();
+        assert_eq!(config.kubernetes, None);
+        let config = Config::from_toml("kubernetes = true\n").unwrap();
+        assert_eq!(
+            config.kubernetes,
+            Some(warden_kubernetes::KubernetesConfig::default())
+        );
+        // The file holds the settings, the flag turns them on and overrides one.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        std::fs::write(
+            &path,
+            "kubernetes_namespace = \"jobs\"\nkubernetes_selector = \"app=celery\"\n\
+             kubernetes_pod_mapping = \"label:worker\"\nkubernetes_grace = \"5s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            kubernetes: true,
+            kubernetes_kubeconfig: Some("/etc/kube/config".into()),
+            kubernetes_context: Some("prod".into()),
+            kubernetes_container: Some("worker".into()),
+            kubernetes_grace: Some(Duration::from_secs(7)),
+            kubernetes_timeout: Some(Duration::from_secs(3)),
+            ..ServeArgs::default()
+        };
+        let k = Config::load(&args, None).unwrap().kubernetes.unwrap();
+        assert_eq!(
+            k,
+            warden_kubernetes::KubernetesConfig {
+                kubeconfig: Some("/etc/kube/config".into()),
+                context: Some("prod".into()),
+                namespace: Some("jobs".into()),
+                selector: "app=celery".into(),
+                mapping: warden_kubernetes::PodMapping::Label("worker".into()),
+                container: Some("worker".into()),
+                grace: Duration::from_secs(7),
+                call_timeout: Duration::from_secs(3),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_kubernetes_values_name_their_key() {
+        let err = Config::from_toml("kubernetes = true\nkubernetes_pod_mapping = \"env:X\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kubernetes_pod_mapping") && err.contains("env:X"),
+            "{err}"
+        );
+        let args = ServeArgs {
+            kubernetes: true,
+            kubernetes_pod_mapping: Some("label:".into()),
+            ..ServeArgs::default()
+        };
+        let err = Config::load(&args, None).unwrap_err().to_string();
+        assert!(err.contains("kubernetes_pod_mapping"), "{err}");
+        for key in ["kubernetes_grace", "kubernetes_timeout"] {
+            let config =
+                Config::from_toml(&format!("kubernetes = true\n{key} = \"0s\"\n")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = Config::from_toml("kubernetes = true\nkubernetes_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kubernetes_timeout"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_and_local_groups_are_one_runtime_too_many() {
+        let config = Config::from_toml(
+            "kubernetes = true\n[local]\n[[local.groups]]\nname = \"x\"\ncommand = \"celery\"\n",
+        )
+        .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("`kubernetes`") && err.contains("[local]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub enum ServerError {
     History(String),
     #[error("resources: {0}")]
     Resources(String),
-    #[error("local runtime: {0}")]
+    #[error("runtime: {0}")]
     Runtime(String),
 }
 
@@ -73,7 +73,8 @@ pub struct Warden {
     pub http_addr: SocketAddr,
     pub fleet: FleetHandle,
     pub metrics: Metrics,
-    /// Where workers run, when warden runs them (the local runtime); `None` otherwise.
+    /// Where workers run, when warden knows (the local or the Kubernetes runtime); `None`
+    /// otherwise.
     pub runtime: Option<Arc<dyn Runtime>>,
     /// How long shutdown waits for background tasks (longer when local processes must stop).
     shutdown_grace: Duration,
@@ -104,6 +105,15 @@ impl Warden {
         // One TLS provider for every client (kube, sqlx, reqwest, tonic); `main` installs it
         // first thing, and an embedding program or a test gets it here (a no-op when set).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // The Kubernetes runtime first: a bad kubeconfig fails the start before any task runs.
+        let kubernetes: Option<Arc<dyn Runtime>> = match &config.kubernetes {
+            Some(k) => Some(Arc::new(
+                warden_kubernetes::KubernetesRuntime::connect(k.clone())
+                    .await
+                    .map_err(|e| ServerError::Runtime(format!("kubernetes: {e}")))?,
+            )),
+            None => None,
+        };
         let cancel = CancellationToken::new();
         let metrics = Metrics::new();
         let settings = config.broker_settings().map_err(ServerError::Broker)?;
@@ -218,7 +228,9 @@ impl Warden {
         if let Some(settings) = config.prometheus_settings() {
             let timeout = settings.timeout;
             let source = warden_resources::PrometheusSource::new(settings)
-                .map_err(|e| ServerError::Resources(e.to_string()))?;
+                .map_err(|e| ServerError::Resources(e.to_string()))?
+                // Prometheus's side of a query joins warden's trace.
+                .with_header_hook(Arc::new(crate::telemetry::inject_context));
             tasks.spawn(warden_resources::run(
                 Arc::new(source),
                 fleet.clone(),
@@ -249,9 +261,11 @@ impl Warden {
             ));
         }
 
-        // The local runtime: only when groups are configured.
-        let runtime: Option<Arc<dyn Runtime>> = match &config.local {
-            Some(settings) => Some(Arc::new(
+        // The runtime: local processes when groups are configured, pods when the Kubernetes
+        // runtime is turned on (validation refuses both).
+        let runtime: Option<Arc<dyn Runtime>> = match (&config.local, kubernetes) {
+            (_, Some(kubernetes)) => Some(kubernetes),
+            (Some(settings), None) => Some(Arc::new(
                 warden_runtime::LocalRuntime::start(
                     settings.clone(),
                     scope.clone(),
@@ -260,7 +274,7 @@ impl Warden {
                 )
                 .map_err(|e| ServerError::Runtime(e.to_string()))?,
             )),
-            None => None,
+            (None, None) => None,
         };
         // Without Prometheus, the figures the runtime measures itself (/proc for local
         // processes) are the workers' resource figures.

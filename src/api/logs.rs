@@ -31,7 +31,7 @@ use crate::{
 /// `tail_lines` when unset.
 pub const DEFAULT_TAIL_LINES: u32 = 100;
 /// The most `tail_lines` honoured (larger values are lowered), per the contract.
-pub const MAX_TAIL_LINES: u32 = 10_000;
+pub const MAX_TAIL_LINES: u32 = 5_000;
 /// Most lines and bytes per message, per the contract.
 const MAX_BATCH_LINES: usize = 1000;
 const MAX_BATCH_BYTES: usize = 1 << 20;

@@ -452,7 +452,7 @@ impl Controller {
                     RestartMode::Instance
                 };
                 if let Err(err) = runtime
-                    .restart(&target.worker.key, mode, Duration::from_secs(30))
+                    .restart(&target.worker.key, mode, runtime.default_grace())
                     .await
                 {
                     return (Outcome::Failed, err.to_string());

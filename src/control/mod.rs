@@ -7,6 +7,7 @@
 //! that conflicting actions from this or another replica take turns. Long actions run as
 //! operations (`warden_core::operations`) on tasks that stop on the shutdown token.
 mod long;
+mod scale;
 mod sync;
 
 use std::{

@@ -166,5 +166,114 @@ async fn pod_restart_and_drain_then_restart_through_the_local_runtime() {
     })
     .await;
     assert_eq!(succeeded, 3);
+
+    // ScaleGroup and LaunchWorkers on a launch group: a dry run changes nothing; scaling to 2
+    // ends when 2 are alive; launching 1 more makes 3; scaling to 1 stops two.
+    let alive_in_other = || {
+        let client = client.clone();
+        async move {
+            let mut client = client.clone();
+            let r = list(&mut client, false).await;
+            r.workers
+                .iter()
+                .filter(|w| {
+                    w.name.contains("/other-") && w.lifecycle == pb::Lifecycle::Alive as i32
+                })
+                .count()
+        }
+    };
+    let scale = |replicas: u32, dry_run: bool| pb::ScaleGroupRequest {
+        group: "other".into(),
+        replicas,
+        dry_run,
+        ..Default::default()
+    };
+    let preview = control
+        .scale_group(scale(2, true))
+        .await
+        .expect("dry run")
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(
+        preview.targets[0].code(),
+        pb::OutcomeCode::WouldApply,
+        "{preview:?}"
+    );
+    assert!(
+        preview.targets[0].message.contains("from 1 alive to 2"),
+        "{preview:?}"
+    );
+    assert_eq!(alive_in_other().await, 1, "a dry run changes nothing");
+    for (request, expected) in [
+        (Request::Scale(scale(2, false)), 2usize),
+        (
+            Request::Launch(pb::LaunchWorkersRequest {
+                group: "other".into(),
+                count: 1,
+                ..Default::default()
+            }),
+            3,
+        ),
+        (Request::Scale(scale(1, false)), 1),
+    ] {
+        let op = match request {
+            Request::Scale(r) => {
+                control
+                    .scale_group(r)
+                    .await
+                    .expect("scale")
+                    .into_inner()
+                    .operation
+            }
+            Request::Launch(r) => {
+                control
+                    .launch_workers(r)
+                    .await
+                    .expect("launch")
+                    .into_inner()
+                    .operation
+            }
+        }
+        .unwrap();
+        let (done, _) = finish(channel.clone(), op).await;
+        assert_eq!(done.state(), pb::OperationState::Succeeded, "{done:?}");
+        assert!(
+            done.targets[0]
+                .message
+                .starts_with(&format!("BACK: {expected} alive")),
+            "{done:?}"
+        );
+        eventually(Duration::from_secs(30), "the fleet agrees", || async {
+            (alive_in_other().await == expected).then_some(())
+        })
+        .await;
+    }
+    // The CLI verb, as a dry run: what launching two more would do.
+    let (ok, out, err) = crate::support::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden")).args([
+            "launch",
+            "other",
+            "-n",
+            "2",
+            "--dry-run",
+            "--output",
+            "json",
+            "--server",
+            &setup.warden.grpc_url,
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("WOULD_APPLY") && out.contains("from 1 alive to 3"),
+        "{out}"
+    );
+    assert_eq!(alive_in_other().await, 1, "a dry run changes nothing");
     setup.warden.stop().await;
+}
+
+enum Request {
+    Scale(pb::ScaleGroupRequest),
+    Launch(pb::LaunchWorkersRequest),
 }

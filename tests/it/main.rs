@@ -23,6 +23,7 @@ mod hostile_flood;
 mod hostile_input;
 mod hostile_replies;
 mod interop;
+mod kubernetes;
 mod lifecycle;
 mod local_control;
 mod local_runtime;

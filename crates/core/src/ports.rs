@@ -188,6 +188,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// The workers this runtime manages whose id is `id` (a short name such as `w1@host`),
     /// for resolving names of workers the fleet has not seen yet.
     fn find<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<WorkerKey>, PortError>>;
+    /// The grace period a restart gives the worker when the caller names none (the
+    /// runtime's configured one, e.g. `--kubernetes-grace`; 30 s unless a runtime says).
+    fn default_grace(&self) -> Duration {
+        Duration::from_secs(30)
+    }
     /// Replaces the worker's instance: stops it (a graceful signal, `grace`, then a forced
     /// kill) and starts a new one. Returns once the new instance is running (not once the
     /// worker reports in: callers wait for its heartbeat). [`RestartMode::Rollout`] replaces

@@ -126,11 +126,6 @@ impl KubernetesRuntime {
         &self.namespace
     }
 
-    /// The grace period to use when a caller names none.
-    pub fn default_grace(&self) -> Duration {
-        self.config.grace
-    }
-
     fn call<'a>(&'a self, verb: &'static str, resource: &'static str, name: &'a str) -> Call<'a> {
         Call {
             verb,
@@ -415,6 +410,10 @@ impl Runtime for KubernetesRuntime {
 
     fn manages<'a>(&'a self, worker: &'a WorkerKey) -> BoxFuture<'a, Result<bool, PortError>> {
         Box::pin(async move { Ok(self.find_pod(worker).await?.is_some()) })
+    }
+
+    fn default_grace(&self) -> Duration {
+        self.config.grace
     }
 
     fn restart<'a>(

@@ -11,6 +11,6 @@ pub mod prometheus;
 pub mod runtime;
 
 pub use collector::run;
-pub use prometheus::{Auth, PrometheusSettings, PrometheusSource, Queries};
+pub use prometheus::{Auth, HeaderHook, PrometheusSettings, PrometheusSource, Queries};
 pub use runtime::RuntimeSource;
 pub use warden_core::ports::MetricSource;

@@ -4,9 +4,10 @@
 //! expected to aggregate `by (pod)`, and `{pods}` in it becomes a regex matching the fleet's
 //! pods (so that the answer is no larger than the fleet). The shipped templates read
 //! cAdvisor's series as the kubelet exposes them.
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde::Deserialize;
+use tracing::Instrument as _;
 use warden_core::{
     model::{Sample, WorkerKey, metric},
     ports::{BoxFuture, MetricSource, PortError},
@@ -89,11 +90,17 @@ pub enum BuildError {
     Client(String),
 }
 
+/// Adds headers to each outgoing request, called inside the request's span: the binary
+/// passes one that writes the W3C trace context, so that Prometheus (and proxies in front of
+/// it) join warden's trace without this crate depending on OpenTelemetry.
+pub type HeaderHook = Arc<dyn Fn(&mut reqwest::header::HeaderMap) + Send + Sync>;
+
 pub struct PrometheusSource {
     client: reqwest::Client,
     endpoint: String,
     auth: Option<Auth>,
     queries: Vec<(&'static str, String)>,
+    header_hook: Option<HeaderHook>,
 }
 
 impl PrometheusSource {
@@ -125,7 +132,15 @@ impl PrometheusSource {
             endpoint: format!("{base}/api/v1/query"),
             auth: settings.auth,
             queries,
+            header_hook: None,
         })
+    }
+
+    /// Sets the hook that adds headers to every request (e.g. `traceparent`).
+    #[must_use]
+    pub fn with_header_hook(mut self, hook: HeaderHook) -> Self {
+        self.header_hook = Some(hook);
+        self
     }
 
     /// One instant query: (pod, value, sample time in seconds) per series with a `pod` label.
@@ -142,6 +157,11 @@ impl PrometheusSource {
             }
             None => request,
         };
+        if let Some(hook) = &self.header_hook {
+            let mut headers = reqwest::header::HeaderMap::new();
+            hook(&mut headers);
+            request = request.headers(headers);
+        }
         let response = request.send().await.map_err(|e| unavailable(&e))?;
         let status = response.status();
         let body: QueryResponse = response.json().await.map_err(|e| {
@@ -193,50 +213,59 @@ impl MetricSource for PrometheusSource {
         &'a self,
         workers: &'a [WorkerKey],
     ) -> BoxFuture<'a, Result<Vec<Sample>, PortError>> {
-        Box::pin(async move {
-            let mut by_pod: HashMap<&str, Vec<&WorkerKey>> = HashMap::new();
-            for w in workers {
-                by_pod.entry(pod_of(w)).or_default().push(w);
-            }
-            if by_pod.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut pods: Vec<&str> = by_pod.keys().copied().collect();
-            pods.sort_unstable();
-            let pods_regex = pods
-                .iter()
-                .map(|p| regex_escape(p))
-                .collect::<Vec<_>>()
-                .join("|");
-            let mut samples: HashMap<&str, Sample> = HashMap::new();
-            for (metric, template) in &self.queries {
-                let promql = template.replace("{pods}", &pods_regex);
-                for (pod, value, at) in self.query(&promql).await? {
-                    let Some((pod, workers)) = by_pod.get_key_value(pod.as_str()) else {
-                        continue;
-                    };
-                    let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(at.max(0.0));
-                    let sample = samples.entry(pod).or_insert_with(|| Sample {
-                        worker: workers[0].clone(),
-                        at,
-                        source: SOURCE,
-                        metrics: Vec::new(),
-                    });
-                    sample.at = sample.at.max(at);
-                    sample.metrics.push((metric, value));
+        let span = tracing::info_span!(
+            "resources.collect",
+            source = SOURCE,
+            workers = workers.len()
+        );
+        Box::pin(
+            async move {
+                let mut by_pod: HashMap<&str, Vec<&WorkerKey>> = HashMap::new();
+                for w in workers {
+                    by_pod.entry(pod_of(w)).or_default().push(w);
                 }
-            }
-            // A pod's figures go to every worker in it.
-            Ok(samples
-                .into_iter()
-                .flat_map(|(pod, sample)| {
-                    by_pod[pod].iter().map(move |w| Sample {
-                        worker: (*w).clone(),
-                        ..sample.clone()
+                if by_pod.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut pods: Vec<&str> = by_pod.keys().copied().collect();
+                pods.sort_unstable();
+                let pods_regex = pods
+                    .iter()
+                    .map(|p| regex_escape(p))
+                    .collect::<Vec<_>>()
+                    .join("|");
+                let mut samples: HashMap<&str, Sample> = HashMap::new();
+                for (metric, template) in &self.queries {
+                    let promql = template.replace("{pods}", &pods_regex);
+                    let span = tracing::info_span!("prometheus.query", metric = *metric);
+                    for (pod, value, at) in self.query(&promql).instrument(span).await? {
+                        let Some((pod, workers)) = by_pod.get_key_value(pod.as_str()) else {
+                            continue;
+                        };
+                        let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(at.max(0.0));
+                        let sample = samples.entry(pod).or_insert_with(|| Sample {
+                            worker: workers[0].clone(),
+                            at,
+                            source: SOURCE,
+                            metrics: Vec::new(),
+                        });
+                        sample.at = sample.at.max(at);
+                        sample.metrics.push((metric, value));
+                    }
+                }
+                // A pod's figures go to every worker in it.
+                Ok(samples
+                    .into_iter()
+                    .flat_map(|(pod, sample)| {
+                        by_pod[pod].iter().map(move |w| Sample {
+                            worker: (*w).clone(),
+                            ..sample.clone()
+                        })
                     })
-                })
-                .collect())
-        })
+                    .collect())
+            }
+            .instrument(span),
+        )
     }
 }
 

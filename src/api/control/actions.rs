@@ -367,6 +367,143 @@ impl ControlService {
         .await
     }
 
+    pub(super) async fn scale(
+        &self,
+        request: Request<pb::ScaleGroupRequest>,
+    ) -> Result<Response<pb::ScaleGroupResponse>, Status> {
+        let action = "ScaleGroup";
+        let call = self.call_info(&request, action);
+        let caller = self
+            .authorize(&request, action, Role::Operator, true)
+            .await?;
+        let req = request.into_inner();
+        let fp = fingerprint(action, &req);
+        match self.begin_key::<pb::ScaleGroupResponse>(&caller, &call.request_id, fp) {
+            Ok(Some(replay)) => return Ok(Response::new(replay)),
+            Ok(None) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let result = async {
+            super::common_fields(&req.reason, &req.request_id, 1)?;
+            let group = req.group.trim();
+            if group.is_empty() {
+                return Err(ApiError::invalid("group", "required").into());
+            }
+            if req.replicas > 1000 {
+                return Err(ApiError::invalid("replicas", "at most 1000").into());
+            }
+            let op = self
+                .controller
+                .scale_group(
+                    group,
+                    req.replicas,
+                    req.dry_run,
+                    Origin {
+                        actor: &caller.name,
+                        reason: &req.reason,
+                        request_id: &call.request_id,
+                        audit_id: &call.audit_id,
+                        revision: self.fleet.snapshot().revision,
+                    },
+                )
+                .await
+                .map_err(|e| Failure {
+                    error: e.into(),
+                    targets: vec![group.to_string()],
+                })?;
+            let name = op.name.clone();
+            Ok((
+                pb::ScaleGroupResponse {
+                    operation: Some(convert::operation(&op)),
+                },
+                vec![group.to_string()],
+                Vec::new(),
+                name,
+            ))
+        }
+        .await;
+        self.conclude(&call, &caller, fp, result).await
+    }
+
+    /// LaunchWorkers: more workers in an existing launch group (the runtime's groups, e.g.
+    /// `[local]` groups); a new group from a template is not supported yet.
+    pub(super) async fn launch(
+        &self,
+        request: Request<pb::LaunchWorkersRequest>,
+    ) -> Result<Response<pb::LaunchWorkersResponse>, Status> {
+        let action = "LaunchWorkers";
+        let call = self.call_info(&request, action);
+        let caller = self
+            .authorize(&request, action, Role::Operator, true)
+            .await?;
+        let req = request.into_inner();
+        let fp = fingerprint(action, &req);
+        match self.begin_key::<pb::LaunchWorkersResponse>(&caller, &call.request_id, fp) {
+            Ok(Some(replay)) => return Ok(Response::new(replay)),
+            Ok(None) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let result = async {
+            super::common_fields(&req.reason, &req.request_id, 1)?;
+            let group = req.group.trim();
+            if group.is_empty() {
+                return Err(ApiError::invalid("group", "required").into());
+            }
+            if !(1..=100).contains(&req.count) {
+                return Err(ApiError::invalid("count", "1 to 100").into());
+            }
+            for (field, set) in [
+                ("template", !req.template.is_empty()),
+                ("queues", !req.queues.is_empty()),
+                ("concurrency", req.concurrency.is_some()),
+                ("labels", !req.labels.is_empty()),
+                ("env", !req.env.is_empty()),
+            ] {
+                if set {
+                    return Err(ApiError::FailedPrecondition {
+                        reason: "NOT_SUPPORTED",
+                        subject: field.into(),
+                        message: format!(
+                            "{field}: launching adds workers to an existing launch group as \
+                             configured; per-launch settings are not supported yet"
+                        ),
+                    }
+                    .into());
+                }
+            }
+            let op = self
+                .controller
+                .launch_workers(
+                    group,
+                    req.count,
+                    req.dry_run,
+                    Origin {
+                        actor: &caller.name,
+                        reason: &req.reason,
+                        request_id: &call.request_id,
+                        audit_id: &call.audit_id,
+                        revision: self.fleet.snapshot().revision,
+                    },
+                )
+                .await
+                .map_err(|e| Failure {
+                    error: e.into(),
+                    targets: vec![group.to_string()],
+                })?;
+            let name = op.name.clone();
+            Ok((
+                pb::LaunchWorkersResponse {
+                    operation: Some(convert::operation(&op)),
+                },
+                vec![group.to_string()],
+                Vec::new(),
+                name,
+            ))
+        }
+        .await;
+        self.conclude(&call, &caller, fp, result).await
+    }
+
     pub(super) fn operation(
         &self,
         name: &str,

@@ -228,7 +228,6 @@ pub fn not_yet<T: Audited, R>(
     Err(ApiError::unimplemented(capability).into())
 }
 
-const RUNTIMES: &str = "runtimes (Kubernetes, local processes)";
 const RECOVERY: &str = "auto-recovery";
 
 type OperationStream =
@@ -411,14 +410,14 @@ impl Control for ControlService {
         &self,
         request: Request<pb::LaunchWorkersRequest>,
     ) -> Result<Response<pb::LaunchWorkersResponse>, Status> {
-        not_yet(&request, "LaunchWorkers", Role::Operator, RUNTIMES)
+        self.launch(request).await
     }
 
     async fn scale_group(
         &self,
         request: Request<pb::ScaleGroupRequest>,
     ) -> Result<Response<pb::ScaleGroupResponse>, Status> {
-        not_yet(&request, "ScaleGroup", Role::Operator, RUNTIMES)
+        self.scale(request).await
     }
 
     async fn get_operation(
