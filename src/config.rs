@@ -253,6 +253,10 @@ pub struct Config {
     pub streams_janitor_interval: Duration,
     /// A consumer with no heartbeat, nothing pending and idle this long is deleted.
     pub streams_consumer_idle: Duration,
+    /// Every 10 s, move the idle (30 s) pending entries of dead consumers to a live one, in
+    /// every watched group (ReclaimPending's logic); off by default, as it retries entries
+    /// without an operator deciding to.
+    pub streams_auto_reclaim: bool,
     /// Label `/metrics` task series with the worker's hostname; `false` sums them over the
     /// fleet per task name (far fewer series).
     pub metrics_task_hostname: bool,
@@ -322,6 +326,7 @@ impl Default for Config {
             streams_poll_interval: DEFAULT_STREAMS_POLL_INTERVAL,
             streams_janitor_interval: DEFAULT_STREAMS_JANITOR_INTERVAL,
             streams_consumer_idle: DEFAULT_STREAMS_CONSUMER_IDLE,
+            streams_auto_reclaim: false,
             metrics_task_hostname: DEFAULT_METRICS_TASK_HOSTNAME,
             metrics_gone_after: DEFAULT_METRICS_GONE_AFTER,
             prometheus_url: None,
@@ -474,6 +479,9 @@ pub struct ServeArgs {
     /// The janitor deletes a consumer with no heartbeat, no pending entries and idle this long [default: 1h]
     #[arg(long, env = "WARDEN_STREAMS_CONSUMER_IDLE", value_name = "DURATION", value_parser = parse_duration)]
     pub streams_consumer_idle: Option<Duration>,
+    /// Every 10 s, move the pending entries of dead consumers (idle 30 s) to a live consumer in every watched group [default: false]
+    #[arg(long, env = "WARDEN_STREAMS_AUTO_RECLAIM", value_name = "BOOL")]
+    pub streams_auto_reclaim: Option<bool>,
     /// Label /metrics task series with the worker's hostname; false sums them per task name [default: true]
     #[arg(long, env = "WARDEN_METRICS_TASK_HOSTNAME", value_name = "BOOL")]
     pub metrics_task_hostname: Option<bool>,
@@ -644,6 +652,7 @@ struct FileConfig {
     streams_poll_interval: Option<String>,
     streams_janitor_interval: Option<String>,
     streams_consumer_idle: Option<String>,
+    streams_auto_reclaim: Option<bool>,
     metrics_task_hostname: Option<bool>,
     metrics_gone_after: Option<String>,
     prometheus_url: Option<String>,
@@ -958,6 +967,7 @@ impl Config {
             &mut self.streams_consumer_idle,
             file_duration("streams_consumer_idle", f.streams_consumer_idle)?,
         );
+        set(&mut self.streams_auto_reclaim, f.streams_auto_reclaim);
         set(&mut self.metrics_task_hostname, f.metrics_task_hostname);
         set(
             &mut self.metrics_gone_after,
@@ -1037,6 +1047,7 @@ impl Config {
             a.streams_janitor_interval,
         );
         set(&mut self.streams_consumer_idle, a.streams_consumer_idle);
+        set(&mut self.streams_auto_reclaim, a.streams_auto_reclaim);
         set(&mut self.metrics_task_hostname, a.metrics_task_hostname);
         set(&mut self.metrics_gone_after, a.metrics_gone_after);
         set_secret(&mut self.prometheus_url, a.prometheus_url.clone());
@@ -1121,6 +1132,7 @@ impl Config {
                     .then_some(self.streams_janitor_interval),
                 consumer_idle: self.streams_consumer_idle,
             },
+            auto_reclaim: self.streams_auto_reclaim,
         })
     }
 
@@ -1443,6 +1455,7 @@ mod tests {
             "streams_poll_interval",
             "streams_janitor_interval",
             "streams_consumer_idle",
+            "streams_auto_reclaim",
             "metrics_task_hostname",
             "metrics_gone_after",
             "prometheus_url",

@@ -186,6 +186,22 @@ impl Warden {
             cancel.clone(),
         ));
 
+        // History: opened (and migrated) before serving (and before the
+        // streams janitor, which journals its actions); recorded by a fleet subscriber.
+        let (history, audit) = crate::history::open_with_audit(&config)
+            .await
+            .map_err(|e| ServerError::History(e.to_string()))?;
+        // Without a store the audit trail is kept in memory, bounded (ListAudit says so).
+        let audit: Arc<dyn AuditLog> = audit.unwrap_or_else(|| Arc::new(MemoryAudit::default()));
+        // Events from outside the fleet (control, operations, alerts) reach history through
+        // the journal; without a store it records nothing.
+        let (journal, journal_inbox) = if history.is_some() {
+            let (journal, inbox) =
+                warden_core::journal::Journal::channel(warden_core::journal::JOURNAL_CAPACITY);
+            (journal, Some(inbox))
+        } else {
+            (warden_core::journal::Journal::disconnected(), None)
+        };
         if let Some(settings) = config.streams_settings() {
             fleet
                 .observe(fleet::owner::FleetMessage::Source(
@@ -198,6 +214,12 @@ impl Warden {
                 .map_err(|e| ServerError::Broker(e.to_string()))?;
             tasks.spawn(warden_streams::janitor::run(
                 settings.clone(),
+                journal.clone(),
+                cancel.clone(),
+            ));
+            tasks.spawn(warden_streams::reclaimer::run(
+                settings.clone(),
+                journal.clone(),
                 cancel.clone(),
             ));
             tasks.spawn(warden_streams::run(settings, fleet.clone(), cancel.clone()));
@@ -219,21 +241,6 @@ impl Warden {
             ));
         }
 
-        // History: opened (and migrated) before serving; recorded by a fleet subscriber.
-        let (history, audit) = crate::history::open_with_audit(&config)
-            .await
-            .map_err(|e| ServerError::History(e.to_string()))?;
-        // Without a store the audit trail is kept in memory, bounded (ListAudit says so).
-        let audit: Arc<dyn AuditLog> = audit.unwrap_or_else(|| Arc::new(MemoryAudit::default()));
-        // Events from outside the fleet (control, operations, alerts) reach history through
-        // the journal; without a store it records nothing.
-        let (journal, journal_inbox) = if history.is_some() {
-            let (journal, inbox) =
-                warden_core::journal::Journal::channel(warden_core::journal::JOURNAL_CAPACITY);
-            (journal, Some(inbox))
-        } else {
-            (warden_core::journal::Journal::disconnected(), None)
-        };
         if let (Some(store), Some(journal_inbox)) = (&history, journal_inbox) {
             tasks.spawn(warden_core::recorder::run(
                 fleet.clone(),

@@ -24,7 +24,7 @@ const DEFAULT_MAX_ENTRIES: usize = 1000;
 const MAX_MAX_ENTRIES: usize = 10_000;
 const MAX_MIN_IDLE: Duration = Duration::from_secs(30 * 86_400);
 /// ReclaimPending's per-stream floor: entries idle less than this are being worked on.
-pub const DEFAULT_RECLAIM_MIN_IDLE: Duration = Duration::from_secs(30);
+pub const DEFAULT_RECLAIM_MIN_IDLE: Duration = warden_streams::pending::RECLAIM_MIN_IDLE;
 /// DiscardPending touches only entries idle this long unless told otherwise.
 pub const DEFAULT_DISCARD_MIN_IDLE: Duration = Duration::from_secs(3600);
 

@@ -452,3 +452,108 @@ async fn consumers_without_heartbeats_appear_and_a_bare_timestamp_is_a_heartbeat
     .await;
     warden.stop().await;
 }
+
+/// The median of a heartbeat's latency histogram, read the way warden reads it: the upper
+/// bound of the bucket holding the middle observation.
+fn median_bound(latency: &serde_json::Value) -> f64 {
+    let bounds: Vec<f64> = serde_json::from_value(latency["buckets"].clone()).unwrap();
+    let counts: Vec<u64> = serde_json::from_value(latency["counts"].clone()).unwrap();
+    let total: u64 = counts.iter().sum();
+    let mut seen = 0;
+    for (bound, n) in bounds.iter().zip(&counts) {
+        seen += n;
+        if seen * 2 >= total {
+            return *bound;
+        }
+    }
+    *bounds.last().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_counters_give_streams_workers_throughput_error_rate_and_percentiles() {
+    let redis = RedisServer::start().await;
+    let broker = redis.url(0);
+    let _w = StreamsWorker::start_with(
+        &broker,
+        "tasks",
+        "runners",
+        "w1",
+        PERIOD,
+        false,
+        &["--work", "0.02"],
+    );
+    let warden = TestWarden::start(streams_config(&broker, &["tasks"])).await;
+    let client = warden.client().await;
+    // Alive first: its first heartbeat (nothing processed yet) is warden's baseline.
+    eventually(Duration::from_secs(30), "the worker alive", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            streams_worker(&r, "tasks:runners", "w1")
+                .is_some_and(|w| w.lifecycle() == pb::Lifecycle::Alive)
+                .then_some(())
+        }
+    })
+    .await;
+    const ENTRIES: u64 = 30;
+    const FAILING: u64 = 6;
+    for i in 0..ENTRIES {
+        let field = if i % 5 == 0 { "fail" } else { "n" };
+        redis
+            .cli(&["XADD", "tasks", "*", field, &i.to_string()])
+            .await;
+    }
+    // The worker's own account, once it has processed everything and heartbeat it.
+    let beat = eventually(
+        Duration::from_secs(30),
+        "the worker heartbeats all it processed",
+        || {
+            let redis = &redis;
+            async move {
+                let value = redis.cli(&["GET", "worker:heartbeat:tasks:w1"]).await;
+                let beat: serde_json::Value = serde_json::from_str(value.trim()).ok()?;
+                (beat["processed"] == ENTRIES).then_some(beat)
+            }
+        },
+    )
+    .await;
+    assert_eq!(beat["failed"], FAILING, "{beat}");
+    let expected_p50 = median_bound(&beat["latency"]);
+    assert!(
+        expected_p50 >= 0.02,
+        "each entry took at least 20 ms: {beat}"
+    );
+
+    let w = eventually(
+        Duration::from_secs(30),
+        "warden counts what the heartbeat says",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, false).await;
+                let w = streams_worker(&r, "tasks:runners", "w1")?.clone();
+                let minute = *w.task_stats.as_ref()?.windows.first()?;
+                (w.processed_tasks == ENTRIES && minute.succeeded + minute.failed == ENTRIES)
+                    .then_some(w)
+            }
+        },
+    )
+    .await;
+    let minute = &w.task_stats.as_ref().unwrap().windows[0];
+    assert_eq!(minute.failed, FAILING, "{minute:?}");
+    assert_eq!(minute.succeeded, ENTRIES - FAILING, "{minute:?}");
+    assert!(
+        (minute.error_rate - FAILING as f64 / ENTRIES as f64).abs() < 1e-9,
+        "{minute:?}"
+    );
+    assert!(minute.throughput_per_min > 0.0, "{minute:?}");
+    let runtime = minute.runtime.as_ref().expect("a latency distribution");
+    assert_eq!(runtime.count, ENTRIES, "{runtime:?}");
+    let p50 = runtime.p50.as_ref().expect("p50");
+    let p50 = p50.seconds as f64 + f64::from(p50.nanos) / 1e9;
+    assert!(
+        (p50 - expected_p50).abs() <= expected_p50 * 0.02,
+        "p50 {p50} s, the heartbeat's median bucket {expected_p50} s"
+    );
+    assert!(runtime.p99.is_some(), "{runtime:?}");
+}

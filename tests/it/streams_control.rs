@@ -574,3 +574,94 @@ async fn streams_verbs_are_not_found_when_streams_are_off() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains("Streams backend is off"), "{err:?}");
 }
+
+/// With `streams_auto_reclaim`, a SIGKILLed consumer's pending entries reach a live consumer,
+/// which processes each exactly once, without anyone calling ReclaimPending (30 s floor, so
+/// this test takes about 40 s); the move is a history event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_reclaim_hands_a_crashed_consumers_entries_to_a_live_one() {
+    let redis = RedisServer::start().await;
+    let broker = redis.url(0);
+    let mut con = connect(&redis).await;
+    let held = crashed_holder(&broker, &mut con, "dead", 8).await;
+    let _live = StreamsWorker::start(&broker, "jobs", "billing", "live", PERIOD, false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        streams_auto_reclaim: true,
+        ..config(&broker)
+    };
+    config.database_url = Secret::new(format!(
+        "sqlite://{}",
+        dir.path().join("history.db").display()
+    ));
+    let warden = TestWarden::start(config).await;
+
+    let processed = eventually(
+        Duration::from_secs(90),
+        "every held entry processed by the live worker",
+        || {
+            let mut con = con.clone();
+            let held = held.clone();
+            async move {
+                let list: Vec<String> = con.lrange("processed:jobs:billing", 0, -1).await.unwrap();
+                let done: BTreeSet<&String> = list.iter().collect();
+                held.iter().all(|id| done.contains(id)).then_some(list)
+            }
+        },
+    )
+    .await;
+    for id in &held {
+        assert_eq!(
+            processed.iter().filter(|p| *p == id).count(),
+            1,
+            "{id} processed once: {processed:?}"
+        );
+    }
+    eventually(Duration::from_secs(20), "nothing left pending", || {
+        let mut con = con.clone();
+        async move { pending(&mut con).await.is_empty().then_some(()) }
+    })
+    .await;
+
+    let history = pb::history_client::HistoryClient::new(warden.channel().await);
+    let event = eventually(Duration::from_secs(20), "the move in history", || {
+        let mut history = history.clone();
+        async move {
+            history
+                .list_events(authed(
+                    pb::ListEventsRequest {
+                        kinds: vec![pb::EventKind::Control.into()],
+                        ..Default::default()
+                    },
+                    OPERATOR,
+                ))
+                .await
+                .expect("ListEvents")
+                .into_inner()
+                .events
+                .into_iter()
+                .find(|e| {
+                    e.attributes.get("action").and_then(|v| v.value.clone())
+                        == Some(pb::attribute_value::Value::StringValue(
+                            "auto_reclaim".into(),
+                        ))
+                })
+        }
+    })
+    .await;
+    let string = |name: &str| match event.attributes.get(name).and_then(|v| v.value.clone()) {
+        Some(pb::attribute_value::Value::StringValue(s)) => s,
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(string("stream"), "jobs");
+    assert_eq!(string("group"), "billing");
+    assert_eq!(string("from"), "dead");
+    assert_eq!(string("to"), "live");
+    assert_eq!(
+        event
+            .attributes
+            .get("entries")
+            .and_then(|v| v.value.clone()),
+        Some(pb::attribute_value::Value::IntValue(held.len() as i64))
+    );
+}

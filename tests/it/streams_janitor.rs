@@ -464,6 +464,26 @@ async fn the_periodic_janitor_trims_to_what_a_crashed_consumer_holds_and_keeps_i
     )
     .await;
     holder.kill9().await;
+    // What the holder holds, and only that: the group's pending list above may also show
+    // entries the live worker had read and not acked yet.
+    let held: Vec<Id> = {
+        let reply: Vec<Vec<Value>> = redis::cmd("XPENDING")
+            .arg("jobs")
+            .arg("billing")
+            .arg("-")
+            .arg("+")
+            .arg(1000)
+            .arg("holder")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let ids: Vec<Id> = reply
+            .iter()
+            .map(|e| parse_id(&redis::from_redis_value::<String>(e[0].clone()).unwrap()))
+            .collect();
+        assert!(!ids.is_empty() && ids.iter().all(|id| held.contains(id)));
+        ids
+    };
     // An idle consumer with no heartbeat and nothing pending.
     let _: u64 = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
@@ -546,4 +566,116 @@ async fn the_periodic_janitor_trims_to_what_a_crashed_consumer_holds_and_keeps_i
         "the holder keeps its pending entries: {names:?}"
     );
     assert!(names.contains("live"), "a live worker is kept: {names:?}");
+}
+
+/// A string attribute of a history event.
+fn attr<'a>(event: &'a warden::proto::v1::Event, name: &str) -> Option<&'a str> {
+    use warden::proto::v1::attribute_value::Value as V;
+    match event.attributes.get(name)?.value.as_ref()? {
+        V::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// An integer attribute of a history event.
+fn int_attr(event: &warden::proto::v1::Event, name: &str) -> Option<i64> {
+    use warden::proto::v1::attribute_value::Value as V;
+    match event.attributes.get(name)?.value.as_ref()? {
+        V::IntValue(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// Each action of the periodic janitor is a control event in history: the trim (with the
+/// entries it removed) and the deletion of a stale consumer are found with ListEvents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn janitor_actions_are_history_events() {
+    use warden::proto::v1 as pb;
+    let redis = RedisServer::start().await;
+    let broker = redis.url(0);
+    let mut con = connect(&redis).await;
+    // Five entries read and acked by a consumer that then went away (no heartbeat): all five
+    // are below the trim bound, and the consumer is stale.
+    for _ in 0..5 {
+        let _: String = con.xadd("logs", "*", &[("f", "v")]).await.unwrap();
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("logs")
+        .arg("g")
+        .arg("0")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let read: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("gone")
+        .arg("STREAMS")
+        .arg("logs")
+        .arg(">")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_ne!(read, Value::Nil);
+    let ids = entries(&mut con, "logs").await;
+    for id in &ids {
+        let _: u64 = con.xack("logs", "g", &[show(*id)]).await.unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = warden::config::Config {
+        streams: vec!["logs".into()],
+        streams_poll_interval: Duration::from_millis(300),
+        streams_janitor_interval: Duration::from_millis(300),
+        streams_consumer_idle: Duration::from_secs(1),
+        ..test_config(&broker)
+    };
+    config.database_url = warden::config::Secret::new(format!(
+        "sqlite://{}",
+        dir.path().join("history.db").display()
+    ));
+    let warden = TestWarden::start(config).await;
+    let history = pb::history_client::HistoryClient::new(warden.channel().await);
+
+    let events = eventually(
+        Duration::from_secs(30),
+        "the trim and the deletion in history",
+        || {
+            let mut history = history.clone();
+            async move {
+                let events = history
+                    .list_events(pb::ListEventsRequest {
+                        kinds: vec![pb::EventKind::Control.into()],
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .events;
+                let done = |action: &str| events.iter().any(|e| attr(e, "action") == Some(action));
+                (done("janitor_trim") && done("janitor_delete_consumer")).then_some(events)
+            }
+        },
+    )
+    .await;
+    let trims: Vec<_> = events
+        .iter()
+        .filter(|e| attr(e, "action") == Some("janitor_trim"))
+        .collect();
+    assert_eq!(trims.len(), 1, "later passes trim nothing: {trims:?}");
+    assert_eq!(attr(trims[0], "stream"), Some("logs"));
+    assert_eq!(int_attr(trims[0], "entries"), Some(ids.len() as i64));
+    assert!(
+        entries(&mut con, "logs").await.is_empty(),
+        "the stream was trimmed"
+    );
+    let deletion = events
+        .iter()
+        .find(|e| attr(e, "action") == Some("janitor_delete_consumer"))
+        .unwrap();
+    assert_eq!(attr(deletion, "stream"), Some("logs"));
+    assert_eq!(attr(deletion, "group"), Some("g"));
+    assert_eq!(attr(deletion, "consumer"), Some("gone"));
+    assert_eq!(deletion.worker, "workers/redis-streams/logs%3Ag/gone");
 }

@@ -7,6 +7,10 @@ processes in the list processed:{stream}:{group} (before acking it).
 Heartbeat: SET worker:heartbeat:{stream}:{consumer} <json> EX 3*period, every period.
 Shutdown marker: SET worker:shutdown:{stream}:{consumer} <json> EX 120, then the heartbeat is
 deleted, on a clean exit.
+
+Task counters (the protocol's optional fields): `processed` (entries finished, failures
+included), `failed` (entries whose field `fail` is set: counted as failed, then acked) and
+`latency`, a histogram of each entry's processing time (--work seconds of sleep).
 """
 import argparse
 import json
@@ -30,6 +34,7 @@ def main():
     p.add_argument("--no-ack", action="store_true")
     p.add_argument("--heartbeat-prefix", default="worker:heartbeat:")
     p.add_argument("--shutdown-prefix", default="worker:shutdown:")
+    p.add_argument("--work", type=float, default=0.0, help="seconds of work per entry")
     a = p.parse_args()
 
     r = redis.Redis.from_url(a.redis)
@@ -42,6 +47,10 @@ def main():
     mark_key = f"{a.shutdown_prefix}{a.stream}:{a.consumer}"
     started = time.time()
     stopping = []
+    # Cumulative counters since start, as the heartbeat protocol defines them.
+    buckets = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+    counts = [0] * len(buckets)
+    totals = {"processed": 0, "failed": 0, "sum": 0.0}
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
 
     def beat():
@@ -53,6 +62,14 @@ def main():
             "host": socket.gethostname(),
             "version": "test-1",
             "period": a.period,
+            "processed": totals["processed"],
+            "failed": totals["failed"],
+            "latency": {
+                "buckets": buckets,
+                "counts": counts,
+                "sum": totals["sum"],
+                "count": totals["processed"],
+            },
         }
         r.set(beat_key, json.dumps(value), px=int(a.period * 3000))
 
@@ -73,8 +90,19 @@ def main():
         if not replies:
             replies = r.xreadgroup(a.group, a.consumer, {a.stream: ">"}, count=a.capacity, block=block)
         for _stream, entries in replies or []:
-            for entry_id, _fields in entries:
+            for entry_id, fields in entries:
                 if not a.no_ack:
+                    t0 = time.monotonic()
+                    if a.work > 0:
+                        time.sleep(a.work)
+                    took = time.monotonic() - t0
+                    totals["processed"] += 1
+                    totals["failed"] += 1 if b"fail" in (fields or {}) else 0
+                    totals["sum"] += took
+                    for i, le in enumerate(buckets):
+                        if took <= le:
+                            counts[i] += 1
+                            break
                     # Recorded before the ack, so that a test can count each processing.
                     r.rpush(processed_key, entry_id)
                     r.xack(a.stream, a.group, entry_id)

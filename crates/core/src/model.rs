@@ -331,6 +331,30 @@ pub struct Lease {
     pub pid: Option<u32>,
     pub host: Option<String>,
     pub version: Option<String>,
+    /// The worker's own cumulative task counters, when it reports them.
+    pub tasks: Option<TaskCounters>,
+}
+
+/// Cumulative task counters a lease-based worker reports in its heartbeat (since it started):
+/// warden counts their increase between heartbeats as task outcomes, as it counts Celery task
+/// events. A counter that went down means the worker restarted: it is counted from 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskCounters {
+    /// Tasks finished (succeeded or failed).
+    pub processed: u64,
+    /// Of them, the failed ones.
+    pub failed: u64,
+    pub latency: Option<LatencyHistogram>,
+}
+
+/// A fixed-bucket histogram of task latencies: `counts[i]` observations in
+/// `(bounds[i-1], bounds[i]]` (not cumulative), `over` above the last bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Upper bounds, increasing.
+    pub bounds: Vec<Duration>,
+    pub counts: Vec<u64>,
+    pub over: u64,
 }
 
 /// One poll of a lease-based backend: every worker of `scope`s it saw.

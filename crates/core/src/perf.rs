@@ -458,6 +458,33 @@ impl Windowed {
         runtime: Option<Duration>,
         wait: Option<Duration>,
     ) {
+        let slot = self.slot_for(now);
+        let mut data = SlotData::default();
+        data.counts.add(outcome);
+        if let Some(runtime) = runtime {
+            data.runtime.record(runtime);
+        }
+        if let Some(wait) = wait {
+            data.queue_wait.record(wait);
+        }
+        self.put(slot, data);
+    }
+
+    /// Counts a batch of outcomes (and their runtimes) at `now`.
+    pub fn record_batch(&mut self, now: SystemTime, counts: Counts, runtime: &Sketch) {
+        let slot = self.slot_for(now);
+        self.put(
+            slot,
+            SlotData {
+                counts,
+                runtime: runtime.clone(),
+                queue_wait: Sketch::default(),
+            },
+        );
+    }
+
+    /// The 10 s slot of `now`, rolling up the minute before it when `now` starts a new one.
+    fn slot_for(&mut self, now: SystemTime) -> u32 {
         let mut slot = (seconds(now) / FINE_SECS) as u32;
         if let Some(head) = self.fine.head() {
             // A clock that stepped back counts in the newest slot.
@@ -466,16 +493,13 @@ impl Windowed {
                 self.roll_up_minute(head / FINE_PER_MINUTE);
             }
         }
-        let mut data = SlotData::default();
+        slot
+    }
+
+    /// Adds `data` to the 10 s slot `slot`.
+    fn put(&mut self, slot: u32, mut data: SlotData) {
         if let Some(bytes) = self.fine.get(slot) {
             data.merge_encoded(bytes);
-        }
-        data.counts.add(outcome);
-        if let Some(runtime) = runtime {
-            data.runtime.record(runtime);
-        }
-        if let Some(wait) = wait {
-            data.queue_wait.record(wait);
         }
         self.fine.put(slot, &data.encode(), FINE_SLOTS);
     }
@@ -646,6 +670,8 @@ pub struct WorkerPerf {
     /// What the tasks did since history last sampled this worker (absent when nothing did):
     /// taken and reset at every sampling tick.
     pub interval: Option<Box<IntervalTasks>>,
+    /// The cumulative counters of the worker's last heartbeat (lease-based workers).
+    pub counters: Option<crate::model::TaskCounters>,
 }
 
 /// Task outcomes and distributions within one sampling interval.
@@ -726,6 +752,78 @@ impl WorkerPerf {
             }
         };
         stream.record(now, task.outcome, runtime, wait);
+    }
+
+    /// Takes a heartbeat's cumulative counters: counts their increase since the previous
+    /// heartbeat. The first heartbeat seen is only a baseline (when those tasks ran is
+    /// unknown); a counter that went down means a restart, counted from 0; latencies are
+    /// counted at their bucket's upper bound (the last bound for those over it), the
+    /// conservative reading of a fixed-bucket histogram.
+    pub fn observe_counters(&mut self, now: SystemTime, counters: crate::model::TaskCounters) {
+        let Some(last) = self.counters.replace(counters.clone()) else {
+            return;
+        };
+        let restarted = counters.processed < last.processed || counters.failed < last.failed;
+        let (processed, failed) = if restarted {
+            (counters.processed, counters.failed)
+        } else {
+            (
+                counters.processed - last.processed,
+                counters.failed - last.failed,
+            )
+        };
+        let failed = failed.min(processed);
+        let mut runtime = Sketch::default();
+        if let Some(now_h) = &counters.latency {
+            let before = last
+                .latency
+                .as_ref()
+                .filter(|b| !restarted && b.bounds == now_h.bounds)
+                .filter(|b| {
+                    b.over <= now_h.over && b.counts.iter().zip(&now_h.counts).all(|(a, b)| a <= b)
+                });
+            let base = |i: usize| before.and_then(|b| b.counts.get(i)).copied().unwrap_or(0);
+            for (i, (bound, n)) in now_h.bounds.iter().zip(&now_h.counts).enumerate() {
+                let d = n.saturating_sub(base(i));
+                runtime.record_n(*bound, u32::try_from(d).unwrap_or(u32::MAX));
+            }
+            if let Some(last_bound) = now_h.bounds.last() {
+                let d = now_h.over.saturating_sub(before.map_or(0, |b| b.over));
+                runtime.record_n(*last_bound, u32::try_from(d).unwrap_or(u32::MAX));
+            }
+        }
+        let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        self.record_counts(now, clamp(processed - failed), clamp(failed), &runtime);
+    }
+
+    /// Counts what a worker's cumulative counters say it finished since its last report
+    /// (`succeeded`, `failed`, and the runtimes of both): kept under [`UNNAMED_TASKS`], as
+    /// such a worker does not name its tasks.
+    pub fn record_counts(
+        &mut self,
+        now: SystemTime,
+        succeeded: u32,
+        failed: u32,
+        runtime: &Sketch,
+    ) {
+        if succeeded == 0 && failed == 0 && runtime.is_empty() {
+            return;
+        }
+        self.first_event.get_or_insert(now);
+        self.last_event = Some(now);
+        self.dirty = true;
+        let counts = Counts {
+            succeeded,
+            failed,
+            ..Counts::default()
+        };
+        let interval = self.interval.get_or_insert_with(Box::default);
+        interval.counts.merge(&counts);
+        interval.runtime.merge(runtime);
+        let totals = self.totals.entry(Arc::from(UNNAMED_TASKS)).or_default();
+        totals.succeeded += u64::from(succeeded);
+        totals.failed += u64::from(failed);
+        self.unnamed.record_batch(now, counts, runtime);
     }
 
     /// The worker's figures as of `now`, overall and by task name (sorted by name), for a
@@ -901,6 +999,46 @@ mod tests {
             timestamp: Some(at(ts)),
             runtime: runtime.map(Duration::from_secs_f64),
         }
+    }
+
+    fn counters(
+        processed: u64,
+        failed: u64,
+        counts: [u64; 2],
+        over: u64,
+    ) -> crate::model::TaskCounters {
+        crate::model::TaskCounters {
+            processed,
+            failed,
+            latency: Some(crate::model::LatencyHistogram {
+                bounds: vec![Duration::from_millis(10), Duration::from_millis(100)],
+                counts: counts.to_vec(),
+                over,
+            }),
+        }
+    }
+
+    #[test]
+    fn heartbeat_counters_count_their_increase_and_a_restart_from_zero() {
+        let mut p = WorkerPerf::default();
+        // The first heartbeat is a baseline: nothing counted.
+        p.observe_counters(at(0), counters(100, 10, [50, 50], 0));
+        assert!(p.first_event.is_none());
+        // +20 processed, +5 failed; latencies: 0 in the first bucket, 18 in the second, 2 over.
+        p.observe_counters(at(5), counters(120, 15, [50, 68], 2));
+        // A restart (the counter went down): counted from 0.
+        p.observe_counters(at(10), counters(4, 1, [4, 0], 0));
+        let stats = p.task_stats(at(10), LONG_AGO);
+        let minute = stats.overall[0];
+        assert_eq!(minute.counts.succeeded, 15 + 3);
+        assert_eq!(minute.counts.failed, 5 + 1);
+        assert!((minute.error_rate() - 6.0 / 24.0).abs() < 1e-9);
+        assert_eq!(minute.runtime.count, 24);
+        let totals = &stats.totals[0].1;
+        assert_eq!((totals.succeeded, totals.failed), (18, 6));
+        // 4 at 10 ms, 18 at 100 ms, 2 over (at the last bound): the median is 100 ms.
+        let p50 = f64::from(minute.runtime.p50);
+        assert!((p50 - 0.1).abs() < 0.1 * RELATIVE_ERROR * 2.0, "{p50}");
     }
 
     #[test]

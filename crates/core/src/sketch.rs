@@ -100,6 +100,11 @@ impl Sketch {
         self.add(bin_of(value.as_secs_f64()), 1);
     }
 
+    /// Records `value` `n` times (observations known only by their bucket of a histogram).
+    pub fn record_n(&mut self, value: Duration, n: u32) {
+        self.add(bin_of(value.as_secs_f64()), n);
+    }
+
     /// Makes `bins` cover `lo..=hi`.
     fn cover(&mut self, lo: i16, hi: i16) {
         if self.bins.is_empty() {

@@ -465,6 +465,13 @@ impl FleetState {
                         if lease.started_at.is_some() {
                             changed |= replace(&mut worker.started_at, lease.started_at);
                         }
+                        if let Some(counters) = &lease.tasks {
+                            changed |= replace(&mut worker.processed_total, counters.processed);
+                            self.perf
+                                .entry(worker.key.clone())
+                                .or_default()
+                                .observe_counters(now, counters.clone());
+                        }
                         if let Some(capacity) = lease.capacity {
                             let pool = Some(crate::model::Pool {
                                 implementation: "streams".into(),

@@ -163,6 +163,7 @@ async fn main() {
             interval: None,
             consumer_idle: Duration::from_secs(3600),
         },
+        auto_reclaim: false,
     };
     let mut poll_con = client.get_multiplexed_async_connection().await.unwrap();
     let mut leased = BTreeMap::new();

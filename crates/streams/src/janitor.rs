@@ -13,11 +13,16 @@
 //!   nothing undelivered is ever below it. A stream with no group is never trimmed.
 //! - a consumer is deleted only when it has no live heartbeat key, no pending entries, and has
 //!   been idle at least the threshold — all three, checked atomically.
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use redis::{Value, aio::MultiplexedConnection};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use warden_core::{
+    Backend, WorkerKey,
+    history::{ATTR_ACTION, AttrValue, EventKind, HistoryEvent, Severity},
+    journal::Journal,
+};
 
 use crate::poller::{PollError, StreamsSettings, fields, items, number, resolve, text};
 
@@ -281,9 +286,81 @@ pub fn audit(report: &JanitorReport, actor: &str) {
     }
 }
 
+/// [`ATTR_ACTION`] of a trim in history.
+pub const ACTION_TRIM: &str = "janitor_trim";
+/// [`ATTR_ACTION`] of a consumer deletion in history.
+pub const ACTION_DELETE_CONSUMER: &str = "janitor_delete_consumer";
+
+/// The history events of a pass that changed something (a dry run records nothing): one
+/// control event per trim that removed entries and per consumer deleted, so that what the
+/// janitor did is found beside what operators did.
+pub fn events(report: &JanitorReport, at: SystemTime) -> Vec<HistoryEvent> {
+    if report.dry_run {
+        return Vec::new();
+    }
+    let string = |s: &str| AttrValue::String(s.to_string());
+    let count = |n: u64| AttrValue::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let trims = report
+        .trims
+        .iter()
+        .filter(|t| t.entries > 0)
+        .map(|t| HistoryEvent {
+            at,
+            kind: EventKind::Control,
+            severity: Severity::Info,
+            worker: None,
+            group: None,
+            message: format!(
+                "janitor trimmed {} entries of stream {} (below {})",
+                t.entries,
+                t.stream,
+                t.bound.as_deref().unwrap_or_default()
+            ),
+            attributes: vec![
+                (ATTR_ACTION.into(), string(ACTION_TRIM)),
+                ("actor".into(), string("janitor")),
+                ("stream".into(), string(&t.stream)),
+                (
+                    "bound".into(),
+                    string(t.bound.as_deref().unwrap_or_default()),
+                ),
+                ("entries".into(), count(t.entries)),
+            ],
+        });
+    let deletions = report.deleted.iter().map(|c| {
+        let scope = crate::scope_of(&c.stream, &c.group);
+        HistoryEvent {
+            at,
+            kind: EventKind::Control,
+            severity: Severity::Info,
+            worker: Some(WorkerKey::new(
+                Backend::RedisStreams,
+                scope.as_str(),
+                c.consumer.as_str(),
+            )),
+            group: Some(scope.clone()),
+            message: format!(
+                "janitor deleted consumer {} of stream {} group {} (idle {:?}, nothing pending, no heartbeat)",
+                c.consumer, c.stream, c.group, c.idle
+            ),
+            attributes: vec![
+                (ATTR_ACTION.into(), string(ACTION_DELETE_CONSUMER)),
+                ("actor".into(), string("janitor")),
+                ("stream".into(), string(&c.stream)),
+                ("group".into(), string(&c.group)),
+                ("consumer".into(), string(&c.consumer)),
+                ("entries".into(), count(0)),
+                ("idle".into(), AttrValue::Duration(c.idle)),
+            ],
+        }
+    });
+    trims.chain(deletions).collect()
+}
+
 /// Runs a pass every `settings.janitor.interval` until `cancel`. Failures are logged and retried at the
 /// next interval; the poller reports the source's health.
-pub async fn run(settings: StreamsSettings, cancel: CancellationToken) {
+/// Each action is audited and journaled (history events, when a store is configured).
+pub async fn run(settings: StreamsSettings, journal: Journal, cancel: CancellationToken) {
     let Some(interval) = settings.janitor.interval else {
         return;
     };
@@ -320,7 +397,12 @@ pub async fn run(settings: StreamsSettings, cancel: CancellationToken) {
             r = tokio::time::timeout(settings.timeout, attempt) => r,
         };
         match result {
-            Ok(Ok(report)) => audit(&report, "janitor"),
+            Ok(Ok(report)) => {
+                audit(&report, "janitor");
+                for event in events(&report, SystemTime::now()) {
+                    journal.record(event);
+                }
+            }
             Ok(Err(e)) => {
                 warn!(error = %e, "streams janitor: pass failed");
                 con = None;

@@ -9,6 +9,7 @@ pub mod heartbeat;
 pub mod janitor;
 pub mod pending;
 pub mod poller;
+pub mod reclaimer;
 
 pub use poller::{StreamsSettings, run};
 

@@ -11,6 +11,9 @@ use redis::{Value, aio::MultiplexedConnection};
 
 use crate::poller::{fields, items, number, text};
 
+/// ReclaimPending's per-stream floor: entries idle less than this are being worked on.
+pub const RECLAIM_MIN_IDLE: Duration = Duration::from_secs(30);
+
 /// Most entries one script call lists or moves (Lua's `unpack` has a stack limit).
 const CHUNK: usize = 500;
 

@@ -35,6 +35,8 @@ pub struct StreamsSettings {
     pub timeout: Duration,
     /// The periodic janitor.
     pub janitor: crate::janitor::JanitorSettings,
+    /// Run ReclaimPending's logic for every group every 10 s ([`crate::reclaimer`]).
+    pub auto_reclaim: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

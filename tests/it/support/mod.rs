@@ -517,6 +517,19 @@ impl StreamsWorker {
         period: Duration,
         no_ack: bool,
     ) -> Self {
+        Self::start_with(redis_url, stream, group, consumer, period, no_ack, &[])
+    }
+
+    /// [`Self::start`] with more arguments (e.g. `--work 0.02`).
+    pub fn start_with(
+        redis_url: &str,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        period: Duration,
+        no_ack: bool,
+        extra: &[&str],
+    ) -> Self {
         let logs = LogDir::new(&format!("streams {consumer}"));
         let mut cmd = Command::new(venv().join("bin/python"));
         cmd.arg(python_dir().join("streams_worker.py"))
@@ -530,6 +543,7 @@ impl StreamsWorker {
         if no_ack {
             cmd.arg("--no-ack");
         }
+        cmd.args(extra);
         let child = cmd.spawn().expect("python from the test venv");
         Self { child, _logs: logs }
     }
