@@ -120,8 +120,11 @@ async fn a_stopped_process_stays_stopped_until_started() {
     let stopped = info(&rt, "g-0@test").await;
     assert!(!stopped.running && stopped.held_stopped);
     // SIGTERM ended `sleep`: a requested exit, by signal 15.
-    assert_eq!(stopped.last_exit.unwrap().status, ExitStatus::Signal(15));
-    assert!(stopped.last_exit.unwrap().requested);
+    assert_eq!(
+        stopped.last_exit.as_ref().unwrap().status,
+        ExitStatus::Signal(15)
+    );
+    assert!(stopped.last_exit.as_ref().unwrap().requested);
     // Longer than the backoff: still not respawned.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!info(&rt, "g-0@test").await.running);
