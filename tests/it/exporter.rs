@@ -216,6 +216,15 @@ async fn celery_exporter_series_follow_ground_truth_and_the_fleet() {
         value(&text, "warden_source_up", &[("source", "broker")]),
         Some(1.0)
     );
+    // The broker's own figures, from its INFO (read on the first probe, then every 15 s):
+    // memory in use, and at least warden's own connection.
+    let info = |field: &str| value(&text, "warden_broker_info", &[("field", field)]);
+    assert!(info("used_memory").is_some_and(|v| v > 100_000.0), "{text}");
+    assert!(
+        info("connected_clients").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert!(info("instantaneous_ops_per_sec").is_some(), "{text}");
     assert!(
         value(&text, "celery_queue_length", &[("queue_name", "q1")]).is_some(),
         "{text}"

@@ -11,6 +11,31 @@ use warden_metrics::Metrics;
 
 /// How often the broker is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// The broker's `INFO` is read on the first successful probe and then every this many probes.
+pub const INFO_EVERY: u32 = 15;
+
+/// The `INFO` fields exported on `/metrics` (`warden_broker_info{field=...}`).
+const INFO_FIELDS: [&str; 3] = [
+    "used_memory",
+    "instantaneous_ops_per_sec",
+    "connected_clients",
+];
+
+/// The exported fields of an `INFO` reply; fields missing or not integers are left out.
+pub fn info_fields(info: &str) -> Vec<(&'static str, i64)> {
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some((name, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        if let Some(field) = INFO_FIELDS.iter().find(|f| **f == name)
+            && let Ok(v) = value.trim().parse::<i64>()
+        {
+            out.push((*field, v));
+        }
+    }
+    out
+}
 
 /// Probes until `cancel`, publishing each change of status. The reason for a failure is
 /// logged once when it starts (or changes), not on every probe.
@@ -23,6 +48,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut tick = warden_core::clock::ticker(PROBE_INTERVAL);
+    let mut until_info = 0u32;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -38,6 +64,21 @@ pub async fn run(
             r = broker.query::<i64>(&probe) => r.map(drop),
         };
         metrics.broker_probe(result.as_ref().err().map_or("ok", BrokerError::kind));
+        if result.is_ok() {
+            if until_info == 0 {
+                let command = redis::cmd("INFO");
+                let info = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = broker.query::<String>(&command) => r,
+                };
+                // INFO may be renamed away on managed Redis: then there is nothing to export.
+                if let Ok(info) = info {
+                    metrics.broker_info(&info_fields(&info));
+                }
+                until_info = INFO_EVERY;
+            }
+            until_info -= 1;
+        }
         let previous = status.borrow().clone();
         match next_status(&previous, result, clock.now()) {
             Probed::Changed(next) => {
@@ -109,6 +150,19 @@ pub fn next_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_fields_are_read_and_others_ignored() {
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n\
+                    # Stats\r\ninstantaneous_ops_per_sec:42\r\nconnected_clients:oops\r\n";
+        assert_eq!(
+            info_fields(info),
+            vec![
+                ("used_memory", 1_048_576),
+                ("instantaneous_ops_per_sec", 42)
+            ]
+        );
+    }
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)

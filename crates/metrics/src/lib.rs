@@ -27,6 +27,8 @@ struct Inner {
     broker_probes: Family<Labels, Counter>,
     broker_status_changes: Counter,
     broker_up: Gauge,
+    /// The broker's own figures from `INFO`, by name (absent until first read).
+    broker_info: Family<Labels, Gauge>,
     workers_refused: Counter,
     store_buffered_rows: Gauge,
     store_rows_dropped: Counter,
@@ -82,6 +84,13 @@ impl Metrics {
             "1 while the broker answers the readiness probe, else 0",
             broker_up.clone(),
         );
+        let broker_info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "broker_info",
+            "The broker's own figures from Redis INFO, by field: used_memory (bytes), \
+             instantaneous_ops_per_sec, connected_clients",
+            broker_info.clone(),
+        );
         let workers_refused = Counter::default();
         registry.register(
             "workers_refused",
@@ -134,6 +143,7 @@ impl Metrics {
                 broker_probes,
                 broker_status_changes,
                 broker_up,
+                broker_info,
             }),
         }
     }
@@ -200,6 +210,16 @@ impl Metrics {
     pub fn broker_status_changed(&self, up: bool) {
         self.inner.broker_status_changes.inc();
         self.inner.broker_up.set(i64::from(up));
+    }
+
+    /// Figures read from the broker's `INFO` (field name, value).
+    pub fn broker_info(&self, fields: &[(&'static str, i64)]) {
+        for (field, value) in fields {
+            self.inner
+                .broker_info
+                .get_or_create(&vec![("field", *field)])
+                .set(*value);
+        }
     }
 
     pub fn broker_status_change_count(&self) -> u64 {
