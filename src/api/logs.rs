@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use warden_core::{
     FleetHandle, ResolveError, WorkerKey,
-    ports::{LogEvent, LogPosition, PortError, RawLogLine, Runtime},
+    ports::{LogEvent, LogPosition, RawLogLine, Runtime},
 };
 
 use super::{ApiError, convert, error::shutting_down, paging, worker_health::resolve_error};
@@ -69,7 +69,7 @@ impl LogsService {
         match self.fleet.snapshot().resolve(name) {
             Ok(worker) => Ok(worker.key.clone()),
             Err(ResolveError::NotFound(_)) => {
-                let mut found = runtime.find(name).await.map_err(port_error)?;
+                let mut found = runtime.find(name).await.map_err(ApiError::from)?;
                 match found.len() {
                     1 => Ok(found.remove(0)),
                     0 => Err(ApiError::worker_not_found(name)),
@@ -86,10 +86,6 @@ impl LogsService {
 }
 
 type TailStream = Pin<Box<dyn Stream<Item = Result<pb::TailResponse, Status>> + Send>>;
-
-fn port_error(err: PortError) -> ApiError {
-    ApiError::from(err)
-}
 
 /// A resume point: the worker it was issued for (hashed) and the position after the last
 /// line examined.
@@ -285,7 +281,7 @@ impl Logs for LogsService {
             .into());
         }
         let key = self.resolve(runtime.as_ref(), &req.worker).await?;
-        if !runtime.manages(&key).await.map_err(port_error)? {
+        if !runtime.manages(&key).await.map_err(ApiError::from)? {
             return Err(ApiError::FailedPrecondition {
                 reason: "NOT_MANAGED",
                 subject: key.resource_name(),
@@ -309,11 +305,11 @@ impl Logs for LogsService {
             .min(MAX_TAIL_LINES) as usize;
         // Subscribe before reading back (see the module's doc).
         let mut feed = if req.follow {
-            Some(runtime.follow_log(&key).await.map_err(port_error)?)
+            Some(runtime.follow_log(&key).await.map_err(ApiError::from)?)
         } else {
             None
         };
-        let instance = runtime.instance(&key).await.map_err(port_error)?;
+        let instance = runtime.instance(&key).await.map_err(ApiError::from)?;
         let mut lines = Lines {
             worker: key.resource_name(),
             filter,
@@ -330,7 +326,7 @@ impl Logs for LogsService {
                 let page = match runtime.read_log(&key, at, PAGE_LINES).await {
                     Ok(page) => page,
                     Err(e) => {
-                        yield Err(Status::from(port_error(e)));
+                        yield Err(Status::from(ApiError::from(e)));
                         return;
                     }
                 };

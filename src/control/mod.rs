@@ -27,6 +27,7 @@ use warden_core::{
 };
 
 pub use long::{LongAction, Origin, Pacing, RestartHow};
+pub use scale::Resize;
 pub use sync::SyncAction;
 
 /// Defaults of [`ControlSettings`].

@@ -10,43 +10,19 @@ use warden_core::{
 
 use super::{ControlError, Controller, Origin};
 
-/// The size asked for.
+/// The size a ScaleGroup or LaunchWorkers asks for.
 #[derive(Debug, Clone, Copy)]
-enum Resize {
-    /// Exactly this many.
+pub enum Resize {
+    /// Exactly this many (ScaleGroup).
     To(u32),
-    /// This many more than are alive now.
+    /// This many more than are alive now (LaunchWorkers on an existing launch group).
     More(u32),
 }
 
 impl Controller {
-    /// Starts scaling `group` to `replicas`; returns the operation as created (ended, and not
-    /// stored, for a dry run).
-    pub async fn scale_group(
-        &self,
-        group: &str,
-        replicas: u32,
-        dry_run: bool,
-        origin: Origin<'_>,
-    ) -> Result<Operation, ControlError> {
-        self.resize("scale", group, Resize::To(replicas), dry_run, origin)
-            .await
-    }
-
-    /// LaunchWorkers on an existing launch group: `count` more workers than are alive in it
-    /// now (the group's size grows by `count`).
-    pub async fn launch_workers(
-        &self,
-        group: &str,
-        count: u32,
-        dry_run: bool,
-        origin: Origin<'_>,
-    ) -> Result<Operation, ControlError> {
-        self.resize("launch", group, Resize::More(count), dry_run, origin)
-            .await
-    }
-
-    async fn resize(
+    /// Starts resizing `group` (`verb`: "scale" or "launch", as the operation says); returns
+    /// the operation as created (ended, and not stored, for a dry run).
+    pub async fn resize(
         &self,
         verb: &str,
         group: &str,

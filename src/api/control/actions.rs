@@ -18,7 +18,7 @@ use crate::{
         paging::{self, Cursor},
     },
     config::Role,
-    control::{LongAction, Origin, SyncAction, Target, TargetResult},
+    control::{LongAction, Origin, Resize, SyncAction, Target, TargetResult},
     proto::v1 as pb,
 };
 
@@ -371,58 +371,7 @@ impl ControlService {
         &self,
         request: Request<pb::ScaleGroupRequest>,
     ) -> Result<Response<pb::ScaleGroupResponse>, Status> {
-        let action = "ScaleGroup";
-        let call = self.call_info(&request, action);
-        let caller = self
-            .authorize(&request, action, Role::Operator, true)
-            .await?;
-        let req = request.into_inner();
-        let fp = fingerprint(action, &req);
-        match self.begin_key::<pb::ScaleGroupResponse>(&caller, &call.request_id, fp) {
-            Ok(Some(replay)) => return Ok(Response::new(replay)),
-            Ok(None) => {}
-            Err(error) => return Err(error.into()),
-        }
-        let result = async {
-            super::common_fields(&req.reason, &req.request_id, 1)?;
-            let group = req.group.trim();
-            if group.is_empty() {
-                return Err(ApiError::invalid("group", "required").into());
-            }
-            if req.replicas > 1000 {
-                return Err(ApiError::invalid("replicas", "at most 1000").into());
-            }
-            let op = self
-                .controller
-                .scale_group(
-                    group,
-                    req.replicas,
-                    req.dry_run,
-                    Origin {
-                        actor: &caller.name,
-                        reason: &req.reason,
-                        request_id: &call.request_id,
-                        audit_id: &call.audit_id,
-                        revision: self.fleet.snapshot().revision,
-                    },
-                )
-                .await
-                .map_err(|e| Failure {
-                    error: e.into(),
-                    targets: vec![group.to_string()],
-                })?;
-            let name = op.name.clone();
-            Ok((
-                pb::ScaleGroupResponse {
-                    operation: Some(convert::operation(&op)),
-                },
-                vec![group.to_string()],
-                Vec::new(),
-                name,
-            ))
-        }
-        .await;
-        self.conclude(&call, &caller, fp, result).await
+        self.group_verb(request).await
     }
 
     /// LaunchWorkers: more workers in an existing launch group (the runtime's groups, e.g.
@@ -431,55 +380,44 @@ impl ControlService {
         &self,
         request: Request<pb::LaunchWorkersRequest>,
     ) -> Result<Response<pb::LaunchWorkersResponse>, Status> {
-        let action = "LaunchWorkers";
+        self.group_verb(request).await
+    }
+
+    /// A verb on one group through the runtime (ScaleGroup, LaunchWorkers): authorised,
+    /// idempotent, validated, started as an operation and audited like the others.
+    async fn group_verb<Req: GroupRequest>(
+        &self,
+        request: Request<Req>,
+    ) -> Result<Response<Req::Answer>, Status> {
+        let action = Req::ACTION;
         let call = self.call_info(&request, action);
         let caller = self
             .authorize(&request, action, Role::Operator, true)
             .await?;
         let req = request.into_inner();
         let fp = fingerprint(action, &req);
-        match self.begin_key::<pb::LaunchWorkersResponse>(&caller, &call.request_id, fp) {
+        match self.begin_key::<Req::Answer>(&caller, &call.request_id, fp) {
             Ok(Some(replay)) => return Ok(Response::new(replay)),
             Ok(None) => {}
             Err(error) => return Err(error.into()),
         }
         let result = async {
-            super::common_fields(&req.reason, &req.request_id, 1)?;
-            let group = req.group.trim();
+            common_fields(req.reason(), req.request_id(), 1)?;
+            let group = req.group().trim();
             if group.is_empty() {
                 return Err(ApiError::invalid("group", "required").into());
             }
-            if !(1..=100).contains(&req.count) {
-                return Err(ApiError::invalid("count", "1 to 100").into());
-            }
-            for (field, set) in [
-                ("template", !req.template.is_empty()),
-                ("queues", !req.queues.is_empty()),
-                ("concurrency", req.concurrency.is_some()),
-                ("labels", !req.labels.is_empty()),
-                ("env", !req.env.is_empty()),
-            ] {
-                if set {
-                    return Err(ApiError::FailedPrecondition {
-                        reason: "NOT_SUPPORTED",
-                        subject: field.into(),
-                        message: format!(
-                            "{field}: launching adds workers to an existing launch group as \
-                             configured; per-launch settings are not supported yet"
-                        ),
-                    }
-                    .into());
-                }
-            }
+            let (verb, resize) = req.plan()?;
             let op = self
                 .controller
-                .launch_workers(
+                .resize(
+                    verb,
                     group,
-                    req.count,
-                    req.dry_run,
+                    resize,
+                    req.dry_run(),
                     Origin {
                         actor: &caller.name,
-                        reason: &req.reason,
+                        reason: req.reason(),
                         request_id: &call.request_id,
                         audit_id: &call.audit_id,
                         revision: self.fleet.snapshot().revision,
@@ -492,9 +430,7 @@ impl ControlService {
                 })?;
             let name = op.name.clone();
             Ok((
-                pb::LaunchWorkersResponse {
-                    operation: Some(convert::operation(&op)),
-                },
+                Req::answer(convert::operation(&op)),
                 vec![group.to_string()],
                 Vec::new(),
                 name,
@@ -711,3 +647,69 @@ operation_request!(
 );
 
 use crate::fleet;
+
+/// Requests that resize one group through the runtime.
+trait GroupRequest: super::Audited + Message + Default + Send + Sync + 'static {
+    type Answer: Message + Default;
+    const ACTION: &'static str;
+    fn group(&self) -> &str;
+    /// The operation's verb and the size asked for, once the request's own fields are checked.
+    fn plan(&self) -> Result<(&'static str, Resize), ApiError>;
+    fn answer(op: pb::Operation) -> Self::Answer;
+}
+
+impl GroupRequest for pb::ScaleGroupRequest {
+    type Answer = pb::ScaleGroupResponse;
+    const ACTION: &'static str = "ScaleGroup";
+    fn group(&self) -> &str {
+        &self.group
+    }
+    fn plan(&self) -> Result<(&'static str, Resize), ApiError> {
+        if self.replicas > 1000 {
+            return Err(ApiError::invalid("replicas", "at most 1000"));
+        }
+        Ok(("scale", Resize::To(self.replicas)))
+    }
+    fn answer(op: pb::Operation) -> Self::Answer {
+        pb::ScaleGroupResponse {
+            operation: Some(op),
+        }
+    }
+}
+
+impl GroupRequest for pb::LaunchWorkersRequest {
+    type Answer = pb::LaunchWorkersResponse;
+    const ACTION: &'static str = "LaunchWorkers";
+    fn group(&self) -> &str {
+        &self.group
+    }
+    fn plan(&self) -> Result<(&'static str, Resize), ApiError> {
+        if !(1..=100).contains(&self.count) {
+            return Err(ApiError::invalid("count", "1 to 100"));
+        }
+        for (field, set) in [
+            ("template", !self.template.is_empty()),
+            ("queues", !self.queues.is_empty()),
+            ("concurrency", self.concurrency.is_some()),
+            ("labels", !self.labels.is_empty()),
+            ("env", !self.env.is_empty()),
+        ] {
+            if set {
+                return Err(ApiError::FailedPrecondition {
+                    reason: "NOT_SUPPORTED",
+                    subject: field.into(),
+                    message: format!(
+                        "{field}: launching adds workers to an existing launch group as \
+                         configured; per-launch settings are not supported yet"
+                    ),
+                });
+            }
+        }
+        Ok(("launch", Resize::More(self.count)))
+    }
+    fn answer(op: pb::Operation) -> Self::Answer {
+        pb::LaunchWorkersResponse {
+            operation: Some(op),
+        }
+    }
+}
