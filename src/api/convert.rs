@@ -126,7 +126,8 @@ fn finding(f: &fleet::Finding) -> pb::Finding {
         message: f.message.clone(),
         observed: f.observed,
         threshold: f.threshold,
-        unit: String::new(),
+        unit: f.unit.to_string(),
+        check_failed: f.error,
     }
 }
 
@@ -161,6 +162,11 @@ pub fn worker(w: &fleet::Worker, now: SystemTime, snapshot: &Snapshot, view: Vie
                 Vec::new()
             },
             evaluated_at: Some(timestamp(h.evaluated_at)),
+            passing_checks: if full {
+                h.passing.iter().map(|c| c.to_string()).collect()
+            } else {
+                Vec::new()
+            },
         }),
         hostname: w.hostname.clone(),
         pid: w.pid,

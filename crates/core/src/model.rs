@@ -242,6 +242,12 @@ pub mod metric {
     pub const MEMORY_BYTES: &str = "memory_bytes";
     /// The memory limit the worker runs under, in bytes.
     pub const MEMORY_LIMIT_BYTES: &str = "memory_limit_bytes";
+    /// GPU utilisation, in percent.
+    pub const GPU_UTIL_PERCENT: &str = "gpu_util_percent";
+    /// GPU memory in use, in percent of the GPU's memory.
+    pub const GPU_MEMORY_PERCENT: &str = "gpu_memory_percent";
+    /// Disk space in use on the worker's data volume, in percent.
+    pub const DISK_PERCENT: &str = "disk_percent";
 }
 
 /// A worker's resource usage as one source last measured it. A figure the source did not
@@ -254,6 +260,9 @@ pub struct ResourceUsage {
     pub cpu_percent: Option<f64>,
     pub memory_bytes: Option<u64>,
     pub memory_limit_bytes: Option<u64>,
+    pub gpu_util_percent: Option<f64>,
+    pub gpu_memory_percent: Option<f64>,
+    pub disk_percent: Option<f64>,
 }
 
 impl ResourceUsage {
@@ -274,6 +283,9 @@ impl ResourceUsage {
             memory_limit_bytes: get(metric::MEMORY_LIMIT_BYTES)
                 .filter(|v| *v > 0.0)
                 .map(|v| v as u64),
+            gpu_util_percent: get(metric::GPU_UTIL_PERCENT).map(|v| v.max(0.0)),
+            gpu_memory_percent: get(metric::GPU_MEMORY_PERCENT).map(|v| v.max(0.0)),
+            disk_percent: get(metric::DISK_PERCENT).map(|v| v.max(0.0)),
         }
     }
 
@@ -462,11 +474,18 @@ pub enum HealthStatus {
 /// One reason behind a health verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
+    /// The check's id ("heartbeat", "cpu", ...).
     pub check: &'static str,
+    /// WARNING or CRITICAL for a threshold reached; HEALTHY for an informational finding.
     pub status: HealthStatus,
     pub message: String,
     pub observed: f64,
     pub threshold: f64,
+    /// Unit of `observed` and `threshold`: "s", "ratio", "percent", "bytes", "per_min".
+    pub unit: &'static str,
+    /// The check could not run (its data source failed): `message` says why. It does not
+    /// weigh on the verdict, so that one broken check never hides what the others found.
+    pub error: bool,
 }
 
 /// A health verdict: status, a score in [0, 1] and the findings that explain it.
@@ -475,7 +494,19 @@ pub struct Health {
     pub status: HealthStatus,
     pub score: f64,
     pub findings: Vec<Finding>,
+    /// The checks that ran and passed.
+    pub passing: Vec<&'static str>,
     pub evaluated_at: SystemTime,
+}
+
+impl Health {
+    /// The same verdict, ignoring when it was computed.
+    pub fn same_verdict(&self, other: &Health) -> bool {
+        self.status == other.status
+            && self.score == other.score
+            && self.findings == other.findings
+            && self.passing == other.passing
+    }
 }
 
 /// What `stats` says about a worker.

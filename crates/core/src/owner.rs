@@ -43,6 +43,8 @@ pub enum FleetMessage {
         asked: Vec<WorkerKey>,
         samples: Vec<crate::model::Sample>,
     },
+    /// The health engine's verdicts of one cycle.
+    Health(Vec<(WorkerKey, crate::model::Health)>),
     /// Workers remembered from history (at boot).
     Remember(Vec<crate::history::KnownWorker>),
     /// From now on, send a sampling tick for history every `every` (the latest subscriber
@@ -295,6 +297,7 @@ impl Owner {
                 asked,
                 samples,
             } => self.state.apply_samples(source, &asked, samples),
+            FleetMessage::Health(verdicts) => self.state.apply_health(verdicts),
             FleetMessage::Remember(workers) => {
                 self.state.remember(workers, now);
                 self.state.evaluate_all(now, self.settings.thresholds);

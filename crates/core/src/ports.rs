@@ -253,19 +253,47 @@ pub trait MetricSource: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Sample>, PortError>>;
 }
 
-/// One message for a notification channel.
+/// One notification: one or more alerts of one group, for one receiver. Built by the alert
+/// engine (grouping, routing, timing), delivered by a [`Notifier`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
-    /// Groups notifications of one alert (deduplication key).
-    pub key: String,
-    pub title: String,
-    pub body: String,
+    /// Stable key of the notification group: the deduplication key (PagerDuty `dedup_key`,
+    /// Alertmanager grouping). The same group keeps the same key from firing to resolved.
+    pub group_key: String,
+    /// The configured receiver's name ("oncall-slack").
+    pub receiver: String,
+    /// Resolved when every alert in it has resolved; firing otherwise.
     pub resolved: bool,
-    pub labels: Vec<(String, String)>,
+    /// An escalation of an unacknowledged critical alert.
+    pub escalated: bool,
+    /// Labels every alert in it shares (the grouping labels, at least).
+    pub common_labels: std::collections::BTreeMap<String, String>,
+    /// The alerts, sorted by name. Never empty.
+    pub alerts: Vec<NotifiedAlert>,
+}
+
+/// One alert as a notification carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifiedAlert {
+    /// Resource name, `alerts/{id}`.
+    pub name: String,
+    /// The rule's id ("worker_lost").
+    pub rule: String,
+    pub severity: crate::history::Severity,
+    /// False once it has resolved.
+    pub firing: bool,
+    /// One line for humans.
+    pub summary: String,
+    pub description: String,
+    /// Always `rule` and `severity`, `worker` and `group` when it concerns one.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    pub started_at: SystemTime,
+    pub resolved_at: Option<SystemTime>,
 }
 
 /// Delivers notifications (Slack, PagerDuty, email, webhook, Alertmanager).
-/// Implemented by `crates/health`.
+/// Implemented by `crates/notify`.
 pub trait Notifier: Send + Sync + 'static {
     /// The channel's name as configured; never a URL or a secret.
     fn channel(&self) -> &str;

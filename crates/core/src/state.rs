@@ -10,7 +10,7 @@ use imbl::{OrdMap, Vector};
 
 use super::{
     model::{
-        ActiveTask, Activity, Backend, ConsumedQueue, EventPayload, FleetEvent, InspectRound,
+        ActiveTask, Activity, Backend, ConsumedQueue, EventPayload, FleetEvent, Health, InspectRound,
         LeaseRound, Lifecycle, QueueDepth, QueueInfo, ResourceUsage, Sample, SourceStatus,
         Thresholds, UNGROUPED, Worker, WorkerEventKind, WorkerKey,
     },
@@ -582,6 +582,27 @@ impl FleetState {
             let mut worker = (**existing).clone();
             worker.resources = Some(Arc::new(usage));
             self.put(worker, true);
+        }
+    }
+
+    /// Applies the health engine's verdicts. A changed verdict wakes watchers; the same
+    /// verdict only refreshes `evaluated_at` for readers. Workers forgotten since are skipped.
+    pub fn apply_health(&mut self, verdicts: Vec<(WorkerKey, Health)>) {
+        for (key, health) in verdicts {
+            let Some(existing) = self.snapshot.workers.get(&key) else {
+                continue;
+            };
+            let changed = !existing
+                .health
+                .as_ref()
+                .is_some_and(|h| h.same_verdict(&health));
+            let mut worker = (**existing).clone();
+            worker.health = Some(health);
+            if changed {
+                self.put(worker, true);
+            } else {
+                self.touch(worker);
+            }
         }
     }
 

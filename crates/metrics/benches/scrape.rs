@@ -56,6 +56,7 @@ fn fleet() -> Snapshot {
             status: HealthStatus::Healthy,
             score: 0.97,
             findings: Vec::new(),
+            passing: Vec::new(),
             evaluated_at: now,
         });
         w.resources = Some(Arc::new(ResourceUsage {
@@ -64,6 +65,9 @@ fn fleet() -> Snapshot {
             cpu_percent: Some(42.5),
             memory_bytes: Some(300 << 20),
             memory_limit_bytes: Some(1 << 30),
+            gpu_util_percent: None,
+            gpu_memory_percent: None,
+            disk_percent: None,
         }));
         w.active_tasks = 3;
         snapshot.workers.insert(w.key.clone(), Arc::new(w));
