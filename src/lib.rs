@@ -13,6 +13,7 @@ pub mod history;
 pub mod http;
 pub mod logline;
 pub mod proto;
+pub mod recovery;
 pub mod server;
 pub mod telemetry;
 

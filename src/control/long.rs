@@ -61,6 +61,15 @@ impl LongAction {
         )
     }
 
+    /// A runtime restart revives a worker that is LOST (a hung or vanished process); every
+    /// other action needs a live worker.
+    fn needs_alive(&self) -> bool {
+        !matches!(
+            self,
+            LongAction::Restart(RestartHow::Instance | RestartHow::Rollout)
+        )
+    }
+
     /// Pool restarts and shutdowns go through Celery's remote control.
     fn needs_celery(&self) -> bool {
         matches!(
@@ -122,7 +131,7 @@ impl Controller {
         op.dry_run = dry_run;
         let prechecks: Vec<Option<TargetResult>> = targets
             .iter()
-            .map(|t| self.precheck(t, true, action.needs_celery()))
+            .map(|t| self.precheck(t, true, action.needs_celery(), action.needs_alive()))
             .collect();
         op.targets = targets
             .iter()
@@ -370,9 +379,17 @@ impl Controller {
             ACTION_RESTART, ATTR_ACTION, AttrValue, EventKind, HistoryEvent, Severity,
         };
         let worker = &target.worker;
+        let now = self.fleet.clock().now();
+        self.ledger.record(&worker.key.resource_name(), now);
+        // Restarts by auto-recovery are recovery events (the summary counts them apart).
+        let automatic = handle.snapshot().actor == crate::recovery::PRINCIPAL;
         self.journal.record(HistoryEvent {
-            at: self.fleet.clock().now(),
-            kind: EventKind::Control,
+            at: now,
+            kind: if automatic {
+                EventKind::Recovery
+            } else {
+                EventKind::Control
+            },
             severity: if outcome == Outcome::Applied {
                 Severity::Info
             } else {

@@ -127,6 +127,8 @@ pub struct Controller {
     pub(crate) cancel: CancellationToken,
     /// Where actions are put into history (disconnected without a store).
     pub(crate) journal: warden_core::journal::Journal,
+    /// Every restart carried out, for auto-recovery's caps (manual restarts count too).
+    pub(crate) ledger: crate::recovery::RestartLedger,
 }
 
 impl Controller {
@@ -153,7 +155,13 @@ impl Controller {
             tasks,
             cancel,
             journal: warden_core::journal::Journal::disconnected(),
+            ledger: crate::recovery::RestartLedger::default(),
         }
+    }
+
+    /// The restarts this controller carried out in the last hour (and those loaded at boot).
+    pub fn ledger(&self) -> &crate::recovery::RestartLedger {
+        &self.ledger
     }
 
     /// Puts the actions into history through `journal`.
@@ -205,12 +213,14 @@ impl Controller {
     }
 
     /// The outcome a target gets before any action: cordoned (when selected by filter or group
-    /// and the verb respects cordons), not a Celery worker, not alive. `None`: go ahead.
+    /// and the verb respects cordons), not a Celery worker, not alive (`needs_alive`: a restart
+    /// through the runtime also revives a LOST worker). `None`: go ahead.
     pub(crate) fn precheck(
         &self,
         target: &Target,
         respects_cordon: bool,
         needs_celery: bool,
+        needs_alive: bool,
     ) -> Option<TargetResult> {
         if respects_cordon
             && !target.named
@@ -229,7 +239,9 @@ impl Controller {
                 "Celery remote control only: Redis Streams consumers have none",
             ));
         }
-        if target.worker.lifecycle != Lifecycle::Alive {
+        if needs_alive && target.worker.lifecycle != Lifecycle::Alive
+            || target.worker.lifecycle == Lifecycle::Offline
+        {
             return Some(TargetResult::new(
                 target,
                 Outcome::NotAlive,

@@ -91,7 +91,7 @@ impl Controller {
                 if action.warden_side() {
                     None
                 } else {
-                    self.precheck(t, action.respects_cordon(), true)
+                    self.precheck(t, action.respects_cordon(), true, true)
                 }
             })
             .collect();

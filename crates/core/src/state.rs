@@ -10,9 +10,9 @@ use imbl::{OrdMap, Vector};
 
 use super::{
     model::{
-        ActiveTask, Activity, Backend, ConsumedQueue, EventPayload, FleetEvent, Health, InspectRound,
-        LeaseRound, Lifecycle, QueueDepth, QueueInfo, ResourceUsage, Sample, SourceStatus,
-        Thresholds, UNGROUPED, Worker, WorkerEventKind, WorkerKey,
+        ActiveTask, Activity, Backend, ConsumedQueue, EventPayload, FleetEvent, Health,
+        InspectRound, LeaseRound, Lifecycle, QueueDepth, QueueInfo, ResourceUsage, Sample,
+        SourceStatus, Thresholds, UNGROUPED, Worker, WorkerEventKind, WorkerKey,
     },
     perf::WorkerPerf,
 };
