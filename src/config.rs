@@ -283,6 +283,8 @@ pub struct Config {
     /// The Kubernetes runtime (`--kubernetes`): workers in pods. `None` (the default) unless
     /// turned on; one runtime per warden, so not with `[local]` groups.
     pub kubernetes: Option<warden_kubernetes::KubernetesConfig>,
+    /// Auto-recovery (`[recovery]`): off unless groups are opted in.
+    pub recovery: crate::recovery::RecoverySettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -340,6 +342,7 @@ impl Default for Config {
             resource_interval: DEFAULT_RESOURCE_INTERVAL,
             local: None,
             kubernetes: None,
+            recovery: crate::recovery::RecoverySettings::default(),
         }
     }
 }
@@ -665,6 +668,7 @@ struct FileConfig {
     prometheus_query_memory_limit: Option<String>,
     resource_interval: Option<String>,
     local: Option<LocalFile>,
+    recovery: Option<RecoveryFile>,
     kubernetes: Option<bool>,
     kubernetes_kubeconfig: Option<PathBuf>,
     kubernetes_context: Option<String>,
@@ -761,6 +765,53 @@ impl KubernetesLayer {
             grace: self.grace.unwrap_or(DEFAULT_KUBERNETES_GRACE),
             call_timeout: self.timeout.unwrap_or(DEFAULT_KUBERNETES_TIMEOUT),
         }))
+    }
+}
+
+/// `[recovery]`: auto-recovery. Only in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoveryFile {
+    #[serde(default)]
+    groups: Vec<String>,
+    after_critical_checks: Option<u32>,
+    max_per_worker: Option<u32>,
+    max_fleet: Option<u32>,
+    startup_grace: Option<String>,
+    interval: Option<String>,
+}
+
+impl RecoveryFile {
+    fn settings(self) -> Result<crate::recovery::RecoverySettings, ConfigError> {
+        let mut s = crate::recovery::RecoverySettings {
+            groups: self.groups,
+            ..Default::default()
+        };
+        for g in &s.groups {
+            globset::Glob::new(g).map_err(|e| invalid("recovery.groups", g, e.kind()))?;
+        }
+        set(&mut s.after_critical_checks, self.after_critical_checks);
+        set(&mut s.max_per_worker, self.max_per_worker);
+        set(&mut s.max_fleet, self.max_fleet);
+        if s.after_critical_checks == 0 {
+            return Err(invalid(
+                "recovery.after_critical_checks",
+                0,
+                "must be at least 1",
+            ));
+        }
+        set(
+            &mut s.startup_grace,
+            file_duration("recovery.startup_grace", self.startup_grace)?,
+        );
+        set(
+            &mut s.interval,
+            file_duration("recovery.interval", self.interval)?,
+        );
+        if s.interval.is_zero() {
+            return Err(invalid("recovery.interval", "0s", "must be more than 0"));
+        }
+        Ok(s)
     }
 }
 
@@ -997,6 +1048,9 @@ impl Config {
         if let Some(local) = f.local {
             self.local = local.settings()?;
         }
+        if let Some(recovery) = f.recovery {
+            self.recovery = recovery.settings()?;
+        }
         Ok(())
     }
 
@@ -1205,6 +1259,13 @@ impl Config {
                     "one runtime per warden: turn the Kubernetes runtime off or remove the [local] groups",
                 ));
             }
+        }
+        if self.recovery.enabled() && self.local.is_none() && self.kubernetes.is_none() {
+            return Err(invalid(
+                "recovery.groups",
+                self.recovery.groups.join(", "),
+                "auto-recovery restarts through a runtime: configure [local] groups or turn on `kubernetes`",
+            ));
         }
         if self.inspect_timeout >= self.inspect_interval {
             return Err(invalid(
@@ -1659,6 +1720,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("kubernetes_timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_recovery_section_opts_groups_in_and_names_a_bad_value() {
+        assert!(!Config::default().recovery.enabled());
+        let config = Config::from_toml(
+            "kubernetes = true\n[recovery]\ngroups = [\"batch-*\"]\nmax_per_worker = 2\nstartup_grace = \"1s\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let err = Config::from_toml("[recovery]\ngroups = [\"b\"]\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("recovery.groups") && err.contains("runtime"),
+            "{err}"
+        );
+        assert!(config.recovery.enabled());
+        assert_eq!(config.recovery.max_per_worker, 2);
+        assert_eq!(
+            config.recovery.max_fleet,
+            crate::recovery::DEFAULT_MAX_FLEET
+        );
+        assert_eq!(config.recovery.startup_grace, Duration::from_secs(1));
+        let err = Config::from_toml("[recovery]\ngroups = [\"[\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("recovery.groups"), "{err}");
+        let err = Config::from_toml("[recovery]\nafter_critical_checks = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("recovery.after_critical_checks"), "{err}");
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Warden {
     /// Where workers run, when warden knows (the local or the Kubernetes runtime); `None`
     /// otherwise.
     pub runtime: Option<Arc<dyn Runtime>>,
+    /// Workers auto-recovery would restart but may not (a cap is reached), and why.
+    pub recovery_exhausted: crate::recovery::Exhausted,
     /// How long shutdown waits for background tasks (longer when local processes must stop).
     shutdown_grace: Duration,
     cancel: CancellationToken,
@@ -336,6 +338,26 @@ impl Warden {
             cancel.clone(),
         )
         .with_journal(journal.clone());
+        // The last hour's restarts, from history: auto-recovery's caps hold across a restart
+        // of warden.
+        if let Some(store) = &history {
+            match controller.ledger().load(store.as_ref(), clock.now()).await {
+                Ok(n) => tracing::debug!(restarts = n, "restart ledger loaded from history"),
+                Err(err) => tracing::warn!(%err, "could not read the last hour's restarts"),
+            }
+        }
+        let recovery_exhausted = crate::recovery::Exhausted::default();
+        if config.recovery.enabled() {
+            let policy = crate::recovery::Policy::new(config.recovery.clone(), clock.now())
+                .map_err(|e| ServerError::Runtime(format!("recovery: {e}")))?;
+            let recovery = crate::recovery::Recovery::new(
+                policy,
+                controller.clone(),
+                audit.clone(),
+                recovery_exhausted.clone(),
+            );
+            tasks.spawn(recovery.run(config.recovery.interval, cancel.clone()));
+        }
         let control = ControlService::new(fleet.clone(), controller, audit).with_streams(
             config
                 .streams_settings()
@@ -439,6 +461,7 @@ impl Warden {
             fleet,
             metrics,
             runtime,
+            recovery_exhausted,
             shutdown_grace,
             cancel,
             tasks,

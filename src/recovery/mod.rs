@@ -136,14 +136,15 @@ impl Policy {
         })
     }
 
-    /// Looks at every worker of an opted-in group; `cordoned` says whether a worker (resource
-    /// name) is cordoned, `ledger` how often it (and the fleet) restarted in the last hour.
+    /// Looks at every worker of an opted-in group; `leave` says whether a worker (resource
+    /// name) is to be left alone (cordoned, or a restart of it is under way), `ledger` how
+    /// often it (and the fleet) restarted in the last hour.
     pub fn decide(
         &mut self,
         snapshot: &Snapshot,
         now: SystemTime,
         ledger: &RestartLedger,
-        cordoned: &dyn Fn(&str) -> bool,
+        leave: &dyn Fn(&str) -> bool,
     ) -> Vec<(Arc<Worker>, Decision)> {
         let in_grace = now
             .duration_since(self.started)
@@ -160,7 +161,7 @@ impl Policy {
                 continue;
             };
             let name = worker.key.resource_name();
-            if in_grace || cordoned(&name) {
+            if in_grace || leave(&name) {
                 continue;
             }
             let restarts = ledger.count(&name, now);
@@ -231,6 +232,26 @@ pub struct Recovery {
     pub controller: Controller,
     pub audit: Arc<dyn AuditLog>,
     pub exhausted: Exhausted,
+    /// Restarts under way: worker (resource name) → operation name. A worker is left alone
+    /// until its operation ends (it is still LOST while it comes back).
+    pub in_flight: HashMap<String, String>,
+}
+
+impl Recovery {
+    pub fn new(
+        policy: Policy,
+        controller: Controller,
+        audit: Arc<dyn AuditLog>,
+        exhausted: Exhausted,
+    ) -> Self {
+        Self {
+            policy,
+            controller,
+            audit,
+            exhausted,
+            in_flight: HashMap::new(),
+        }
+    }
 }
 
 impl Recovery {
@@ -240,10 +261,17 @@ impl Recovery {
         let snapshot = fleet.snapshot();
         let now = fleet.clock().now();
         let controller = self.controller.clone();
+        self.in_flight.retain(|_, op| {
+            controller
+                .operations
+                .get(op)
+                .is_some_and(|o| o.end_time.is_none())
+        });
+        let in_flight = &self.in_flight;
         let decisions = self
             .policy
             .decide(&snapshot, now, controller.ledger(), &|name| {
-                controller.cordon_reason(name).is_some()
+                controller.cordon_reason(name).is_some() || in_flight.contains_key(name)
             });
         let mut exhausted = BTreeMap::new();
         let mut started = 0;
@@ -254,7 +282,8 @@ impl Recovery {
                     exhausted.insert(name, format!("{}; not restarted: {cap}", cause.reason()));
                 }
                 Decision::Restart(cause) => {
-                    if self.restart(&worker, &cause, snapshot.revision, now).await {
+                    if let Some(op) = self.restart(&worker, &cause, snapshot.revision, now).await {
+                        self.in_flight.insert(name, op);
                         started += 1;
                     }
                 }
@@ -264,13 +293,14 @@ impl Recovery {
         started
     }
 
+    /// Starts the restart; the operation's name when it started.
     async fn restart(
         &self,
         worker: &Arc<Worker>,
         cause: &Cause,
         revision: u64,
         now: SystemTime,
-    ) -> bool {
+    ) -> Option<String> {
         let name = worker.key.resource_name();
         let audit_id = uuid::Uuid::new_v4().to_string();
         let request_id = format!("auto-recovery-{audit_id}");
@@ -330,11 +360,11 @@ impl Recovery {
         match result {
             Ok(_) => {
                 tracing::info!(worker = %name, %operation, %reason, "auto-recovery: restarting");
-                true
+                Some(operation)
             }
             Err(err) => {
                 tracing::warn!(worker = %name, %err, "auto-recovery: restart not started");
-                false
+                None
             }
         }
     }

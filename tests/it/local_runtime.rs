@@ -57,11 +57,21 @@ pub(crate) struct Setup {
     pub(crate) broker: String,
     pub(crate) warden: TestWarden,
     pub(crate) runtime: Arc<dyn Runtime>,
+    /// The config warden was started with (to start it again).
+    pub(crate) config: warden::config::Config,
     /// Holds the captured worker logs; printed if the test fails.
     _logs: LogDir,
 }
 
 pub(crate) async fn start(groups: impl FnOnce(&str) -> Vec<GroupSpec>) -> Setup {
+    start_with(groups, |_| {}).await
+}
+
+/// As [`start`], with the config changed by `tweak` first.
+pub(crate) async fn start_with(
+    groups: impl FnOnce(&str) -> Vec<GroupSpec>,
+    tweak: impl FnOnce(&mut warden::config::Config),
+) -> Setup {
     let redis = RedisServer::start().await;
     let broker = redis.url(0);
     let logs = LogDir::new("local runtime");
@@ -74,13 +84,15 @@ pub(crate) async fn start(groups: impl FnOnce(&str) -> Vec<GroupSpec>) -> Setup 
         sample_interval: Duration::from_secs(1),
         ..Default::default()
     });
-    let warden = TestWarden::start(config).await;
+    tweak(&mut config);
+    let warden = TestWarden::start(config.clone()).await;
     let runtime = warden.inner().runtime.clone().expect("local runtime on");
     Setup {
         _redis: redis,
         broker,
         warden,
         runtime,
+        config,
         _logs: logs,
     }
 }

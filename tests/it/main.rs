@@ -30,6 +30,7 @@ mod local_runtime;
 mod otel;
 mod queues;
 mod readiness;
+mod recovery;
 mod refresh_coalescing;
 mod resources;
 mod scale_interop;

@@ -1,0 +1,183 @@
+//! Auto-recovery with real Celery workers warden launched: a hung (SIGSTOPped) worker turns
+//! LOST and is restarted through the local runtime, as the actor `auto-recovery` (an operation,
+//! an audit entry, a recovery event); the next time it is left alone because the cap is
+//! reached, and the cap holds across a restart of warden (counted from history).
+use std::time::Duration;
+
+use warden::proto::v1::{self as pb, control_client::ControlClient, history_client::HistoryClient};
+
+use crate::{
+    local_runtime::{Setup, celery_group, running_pid, seen_alive_with_pid, start_with},
+    support::{TestWarden, eventually, find, list},
+};
+
+const ID: &str = "batch-0@local";
+
+fn hang(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "SIGSTOP {pid}");
+}
+
+async fn lost(warden: &TestWarden) {
+    let client = warden.client().await;
+    eventually(Duration::from_secs(60), &format!("{ID} LOST"), || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            find(&r, ID)
+                .is_some_and(|w| w.lifecycle() == pb::Lifecycle::Lost)
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+async fn exhausted(warden: &TestWarden) -> String {
+    let name = format!("workers/celery/default/{ID}");
+    let exhausted = warden.inner().recovery_exhausted.clone();
+    eventually(Duration::from_secs(30), "recovery exhausted", || {
+        let exhausted = exhausted.clone();
+        let name = name.clone();
+        async move { exhausted.lock().unwrap().get(&name).cloned() }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_worker_is_restarted_once_then_the_cap_holds_across_a_warden_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("warden.db").display());
+    let setup: Setup = start_with(
+        |b| vec![celery_group("batch", 1, b, "batch")],
+        |config| {
+            config.database_url = warden::config::Secret::new(&db);
+            config.heartbeat_warning = Duration::from_secs(3);
+            config.heartbeat_critical = Duration::from_secs(6);
+            config.recovery = warden::recovery::RecoverySettings {
+                groups: vec!["batch".into()],
+                max_per_worker: 1,
+                startup_grace: Duration::from_secs(1),
+                interval: Duration::from_millis(500),
+                ..Default::default()
+            };
+        },
+    )
+    .await;
+    let first = running_pid(setup.runtime.as_ref(), ID).await;
+    seen_alive_with_pid(&setup, ID, first).await;
+
+    // Hung: no heartbeat, no ping reply. LOST, then restarted by auto-recovery.
+    hang(first);
+    let second = eventually(Duration::from_secs(180), "a new process", || async {
+        let pid = setup.runtime.instance(&key()).await.ok()?.pid?;
+        (pid != first).then_some(pid)
+    })
+    .await;
+    seen_alive_with_pid(&setup, ID, second).await;
+
+    // As the actor auto-recovery: an operation, an audit entry, a recovery event.
+    let channel = setup.warden.channel().await;
+    let mut control = ControlClient::new(channel.clone());
+    let ops = control
+        .list_operations(pb::ListOperationsRequest::default())
+        .await
+        .expect("ListOperations")
+        .into_inner()
+        .operations;
+    let op = ops
+        .iter()
+        .find(|o| o.actor == "auto-recovery")
+        .unwrap_or_else(|| panic!("an auto-recovery operation: {ops:?}"));
+    assert_eq!(op.verb, "RestartWorkers", "{op:?}");
+    assert!(op.reason.contains("LOST"), "{op:?}");
+    let audit = control
+        .list_audit(pb::ListAuditRequest {
+            actor: "auto-recovery".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListAudit")
+        .into_inner()
+        .entries;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].action, "RestartWorkers");
+    assert_eq!(audit[0].operation, op.name);
+    let mut history = HistoryClient::new(channel.clone());
+    eventually(
+        Duration::from_secs(30),
+        "the recovery event in history",
+        || {
+            let mut history = history.clone();
+            async move {
+                let events = history
+                    .list_events(pb::ListEventsRequest {
+                        kinds: vec![pb::EventKind::Recovery.into()],
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .events;
+                events
+                    .iter()
+                    .any(|e| {
+                        e.message
+                            .starts_with(&format!("restart (Instance) of {ID}"))
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Hung again: the cap (1 per hour) is reached; it stays LOST, on the same process.
+    hang(second);
+    lost(&setup.warden).await;
+    let why = exhausted(&setup.warden).await;
+    assert!(why.contains("1 restarts in the last hour"), "{why}");
+    assert_eq!(
+        setup.runtime.instance(&key()).await.unwrap().pid,
+        Some(second),
+        "not restarted beyond the cap"
+    );
+
+    // A new warden over the same store: the new process hangs too, and the cap still holds.
+    let Setup {
+        warden,
+        config,
+        _redis,
+        ..
+    } = setup;
+    warden.stop().await;
+    let warden = TestWarden::start(config).await;
+    let runtime = warden.inner().runtime.clone().unwrap();
+    let third = running_pid(runtime.as_ref(), ID).await;
+    let client = warden.client().await;
+    eventually(Duration::from_secs(60), "the new process alive", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, true).await;
+            find(&r, ID)
+                .is_some_and(|w| w.lifecycle() == pb::Lifecycle::Alive && w.pid == Some(third))
+                .then_some(())
+        }
+    })
+    .await;
+    hang(third);
+    lost(&warden).await;
+    let why = exhausted(&warden).await;
+    assert!(why.contains("1 restarts in the last hour"), "{why}");
+    assert_eq!(runtime.instance(&key()).await.unwrap().pid, Some(third));
+    // Let the hung process go before warden stops it.
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &third.to_string()])
+        .status();
+    warden.stop().await;
+}
+
+fn key() -> warden::fleet::WorkerKey {
+    warden::fleet::WorkerKey::new(warden::fleet::Backend::Celery, "default", ID)
+}
