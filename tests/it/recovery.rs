@@ -105,7 +105,7 @@ async fn a_lost_worker_is_restarted_once_then_the_cap_holds_across_a_warden_rest
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0].action, "RestartWorkers");
     assert_eq!(audit[0].operation, op.name);
-    let mut history = HistoryClient::new(channel.clone());
+    let history = HistoryClient::new(channel.clone());
     eventually(
         Duration::from_secs(30),
         "the recovery event in history",
