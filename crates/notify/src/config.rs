@@ -1,0 +1,232 @@
+//! Receivers as the config file describes them: a name and one channel.
+//!
+//! ```toml
+//! [[receivers]]
+//! name = "oncall-slack"
+//! slack = { webhook_url = "https://hooks.slack.com/services/..." }
+//!
+//! [[receivers]]
+//! name = "oncall-pager"
+//! pagerduty = { routing_key = "..." }
+//! retry = { max_attempts = 8 }
+//! ```
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::Deserialize;
+
+use crate::{channel::ChannelKind, retry::RetryPolicy, secret::Secret};
+
+/// PagerDuty's Events API v2 endpoint.
+pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// The SMTP submission port (STARTTLS).
+pub const DEFAULT_SMTP_PORT: u16 = 587;
+
+/// One configured receiver.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReceiverConfig {
+    /// What alert rules and deliveries call it ("oncall-slack").
+    pub name: String,
+    /// The channel, written as one key: `slack`, `pagerduty`, `email`, `webhook` or
+    /// `alertmanager`.
+    #[serde(flatten)]
+    pub channel: ChannelConfig,
+    /// Overrides the dispatcher's retry settings for this receiver (unset keys keep the
+    /// defaults).
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelConfig {
+    Slack(SlackConfig),
+    Pagerduty(PagerDutyConfig),
+    Email(EmailConfig),
+    Webhook(WebhookConfig),
+    Alertmanager(AlertmanagerConfig),
+}
+
+impl ChannelConfig {
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            ChannelConfig::Slack(_) => ChannelKind::Slack,
+            ChannelConfig::Pagerduty(_) => ChannelKind::PagerDuty,
+            ChannelConfig::Email(_) => ChannelKind::Email,
+            ChannelConfig::Webhook(_) => ChannelKind::Webhook,
+            ChannelConfig::Alertmanager(_) => ChannelKind::Alertmanager,
+        }
+    }
+}
+
+/// A Slack incoming webhook. The URL is the credential.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    pub webhook_url: Secret,
+}
+
+/// PagerDuty Events API v2.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    /// The integration key of the service.
+    pub routing_key: Secret,
+    #[serde(default = "default_pagerduty_url")]
+    pub url: String,
+}
+
+fn default_pagerduty_url() -> String {
+    DEFAULT_PAGERDUTY_URL.into()
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS; refused if the server does not offer it.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No encryption (a local relay only).
+    None,
+}
+
+/// Email over SMTP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// SMTP AUTH user; no AUTH when unset.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The sender, `"Warden <warden@example.com>"` or a bare address.
+    pub from: String,
+    /// Recipients; at least one.
+    pub to: Vec<String>,
+    /// A PEM file of extra CA certificates to trust (a relay with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_smtp_port() -> u16 {
+    DEFAULT_SMTP_PORT
+}
+
+/// A generic JSON webhook.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: Secret,
+    /// HMAC-SHA256 key: when set, each request carries `X-Warden-Signature`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Extra request headers (e.g. `Authorization`); their values are treated as secrets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// A Prometheus Alertmanager.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URL (`http://alertmanager:9093`); alerts are posted to `{url}/api/v2/alerts`. It
+    /// may carry credentials, so it is kept secret.
+    pub url: Secret,
+    /// When set, each alert's `generatorURL` is `{generator_url}/{alert name}` (a link back to
+    /// warden's UI or API).
+    #[serde(default)]
+    pub generator_url: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct File {
+        receivers: Vec<ReceiverConfig>,
+    }
+
+    #[test]
+    fn every_channel_reads_from_toml_with_its_defaults() {
+        let text = r#"
+            [[receivers]]
+            name = "s"
+            slack = { webhook_url = "https://hooks.slack.com/services/T/B/x" }
+
+            [[receivers]]
+            name = "p"
+            pagerduty = { routing_key = "rk-secret-1" }
+            retry = { max_attempts = 8, initial_backoff = "500ms" }
+
+            [[receivers]]
+            name = "e"
+            [receivers.email]
+            host = "smtp.example.com"
+            username = "u"
+            password = "pw-secret-2"
+            from = "warden@example.com"
+            to = ["a@example.com", "b@example.com"]
+
+            [[receivers]]
+            name = "w"
+            webhook = { url = "https://h.example/x", secret = "hmac-secret-3", headers = { Authorization = "Bearer t" } }
+
+            [[receivers]]
+            name = "am"
+            alertmanager = { url = "http://am:9093" }
+        "#;
+        let file: File = toml::from_str(text).unwrap();
+        let r = &file.receivers;
+        assert_eq!(r.len(), 5);
+        assert_eq!(r[0].channel.kind(), ChannelKind::Slack);
+        let ChannelConfig::Pagerduty(pd) = &r[1].channel else {
+            panic!("pagerduty")
+        };
+        assert_eq!(pd.url, DEFAULT_PAGERDUTY_URL);
+        let retry = r[1].retry.unwrap();
+        assert_eq!(retry.max_attempts, 8);
+        assert_eq!(retry.initial_backoff, std::time::Duration::from_millis(500));
+        assert_eq!(
+            retry.attempt_timeout,
+            RetryPolicy::default().attempt_timeout
+        );
+        let ChannelConfig::Email(email) = &r[2].channel else {
+            panic!("email")
+        };
+        assert_eq!(email.port, 587);
+        assert_eq!(email.tls, SmtpTls::Starttls);
+        assert_eq!(email.to.len(), 2);
+        let ChannelConfig::Webhook(w) = &r[3].channel else {
+            panic!("webhook")
+        };
+        assert_eq!(w.headers["Authorization"].expose(), "Bearer t");
+        assert_eq!(r[4].channel.kind(), ChannelKind::Alertmanager);
+        // Debug never shows a secret.
+        let debug = format!("{r:?}");
+        for secret in [
+            "services/T/B/x",
+            "rk-secret-1",
+            "pw-secret-2",
+            "hmac-secret-3",
+            "Bearer t",
+            "h.example",
+            "am:9093",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+    }
+
+    #[test]
+    fn a_receiver_without_a_channel_is_refused() {
+        let err = toml::from_str::<File>("[[receivers]]\nname = \"x\"\n").err();
+        assert!(err.is_some());
+    }
+}
