@@ -39,6 +39,7 @@ impl AlertmanagerNotifier {
             target: Target {
                 kind: ChannelKind::Alertmanager,
                 receiver: receiver.to_owned(),
+                timeout,
             },
             endpoint: Secret::new(endpoint),
             generator_url: config

@@ -102,6 +102,7 @@ impl EmailNotifier {
             target: Target {
                 kind: ChannelKind::Email,
                 receiver: receiver.to_owned(),
+                timeout,
             },
             from,
             to,

@@ -104,6 +104,8 @@ pub(crate) fn check_url(receiver: &str, key: &str, url: &str) -> Result<(), Buil
 pub(crate) struct Target {
     pub kind: ChannelKind,
     pub receiver: String,
+    /// The bound of one call, named when it is reached.
+    pub timeout: std::time::Duration,
 }
 
 impl fmt::Display for Target {
@@ -125,7 +127,7 @@ pub(crate) async fn send(
 ) -> Result<(), PortError> {
     let response = request.send().await.map_err(|e| PortError::Unavailable {
         dependency: target.kind.as_str(),
-        reason: scrub(&format!("{target}: {}", describe(&e)), secrets),
+        reason: scrub(&describe(target, &e), secrets),
     })?;
     let status = response.status();
     if status.is_success() {
@@ -154,15 +156,20 @@ pub(crate) async fn send(
 }
 
 /// A reqwest error in words, without its URL: the error and its causes.
-fn describe(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
+fn describe(target: &Target, error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        // As the dispatcher words its own bound on an attempt.
+        return format!(
+            "no answer from {target} within {}",
+            humantime::format_duration(target.timeout)
+        );
+    }
+    let kind = if error.is_connect() {
         "cannot connect"
     } else {
         "request failed"
     };
-    let mut text = kind.to_owned();
+    let mut text = format!("{target}: {kind}");
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         text.push_str(": ");

@@ -33,6 +33,7 @@ impl PagerDutyNotifier {
             target: Target {
                 kind: ChannelKind::PagerDuty,
                 receiver: receiver.to_owned(),
+                timeout,
             },
             routing_key: config.routing_key.clone(),
             url: Secret::new(config.url.clone()),

@@ -34,6 +34,7 @@ impl SlackNotifier {
             target: Target {
                 kind: ChannelKind::Slack,
                 receiver: receiver.to_owned(),
+                timeout,
             },
             webhook_url: config.webhook_url.clone(),
             client: http_client(receiver, timeout)?,

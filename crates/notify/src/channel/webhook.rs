@@ -59,6 +59,7 @@ impl WebhookNotifier {
             target: Target {
                 kind: ChannelKind::Webhook,
                 receiver: receiver.to_owned(),
+                timeout,
             },
             url: config.url.clone(),
             secret: config.secret.clone().filter(|s| !s.is_empty()),
