@@ -23,21 +23,65 @@ pub const DEFAULT_SMTP_PORT: u16 = 587;
 
 /// One configured receiver.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawReceiver")]
 pub struct ReceiverConfig {
     /// What alert rules and deliveries call it ("oncall-slack").
     pub name: String,
-    /// The channel, written as one key: `slack`, `pagerduty`, `email`, `webhook` or
+    /// The channel, written as exactly one key: `slack`, `pagerduty`, `email`, `webhook` or
     /// `alertmanager`.
-    #[serde(flatten)]
     pub channel: ChannelConfig,
     /// Overrides the dispatcher's retry settings for this receiver (unset keys keep the
     /// defaults).
-    #[serde(default)]
     pub retry: Option<RetryPolicy>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The file's shape, checked into a [`ReceiverConfig`]: unknown keys (a misspelt channel)
+/// and two channels in one receiver are refused rather than silently ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceiver {
+    name: String,
+    slack: Option<SlackConfig>,
+    pagerduty: Option<PagerDutyConfig>,
+    email: Option<EmailConfig>,
+    webhook: Option<WebhookConfig>,
+    alertmanager: Option<AlertmanagerConfig>,
+    retry: Option<RetryPolicy>,
+}
+
+impl TryFrom<RawReceiver> for ReceiverConfig {
+    type Error = String;
+
+    fn try_from(raw: RawReceiver) -> Result<Self, String> {
+        let mut channels: Vec<ChannelConfig> = Vec::new();
+        channels.extend(raw.slack.map(ChannelConfig::Slack));
+        channels.extend(raw.pagerduty.map(ChannelConfig::Pagerduty));
+        channels.extend(raw.email.map(ChannelConfig::Email));
+        channels.extend(raw.webhook.map(ChannelConfig::Webhook));
+        channels.extend(raw.alertmanager.map(ChannelConfig::Alertmanager));
+        if channels.len() != 1 {
+            let found: Vec<&str> = channels.iter().map(|c| c.kind().as_str()).collect();
+            return Err(format!(
+                "receiver {}: set exactly one of slack, pagerduty, email, webhook, \
+                 alertmanager (found {})",
+                raw.name,
+                if found.is_empty() {
+                    "none".to_owned()
+                } else {
+                    found.join(", ")
+                }
+            ));
+        }
+        Ok(ReceiverConfig {
+            name: raw.name,
+            channel: channels.remove(0),
+            retry: raw.retry,
+        })
+    }
+}
+
+/// The channel of a receiver, with its settings.
+#[derive(Debug, Clone, PartialEq)]
 pub enum ChannelConfig {
     Slack(SlackConfig),
     Pagerduty(PagerDutyConfig),
@@ -225,8 +269,22 @@ mod tests {
     }
 
     #[test]
+    fn a_receiver_with_two_channels_or_a_misspelt_one_is_refused() {
+        let two = "[[receivers]]\nname = \"x\"\nslack = { webhook_url = \"https://a\" }\nalertmanager = { url = \"http://b\" }\n";
+        let err = toml::from_str::<File>(two).err().unwrap().to_string();
+        assert!(err.contains("found slack, alertmanager"), "{err}");
+        let typo = "[[receivers]]\nname = \"x\"\nslak = { webhook_url = \"https://a\" }\n";
+        assert!(toml::from_str::<File>(typo).is_err());
+    }
+
+    #[test]
     fn a_receiver_without_a_channel_is_refused() {
-        let err = toml::from_str::<File>("[[receivers]]\nname = \"x\"\n").err();
-        assert!(err.is_some());
+        let err = toml::from_str::<File>("[[receivers]]\nname = \"x\"\n")
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("receiver x: set exactly one of"),
+            "{err}"
+        );
     }
 }

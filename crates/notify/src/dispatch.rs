@@ -171,7 +171,8 @@ struct Shared {
 }
 
 /// Delivers notifications to receivers. Cheap to clone; the receivers' tasks stop when the
-/// cancellation token given to [`Dispatcher::spawn`] is cancelled.
+/// cancellation token given to [`Dispatcher::spawn`] is cancelled, or once every clone is
+/// dropped (their queues close).
 #[derive(Clone)]
 pub struct Dispatcher {
     shared: Arc<Shared>,
@@ -221,7 +222,6 @@ impl Dispatcher {
         for (receiver, queue) in workers {
             let worker = Worker {
                 receiver,
-                shared: Arc::downgrade(&shared),
                 log: shared.log.clone(),
                 clock: shared.clock.clone(),
                 on_outcome: shared.on_outcome.clone(),
@@ -362,8 +362,6 @@ impl Dispatcher {
 /// One receiver's task.
 struct Worker {
     receiver: Receiver,
-    /// Weak, so that the task does not keep the dispatcher alive.
-    shared: std::sync::Weak<Shared>,
     log: DeliveryLog,
     clock: Arc<dyn Clock>,
     on_outcome: Option<OutcomeHook>,
@@ -396,7 +394,6 @@ impl Worker {
         while let Ok(job) = queue.try_recv() {
             self.finish_failed(job.id, "warden stopped before it was sent".to_owned());
         }
-        drop(self.shared);
     }
 
     /// Tries until sent, given up, or cancelled; false when cancelled.

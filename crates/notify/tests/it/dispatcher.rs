@@ -337,7 +337,8 @@ async fn cancellation_stops_every_receiver_task() {
 #[tokio::test]
 async fn secrets_never_reach_errors_or_debug_output() {
     // One receiver of each kind, all pointed at a port where nothing listens, and a sink that
-    // answers 503: every error is produced, none may carry a secret.
+    // answers 503: every error is produced, none may carry a secret, nor may the logs.
+    let logs = LogCapture::start();
     let closed = format!("127.0.0.1:{}", free_port());
     let sink = HttpSink::start().await;
     for path in [
@@ -440,6 +441,13 @@ async fn secrets_never_reach_errors_or_debug_output() {
     let receivers =
         warden_notify::build_receivers(&configs, RetryPolicy::default(), clock).unwrap();
     texts.push(format!("{receivers:?}"));
+    let log_text = logs.text();
+    assert!(
+        log_text.contains("notification attempt failed; retrying")
+            && log_text.contains("503-slack"),
+        "the logs were captured: {log_text}"
+    );
+    texts.push(log_text);
     for text in &texts {
         for secret in secrets {
             assert!(!text.contains(secret), "{secret} leaked into: {text}");
