@@ -166,7 +166,7 @@ fn describe(error: &lettre::transport::smtp::Error) -> String {
     text
 }
 
-/// "[FIRING] critical: 2 alerts — Worker w-1 lost", with "[ESCALATED] " in front of an
+/// `[FIRING] critical: 2 alerts — Worker w-1 lost`, with `[ESCALATED] ` in front of an
 /// escalation: status, severity and count first, so that a mail client's list shows them.
 pub fn subject(n: &Notification) -> String {
     let status = if n.resolved { "RESOLVED" } else { "FIRING" };

@@ -225,7 +225,7 @@ pub(crate) fn headline(n: &Notification) -> String {
     }
 }
 
-/// "[FIRING:2]", "[RESOLVED:1]", with "[ESCALATED] " in front of an escalation.
+/// `[FIRING:2]`, `[RESOLVED:1]`, with `[ESCALATED] ` in front of an escalation.
 pub(crate) fn marker(n: &Notification) -> String {
     let status = if n.resolved { "RESOLVED" } else { "FIRING" };
     let escalated = if n.escalated { "[ESCALATED] " } else { "" };

@@ -473,3 +473,40 @@ async fn secrets_never_reach_errors_or_debug_output() {
         "receiver bad: slack.webhook_url must be an http or https URL"
     );
 }
+
+#[tokio::test]
+async fn delivery_to_a_local_sink_takes_milliseconds() {
+    // The target: condition → notification delivered to a local sink in < 5 s; the
+    // notifier's share of it, measured from dispatch to the SENT outcome (told by the outcome
+    // hook, so no polling in the measure), one notification at a time.
+    let sink = HttpSink::start().await;
+    let (manual, clock) = manual();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
+    let settings = DispatcherSettings {
+        on_outcome: Some(Arc::new(move |d: &Delivery| {
+            let _ = tx.send(d.clone());
+        })),
+        ..DispatcherSettings::default()
+    };
+    let (d, _cancel) = dispatcher(
+        &[webhook("hook", sink.url("/ok"))],
+        RetryPolicy::default(),
+        clock,
+        settings,
+    );
+    let mut took = Vec::new();
+    for i in 0..200 {
+        let start = Instant::now();
+        let id = d.dispatch(one("hook", &format!("a{i}"), manual.now()));
+        let done = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an outcome within 5 s")
+            .expect("the hook lives");
+        took.push(start.elapsed());
+        assert_eq!((done.id, done.state), (id, DeliveryState::Sent));
+    }
+    took.sort();
+    let (p50, p99, max) = (took[100], took[197], took[199]);
+    eprintln!("dispatch → SENT over 200 deliveries: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    assert!(max < Duration::from_secs(5), "max {max:?}");
+}
