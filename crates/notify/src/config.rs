@@ -1,6 +1,11 @@
-//! Receivers as the config file describes them: a name and one channel.
+//! Receivers as the config file describes them: a name and one channel; [`NotifyConfig`]
+//! gathers them with the dispatcher's settings.
 //!
 //! ```toml
+//! retry = { attempt_timeout = "10s", max_attempts = 5, initial_backoff = "1s", max_backoff = "30s" }
+//! queue_capacity = 256
+//! log_capacity = 10000
+//!
 //! [[receivers]]
 //! name = "oncall-slack"
 //! slack = { webhook_url = "https://hooks.slack.com/services/..." }
@@ -20,6 +25,31 @@ use crate::{channel::ChannelKind, retry::RetryPolicy, secret::Secret};
 pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 /// The SMTP submission port (STARTTLS).
 pub const DEFAULT_SMTP_PORT: u16 = 587;
+
+/// The notification section of the config file: receivers and the dispatcher's settings,
+/// each with its documented default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub receivers: Vec<ReceiverConfig>,
+    /// Every receiver's retry settings unless it sets its own.
+    pub retry: RetryPolicy,
+    /// Notifications waiting per receiver (see [`crate::dispatch::DEFAULT_QUEUE_CAPACITY`]).
+    pub queue_capacity: usize,
+    /// Deliveries kept in memory (see [`crate::log::DEFAULT_LOG_CAPACITY`]).
+    pub log_capacity: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            receivers: Vec::new(),
+            retry: RetryPolicy::default(),
+            queue_capacity: crate::dispatch::DEFAULT_QUEUE_CAPACITY,
+            log_capacity: crate::log::DEFAULT_LOG_CAPACITY,
+        }
+    }
+}
 
 /// One configured receiver.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -266,6 +296,23 @@ mod tests {
         ] {
             assert!(!debug.contains(secret), "{secret} in {debug}");
         }
+    }
+
+    #[test]
+    fn notify_section_has_defaults() {
+        let c: NotifyConfig = toml::from_str("").unwrap();
+        assert_eq!(c, NotifyConfig::default());
+        assert_eq!(c.queue_capacity, 256);
+        assert_eq!(c.log_capacity, 10_000);
+        let c: NotifyConfig = toml::from_str(
+            "retry = { attempt_timeout = \"3s\" }\nqueue_capacity = 8\n[[receivers]]\nname = \"a\"\nalertmanager = { url = \"http://am\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.retry.attempt_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(c.retry.max_attempts, 5);
+        assert_eq!(c.queue_capacity, 8);
+        assert_eq!(c.receivers.len(), 1);
+        assert!(toml::from_str::<NotifyConfig>("queue_capacty = 8").is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::{
         BuildError, ChannelKind, alertmanager::AlertmanagerNotifier, email::EmailNotifier, invalid,
         pagerduty::PagerDutyNotifier, slack::SlackNotifier, webhook::WebhookNotifier,
     },
-    config::{ChannelConfig, ReceiverConfig},
+    config::{ChannelConfig, NotifyConfig, ReceiverConfig},
     log::{
         DEFAULT_LOG_CAPACITY, Delivery, DeliveryId, DeliveryLog, DeliveryPage, DeliveryQuery,
         DeliveryState, NotifiedState,
@@ -149,6 +149,26 @@ pub fn build_receivers(
             Receiver::from_config(c, default_retry, clock.clone())
         })
         .collect()
+}
+
+impl NotifyConfig {
+    /// Builds every receiver and starts the dispatcher (the binary's one call). Fails before
+    /// anything starts when a receiver is invalid.
+    pub fn start(
+        &self,
+        clock: Arc<dyn Clock>,
+        on_outcome: Option<OutcomeHook>,
+        cancel: CancellationToken,
+    ) -> Result<Dispatcher, BuildError> {
+        self.retry.validate().map_err(BuildError::Settings)?;
+        let receivers = build_receivers(&self.receivers, self.retry, clock.clone())?;
+        let settings = DispatcherSettings {
+            queue_capacity: self.queue_capacity,
+            log_capacity: self.log_capacity,
+            on_outcome,
+        };
+        Ok(Dispatcher::spawn(receivers, settings, clock, cancel))
+    }
 }
 
 struct Job {
@@ -513,5 +533,35 @@ impl Worker {
             d.last_error = Some(reason);
             d.next_attempt_at = None;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use warden_core::clock::ManualClock;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn notify_config_starts_a_dispatcher_or_names_the_bad_setting() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH));
+        let cancel = CancellationToken::new();
+        let mut config = NotifyConfig::default();
+        config.retry.max_attempts = 0;
+        let err = config
+            .start(clock.clone(), None, cancel.clone())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "notification settings: retry.max_attempts must be at least 1"
+        );
+        let d = NotifyConfig::default()
+            .start(clock, None, cancel.clone())
+            .unwrap();
+        assert!(d.receivers().is_empty());
+        cancel.cancel();
+        d.stopped().await;
     }
 }

@@ -21,7 +21,7 @@ pub mod retry;
 pub mod secret;
 
 pub use channel::{BuildError, ChannelKind};
-pub use config::{ChannelConfig, ReceiverConfig};
+pub use config::{ChannelConfig, NotifyConfig, ReceiverConfig};
 pub use dispatch::{Dispatcher, DispatcherSettings, OutcomeHook, Receiver, build_receivers};
 pub use log::{
     Delivery, DeliveryId, DeliveryLog, DeliveryPage, DeliveryQuery, DeliveryState, NotifiedState,

@@ -63,6 +63,9 @@ impl fmt::Display for ChannelKind {
 pub enum BuildError {
     #[error("receiver {receiver}: {reason}")]
     Invalid { receiver: String, reason: String },
+    /// A setting shared by every receiver is wrong.
+    #[error("notification settings: {0}")]
+    Settings(String),
 }
 
 pub(crate) fn invalid(receiver: &str, reason: impl Into<String>) -> BuildError {
