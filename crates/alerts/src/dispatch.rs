@@ -35,6 +35,14 @@ pub(crate) struct Inhibit {
     pub equal: Vec<String>,
 }
 
+/// Where an alert's notifications go: computed once per alert.
+#[derive(Debug, Clone)]
+pub(crate) struct Routing {
+    receivers: Vec<String>,
+    key: String,
+    common: BTreeMap<String, String>,
+}
+
 /// One notification group's timing and what it last told its receiver.
 #[derive(Debug, Clone)]
 struct Group {
@@ -53,7 +61,7 @@ struct Group {
 #[derive(Default)]
 struct Candidates {
     common: BTreeMap<String, String>,
-    firing: BTreeMap<String, NotifiedAlert>,
+    firing: BTreeSet<String>,
     acknowledged: BTreeSet<String>,
     suppressed: BTreeMap<String, (String, SuppressReason)>,
     repeat: Option<Duration>,
@@ -175,20 +183,38 @@ impl Dispatcher {
             }
             let rule = &rules[record.rule];
             let reason = Self::suppression(alert, rule, in_grace);
-            let receivers = self.receivers(alert, rule, config);
-            let (key, common) = Self::group_key(alert, config);
-            for receiver in &receivers {
+            // Labels and severity never change during an alert's life: route it once.
+            if record.routing.is_none() {
+                let (key, common) = Self::group_key(alert, config);
+                record.routing = Some(Routing {
+                    receivers: self.receivers(alert, rule, config),
+                    key,
+                    common,
+                });
+            }
+            let alert = &record.alert;
+            let Some(Routing {
+                receivers,
+                key,
+                common,
+            }) = &record.routing
+            else {
+                continue;
+            };
+            for receiver in receivers {
                 let c = candidates
                     .entry((key.clone(), receiver.clone()))
                     .or_default();
-                c.common.clone_from(&common);
+                if c.common.is_empty() {
+                    c.common.clone_from(common);
+                }
                 c.repeat = Some(
                     c.repeat
                         .map_or(rule.repeat_interval, |r| r.min(rule.repeat_interval)),
                 );
                 match &reason {
                     None => {
-                        c.firing.insert(alert.name.clone(), notified(alert));
+                        c.firing.insert(alert.name.clone());
                     }
                     Some(reason) => {
                         if matches!(reason, SuppressReason::Acknowledged(_)) {
@@ -209,7 +235,7 @@ impl Dispatcher {
                     .is_some_and(|d| d >= config.escalate_after);
             if escalate {
                 let targets = if config.escalation_receivers.is_empty() {
-                    receivers
+                    receivers.clone()
                 } else {
                     config.escalation_receivers.clone()
                 };
@@ -247,7 +273,7 @@ impl Dispatcher {
                 .unwrap_or(&empty);
             let mut resolved = Vec::new();
             group.sent.retain(|name, last| {
-                if c.firing.contains_key(name) || c.acknowledged.contains(name) {
+                if c.firing.contains(name) || c.acknowledged.contains(name) {
                     return true;
                 }
                 match records.get(name).map(|r| &r.alert) {
@@ -265,15 +291,23 @@ impl Dispatcher {
                 }
                 false
             });
-            let new = c.firing.keys().any(|n| !group.sent.contains_key(n));
+            let new = c.firing.iter().any(|n| !group.sent.contains_key(n));
             let repeat = !c.firing.is_empty()
                 && group
                     .last_sent
                     .zip(c.repeat)
                     .is_some_and(|(t, r)| now.duration_since(t).is_ok_and(|d| d >= r));
             if new || repeat || !resolved.is_empty() {
-                let mut alerts: Vec<NotifiedAlert> =
-                    c.firing.values().cloned().chain(resolved).collect();
+                let firing: Vec<NotifiedAlert> = c
+                    .firing
+                    .iter()
+                    .filter_map(|n| records.get(n))
+                    .map(|r| notified(&r.alert))
+                    .collect();
+                for alert in &firing {
+                    group.sent.insert(alert.name.clone(), alert.clone());
+                }
+                let mut alerts: Vec<NotifiedAlert> = firing.into_iter().chain(resolved).collect();
                 alerts.sort_by(|a, b| a.name.cmp(&b.name));
                 let mut common = common_labels(alerts.iter());
                 common.extend(group.common.clone());
@@ -285,9 +319,6 @@ impl Dispatcher {
                     common_labels: common,
                     alerts,
                 });
-                for (name, alert) in &c.firing {
-                    group.sent.insert(name.clone(), alert.clone());
-                }
                 group.last_sent = Some(now);
                 group.next_flush = now + config.group_interval;
             }

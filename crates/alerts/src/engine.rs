@@ -11,7 +11,7 @@ use crate::{
     Alert, AlertFilter, AlertState, Evaluation, MonitoringStatus, Transition,
     conditions::{self, Hit},
     config::AlertsConfig,
-    dispatch::{Dispatcher, Inhibit, Route},
+    dispatch::{Dispatcher, Inhibit, Route, Routing},
     matcher::{all_match, from_tables},
     rules::{self, ConfigError, Rule},
     silences::{self, AlertError, Silence, SilenceSpec, SilenceState},
@@ -32,6 +32,8 @@ pub(crate) struct Record {
     /// False: recorded, never notified (a scale-down the rule does not notify).
     pub notify: bool,
     pub escalated: bool,
+    /// Receivers and notification group, computed on first dispatch.
+    pub routing: Option<Routing>,
 }
 
 /// What [`AlertEngine::create_silence`] returns.
@@ -243,6 +245,7 @@ impl AlertEngine {
                 cleared_at: None,
                 notify: hit.notify,
                 escalated: false,
+                routing: None,
             },
         );
     }

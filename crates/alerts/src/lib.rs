@@ -26,7 +26,7 @@ use warden_core::{
 };
 
 pub use config::{AlertsConfig, InhibitConfig, RouteConfig, RuleConfig, ScopeConfig};
-pub use engine::AlertEngine;
+pub use engine::{AlertEngine, SilenceCreated};
 pub use matcher::{MatchOp, Matcher};
 pub use rules::{ConfigError, Metric, Op, Rule, RuleKind};
 pub use silences::{AlertError, MatcherSpec, Silence, SilenceSpec, SilenceState};

@@ -242,6 +242,17 @@ impl Rule {
         format!("alertRules/{}", self.id)
     }
 
+    /// The check as `AlertRule.check`'s documented vocabulary names it: `group_min_workers`
+    /// is "group_empty", and conditions without a built-in check of their own (`metric`,
+    /// `queue_backlog`, monitoring failures) are "expression" (see [`Rule::expression`]).
+    pub fn proto_check(&self) -> &str {
+        match self.check.as_str() {
+            "group_min_workers" => "group_empty",
+            c if HEALTH_CHECKS.contains(&c) || c == "worker_lost" => c,
+            _ => "expression",
+        }
+    }
+
     /// Its alerts are held during the startup grace.
     pub fn held_in_grace(&self) -> bool {
         GRACE_RULES.contains(&self.check.as_str())
