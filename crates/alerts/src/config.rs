@@ -52,9 +52,10 @@ pub struct AlertsConfig {
     /// Routes: every route whose matchers all hold (and whose `min_severity` the alert
     /// reaches) adds its receivers. Default none.
     pub routes: Vec<RouteConfig>,
-    /// Inhibition rules. Default: one, `broker_unreachable` inhibits `heartbeat`,
-    /// `worker_lost`, `queue_connection`, `stalled` and `group_min_workers` (setting this
-    /// list replaces it).
+    /// Inhibition rules. Default: two. `broker_unreachable` inhibits `heartbeat`,
+    /// `worker_lost`, `queue_connection`, `stalled` and `group_min_workers` (the broker
+    /// being down explains them); `worker_lost` inhibits the same worker's `heartbeat` (one
+    /// alert per lost worker, not two). Setting this list replaces both.
     pub inhibit: Vec<InhibitConfig>,
 }
 
@@ -73,7 +74,10 @@ impl Default for AlertsConfig {
             silence_retention: Duration::from_secs(120 * 3600),
             rules: BTreeMap::new(),
             routes: Vec::new(),
-            inhibit: vec![InhibitConfig::broker_default()],
+            inhibit: vec![
+                InhibitConfig::broker_default(),
+                InhibitConfig::lost_worker_default(),
+            ],
         }
     }
 }
@@ -193,6 +197,16 @@ impl InhibitConfig {
                 "rule".into(),
                 "heartbeat|worker_lost|queue_connection|stalled|group_min_workers".into(),
             )]),
+            ..Self::default()
+        }
+    }
+
+    /// A lost worker's late heartbeat says nothing more.
+    pub fn lost_worker_default() -> Self {
+        Self {
+            source_match: BTreeMap::from([("rule".into(), "worker_lost".into())]),
+            target_match: BTreeMap::from([("rule".into(), "heartbeat".into())]),
+            equal: vec!["worker".into()],
             ..Self::default()
         }
     }

@@ -70,7 +70,7 @@ fn defaults_are_documented_values() {
     assert_eq!(cfg.repeat_interval, Duration::from_secs(4 * 3600));
     assert_eq!(cfg.escalate_after, Duration::from_secs(300));
     assert_eq!(cfg.max_resolved, 10_000);
-    assert_eq!(cfg.inhibit.len(), 1);
+    assert_eq!(cfg.inhibit.len(), 2);
     assert_eq!(
         config_toml("[alerts]\n"),
         cfg,

@@ -411,3 +411,59 @@ fn inhibition_needs_equal_labels() {
     inhibited.sort();
     assert_eq!(inhibited, ["a1", "a2"]);
 }
+
+#[test]
+fn a_lost_worker_alerts_once_not_also_for_its_heartbeat() {
+    let mut engine = engine(no_group_rule());
+    let t = t0();
+    let mut fleet = Fleet::new(t);
+    fleet.poll(t, "g", &[("w1", Up::Alive), ("w2", Up::Alive)]);
+    fleet.poll(t + secs(1), "g", &[("w1", Up::Crashed), ("w2", Up::Alive)]);
+    use warden_core::model::HealthStatus::Critical;
+    fleet.health(
+        t + secs(1),
+        "w1",
+        vec![finding("heartbeat", Critical, 70.0, 60.0)],
+    );
+    fleet.health(
+        t + secs(1),
+        "w2",
+        vec![finding("heartbeat", Critical, 65.0, 60.0)],
+    );
+    eval(&mut engine, &fleet, t + secs(1));
+    let out = eval(&mut engine, &fleet, t + secs(2));
+    let mut notified: Vec<(String, Vec<String>)> = out
+        .notifications
+        .iter()
+        .map(|n| (n.common_labels["rule"].clone(), workers_in(n)))
+        .collect();
+    notified.sort();
+    assert_eq!(
+        notified,
+        [
+            ("heartbeat".to_string(), vec!["w2".to_string()]),
+            ("worker_lost".to_string(), vec!["w1".to_string()]),
+        ],
+        "w1's heartbeat is explained by its loss; w2's is not"
+    );
+    assert_eq!(out.suppressed.len(), 1);
+    assert_eq!(out.suppressed[0].rule, "heartbeat");
+}
+
+#[test]
+fn expired_silences_are_forgotten_after_their_retention() {
+    let mut cfg = no_group_rule();
+    cfg.silence_retention = secs(3600);
+    let mut engine = engine(cfg);
+    let fleet = Fleet::new(t0());
+    let mut s = spec(&[("rule", MatchOp::Equal, "worker_lost")]);
+    s.duration = Some(secs(60));
+    let name = engine.create_silence(&s, t0(), false).unwrap().silence.name;
+    eval(&mut engine, &fleet, t0() + secs(60) + secs(3600) - ms(1));
+    assert!(engine.get_silence(&name).is_ok());
+    eval(&mut engine, &fleet, t0() + secs(60) + secs(3600));
+    assert_eq!(
+        engine.get_silence(&name),
+        Err(AlertError::SilenceNotFound(name))
+    );
+}
