@@ -22,6 +22,9 @@ pub struct Hit {
     /// Identity of the alert: rule, subject and severity. The same key on the next evaluation
     /// is the same alert.
     pub fingerprint: String,
+    /// The rule and subject without the severity: an alert of another severity for the same
+    /// subject is superseded by this one.
+    pub subject: String,
     pub rule: usize,
     pub severity: Severity,
     pub worker: Option<WorkerKey>,
@@ -95,17 +98,18 @@ fn hit(index: usize, rule: &Rule, subject: Subject<'_>, observed: Observed) -> H
         ("severity", severity_name(observed.severity).to_string()),
         ("message", observed.message),
     ]);
-    let fingerprint = format!(
-        "{}|w={}|g={}|q={}|s={}|c={}",
+    let subject_key = format!(
+        "{}|w={}|g={}|q={}|c={}",
         rule.id,
         worker_name.as_deref().unwrap_or_default(),
         group.as_ref().map_or("", |(_, n)| n.as_str()),
         subject.queue.unwrap_or_default(),
-        severity_name(observed.severity),
         observed.cause.unwrap_or_default(),
     );
+    let fingerprint = format!("{subject_key}|s={}", severity_name(observed.severity));
     Hit {
         fingerprint,
+        subject: subject_key,
         rule: index,
         severity: observed.severity,
         worker: subject.worker.map(|w| w.key.clone()),

@@ -310,7 +310,13 @@ impl Dispatcher {
                 let mut alerts: Vec<NotifiedAlert> = firing.into_iter().chain(resolved).collect();
                 alerts.sort_by(|a, b| a.name.cmp(&b.name));
                 let mut common = common_labels(alerts.iter());
-                common.extend(group.common.clone());
+                common.extend(
+                    group
+                        .common
+                        .iter()
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
                 out.notifications.push(Notification {
                     group_key: key.clone(),
                     receiver: receiver.clone(),
@@ -350,7 +356,13 @@ impl Dispatcher {
             alerts.sort_by(|a, b| a.name.cmp(&b.name));
             let mut common = common_labels(alerts.iter());
             if let Some(group) = self.groups.get(&(key.clone(), receiver.clone())) {
-                common.extend(group.common.clone());
+                common.extend(
+                    group
+                        .common
+                        .iter()
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
             }
             out.notifications.push(Notification {
                 group_key: key,

@@ -25,6 +25,8 @@ const MAX_COVERED_LISTED: usize = 1000;
 pub(crate) struct Record {
     pub alert: Alert,
     pub fingerprint: String,
+    /// See [`Hit::subject`].
+    pub subject: String,
     /// Index into the engine's rules.
     pub rule: usize,
     /// When the condition was first seen not holding (flap damping counts from here).
@@ -153,8 +155,10 @@ impl AlertEngine {
         let mut out = Evaluation::default();
         let hits = conditions::evaluate(&self.rules, snapshot, monitoring);
         let mut holding: HashSet<String> = HashSet::with_capacity(hits.len());
+        let mut subjects: HashSet<String> = HashSet::with_capacity(hits.len());
         for hit in hits {
             holding.insert(hit.fingerprint.clone());
+            subjects.insert(hit.subject.clone());
             self.apply_hit(hit, now, &mut out.transitions);
         }
         let stopped: Vec<String> = self
@@ -164,7 +168,7 @@ impl AlertEngine {
             .map(|(_, name)| name.clone())
             .collect();
         for name in stopped {
-            self.apply_stopped(&name, now, &mut out.transitions);
+            self.apply_stopped(&name, now, &subjects, &mut out.transitions);
         }
         out.transitions
             .sort_by(|a, b| (a.at, &a.alert).cmp(&(b.at, &b.alert)));
@@ -241,6 +245,7 @@ impl AlertEngine {
             Record {
                 alert,
                 fingerprint: hit.fingerprint,
+                subject: hit.subject,
                 rule: hit.rule,
                 cleared_at: None,
                 notify: hit.notify,
@@ -250,14 +255,25 @@ impl AlertEngine {
         );
     }
 
-    fn apply_stopped(&mut self, name: &str, now: SystemTime, transitions: &mut Vec<Transition>) {
+    /// An alert whose condition no longer holds: a pending one resolves at once, a firing
+    /// one after `keep_firing_for` (at once when an alert of another severity for the same
+    /// subject replaced it: warning → critical is one step, not two alerts at once).
+    fn apply_stopped(
+        &mut self,
+        name: &str,
+        now: SystemTime,
+        subjects: &HashSet<String>,
+        transitions: &mut Vec<Transition>,
+    ) {
         let Some(record) = self.alerts.get_mut(name) else {
             return;
         };
         let cleared = *record.cleared_at.get_or_insert(now);
         let keep = self.rules[record.rule].keep_firing_for;
+        let superseded = subjects.contains(&record.subject);
         let resolve = match record.alert.state {
             AlertState::Pending => true,
+            AlertState::Firing if superseded => true,
             AlertState::Firing => now.duration_since(cleared).is_ok_and(|d| d >= keep),
             AlertState::Resolved => false,
         };

@@ -357,3 +357,49 @@ fn queries_filter_and_sort() {
     assert_eq!(lost.check, "worker_lost");
     assert!(engine.rule("alertRules/nope").is_none());
 }
+
+#[test]
+fn warning_turning_critical_replaces_the_alert_at_once() {
+    let mut engine = engine(config());
+    let t = t0();
+    let mut fleet = Fleet::new(t);
+    fleet.poll(t, "batch", &[("w1", Up::Alive)]);
+    fleet.health(
+        t,
+        "w1",
+        vec![finding("cpu", HealthStatus::Warning, 85.0, 80.0)],
+    );
+    let warning = eval(&mut engine, &fleet, t).transitions[0].alert.clone();
+    fleet.health(
+        t + secs(5),
+        "w1",
+        vec![finding("cpu", HealthStatus::Critical, 96.0, 95.0)],
+    );
+    let out = eval(&mut engine, &fleet, t + secs(5));
+    let moves: Vec<(Option<AlertState>, AlertState, Severity)> = out
+        .transitions
+        .iter()
+        .map(|tr| (tr.from, tr.to, tr.severity))
+        .collect();
+    assert!(moves.contains(&(None, AlertState::Firing, Severity::Critical)));
+    assert!(moves.contains(&(
+        Some(AlertState::Firing),
+        AlertState::Resolved,
+        Severity::Warning
+    )));
+    assert_eq!(
+        engine.get_alert(&warning).unwrap().state,
+        AlertState::Resolved
+    );
+    // Back to warning: the critical one is replaced the same way.
+    fleet.health(
+        t + secs(9),
+        "w1",
+        vec![finding("cpu", HealthStatus::Warning, 90.0, 80.0)],
+    );
+    let out = eval(&mut engine, &fleet, t + secs(9));
+    assert_eq!(out.transitions.len(), 2);
+    let live = engine.list_alerts(&AlertFilter::default());
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].severity, Severity::Warning);
+}
