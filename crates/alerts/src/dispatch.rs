@@ -67,7 +67,7 @@ struct Candidates {
     repeat: Option<Duration>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Dispatcher {
     routes: Vec<Route>,
     pub inhibits: Vec<Inhibit>,

@@ -49,8 +49,8 @@ pub struct SilenceCreated {
     pub alerts_total: usize,
 }
 
-/// The alert engine. See the crate documentation.
-#[derive(Debug)]
+/// The alert engine. See the crate documentation. Cloning copies its whole state.
+#[derive(Debug, Clone)]
 pub struct AlertEngine {
     pub(crate) config: AlertsConfig,
     pub(crate) rules: Vec<Rule>,
@@ -527,6 +527,22 @@ impl AlertEngine {
             alerts,
             alerts_total,
         })
+    }
+
+    /// Puts back silences kept across a restart (as [`AlertEngine::create_silence`] and
+    /// [`AlertEngine::expire_silence`] returned them), keeping their names. Ones whose
+    /// retention has passed are dropped. Returns how many were restored.
+    pub fn restore_silences(&mut self, silences: Vec<Silence>, now: SystemTime) -> usize {
+        let mut restored = 0;
+        for silence in silences {
+            if silence.name.is_empty() || silence.ends_at + self.config.silence_retention <= now {
+                continue;
+            }
+            self.silences.insert(silence.name.clone(), silence);
+            restored += 1;
+        }
+        self.refresh_marks(now);
+        restored
     }
 
     /// Silences in these states (empty: ACTIVE and PENDING), newest first (by create_time,

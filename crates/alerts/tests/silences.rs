@@ -467,3 +467,19 @@ fn expired_silences_are_forgotten_after_their_retention() {
         Err(AlertError::SilenceNotFound(name))
     );
 }
+
+#[test]
+fn silences_restored_after_a_restart_keep_silencing() {
+    let mut before = engine(no_group_rule());
+    let now = t0();
+    let kept = before
+        .create_silence(&spec(&[("worker", MatchOp::Regex, ".*/w1")]), now, false)
+        .unwrap()
+        .silence;
+    let mut after = engine(no_group_rule());
+    assert_eq!(after.restore_silences(vec![kept.clone()], now + secs(1)), 1);
+    assert_eq!(after.get_silence(&kept.name).unwrap(), kept);
+    let fleet = three_lost(&mut after);
+    let out = eval(&mut after, &fleet, t0() + secs(2));
+    assert_eq!(workers_in(&out.notifications[0]), ["w10", "w2"]);
+}
