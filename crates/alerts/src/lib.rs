@@ -20,7 +20,7 @@ pub mod silences;
 use std::{collections::BTreeMap, fmt, time::SystemTime};
 
 use warden_core::{
-    history::Severity,
+    history::{ACTION_FIRING, ATTR_ACTION, AttrValue, EventKind, HistoryEvent, Severity},
     model::{Finding, WorkerKey},
     ports::Notification,
 };
@@ -128,6 +128,52 @@ pub struct Transition {
     pub group: Option<String>,
     pub summary: String,
     pub at: SystemTime,
+}
+
+impl AlertState {
+    /// "pending", "firing", "resolved": the `action` of its history event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => ACTION_FIRING,
+            AlertState::Resolved => ACTION_RESOLVED,
+        }
+    }
+}
+
+/// [`ATTR_ACTION`] of an alert that resolved ([`ACTION_FIRING`] when it fired).
+pub const ACTION_RESOLVED: &str = "resolved";
+
+impl Transition {
+    /// The history event recording it: kind `alert`, `action` = the new state ("pending",
+    /// "firing" — which the fleet summary counts — or "resolved"), plus `alert`, `rule` and
+    /// `from` attributes. The group is the short group name, as other events carry it.
+    pub fn history_event(&self) -> HistoryEvent {
+        let group = self.group.as_deref().and_then(|g| {
+            g.rsplit_once('/')
+                .and_then(|(_, enc)| warden_core::model::percent_decode(enc))
+        });
+        let mut attributes = vec![
+            (
+                ATTR_ACTION.to_string(),
+                AttrValue::String(self.to.as_str().into()),
+            ),
+            ("alert".to_string(), AttrValue::String(self.alert.clone())),
+            ("rule".to_string(), AttrValue::String(self.rule.clone())),
+        ];
+        if let Some(from) = self.from {
+            attributes.push(("from".to_string(), AttrValue::String(from.as_str().into())));
+        }
+        HistoryEvent {
+            at: self.at,
+            kind: EventKind::Alert,
+            severity: self.severity,
+            worker: self.worker.clone(),
+            group,
+            message: format!("{} ({})", self.summary, self.to.as_str()),
+            attributes,
+        }
+    }
 }
 
 /// Why a notification was not sent.

@@ -448,6 +448,14 @@ fn group_scaled_down_by_goodbyes_is_recorded_not_notified() {
     assert_eq!(tr.severity, Severity::Info);
     assert_eq!(tr.labels["cause"], "scale_down");
     assert_eq!(tr.group.as_deref(), Some("groups/redis-streams/etl"));
+    let event = tr.history_event();
+    assert_eq!(event.kind, warden_core::history::EventKind::Alert);
+    assert_eq!(event.group.as_deref(), Some("etl"));
+    assert_eq!(event.severity, Severity::Info);
+    assert!(event.attributes.contains(&(
+        "action".to_string(),
+        warden_core::history::AttrValue::String("firing".into())
+    )));
     for s in [2, 60, 3600] {
         let out = eval(&mut engine, &fleet, t + secs(s));
         assert!(out.notifications.is_empty());
