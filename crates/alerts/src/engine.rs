@@ -2,7 +2,7 @@
 //! acknowledgements and inhibitions, and the queries the API serves.
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use warden_core::{Snapshot, history::Severity, ports::Notification};
@@ -16,6 +16,9 @@ use crate::{
     rules::{self, ConfigError, Rule},
     silences::{self, AlertError, Silence, SilenceSpec, SilenceState},
 };
+
+/// Longest duration a config may set (so that time arithmetic never overflows).
+const MAX_DURATION_DAYS: u64 = 365;
 
 /// Most alert names a silence's creation lists.
 const MAX_COVERED_LISTED: usize = 1000;
@@ -109,6 +112,27 @@ impl AlertEngine {
                 target,
                 equal: ih.equal.clone(),
             });
+        }
+        let limit = Duration::from_secs(MAX_DURATION_DAYS * 86_400);
+        let mut durations = vec![
+            ("alerts.startup_grace".to_string(), config.startup_grace),
+            ("alerts.group_wait".to_string(), config.group_wait),
+            ("alerts.group_interval".to_string(), config.group_interval),
+            ("alerts.repeat_interval".to_string(), config.repeat_interval),
+            ("alerts.escalate_after".to_string(), config.escalate_after),
+            (
+                "alerts.silence_retention".to_string(),
+                config.silence_retention,
+            ),
+        ];
+        for r in &rules {
+            let field = |name: &str| format!("alerts.rules.{}.{name}", r.id);
+            durations.push((field("for"), r.for_duration));
+            durations.push((field("keep_firing_for"), r.keep_firing_for));
+            durations.push((field("repeat_interval"), r.repeat_interval));
+        }
+        if let Some((field, _)) = durations.into_iter().find(|(_, d)| *d > limit) {
+            return Err(cfg_err(field, format!("at most {MAX_DURATION_DAYS} days")));
         }
         if config.group_by.is_empty() {
             return Err(cfg_err(

@@ -175,6 +175,14 @@ fn bad_configs_are_refused_naming_the_field() {
         field("[[alerts.routes]]\nmatch = { a = \"b\" }"),
         "alerts.routes[0].receivers"
     );
+    assert_eq!(
+        field("[alerts]\nstartup_grace = \"400d\""),
+        "alerts.startup_grace"
+    );
+    assert_eq!(
+        field("[alerts.rules.cpu]\nfor = \"366d\""),
+        "alerts.rules.cpu.for"
+    );
     // Serde-level errors: unknown fields and malformed durations or severities.
     #[derive(serde::Deserialize, Debug)]
     #[allow(dead_code)]
