@@ -380,8 +380,10 @@ impl AlertEngine {
             }
         }
         let retention = self.config.silence_retention;
-        self.silences
-            .retain(|_, s| s.ends_at + retention > now || s.state(now) != SilenceState::Expired);
+        self.silences.retain(|_, s| {
+            s.ends_at.checked_add(retention).is_none_or(|t| t > now)
+                || s.state(now) != SilenceState::Expired
+        });
     }
 
     /// Records that a notification was delivered: its alerts' `last_notified_at`.
@@ -559,7 +561,12 @@ impl AlertEngine {
     pub fn restore_silences(&mut self, silences: Vec<Silence>, now: SystemTime) -> usize {
         let mut restored = 0;
         for silence in silences {
-            if silence.name.is_empty() || silence.ends_at + self.config.silence_retention <= now {
+            if silence.name.is_empty()
+                || silence
+                    .ends_at
+                    .checked_add(self.config.silence_retention)
+                    .is_some_and(|t| t <= now)
+            {
                 continue;
             }
             self.silences.insert(silence.name.clone(), silence);
