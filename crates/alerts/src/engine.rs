@@ -631,7 +631,7 @@ impl AlertEngine {
         Ok(after)
     }
 
-    /// The highest severity among pending and firing alerts (for a fleet summary).
+    /// The highest severity among firing alerts (for a fleet summary); `None` when none fires.
     pub fn worst_firing(&self) -> Option<Severity> {
         self.active
             .values()
