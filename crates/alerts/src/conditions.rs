@@ -452,6 +452,27 @@ fn evaluate_rule(
                 ));
             }
         }
+        RuleKind::RecoveryExhausted => {
+            for (key, why) in &monitoring.recovery_exhausted {
+                let Some(w) = snapshot.workers.get(key) else {
+                    continue;
+                };
+                if !worker_in_scope(rule, w) {
+                    continue;
+                }
+                let subject = Subject {
+                    worker: Some(w),
+                    group: None,
+                    queue: None,
+                };
+                hits.push(hit(
+                    index,
+                    rule,
+                    subject,
+                    plain(rule.severity, "exhausted".into(), "cap".into(), why.clone()),
+                ));
+            }
+        }
         RuleKind::HealthEngineFailing { max_failed_share } => {
             let share = monitoring.health_failed_share;
             if share.is_finite() && share >= *max_failed_share {

@@ -388,8 +388,18 @@ impl AlertEngine {
 
     /// Records that a notification was delivered: its alerts' `last_notified_at`.
     pub fn mark_notified(&mut self, notification: &Notification, at: SystemTime) {
-        for notified in &notification.alerts {
-            if let Some(record) = self.alerts.get_mut(&notified.name) {
+        let names: Vec<&str> = notification
+            .alerts
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        self.mark_notified_names(&names, at);
+    }
+
+    /// As [`Self::mark_notified`], by alert names (what a delivery record carries).
+    pub fn mark_notified_names(&mut self, names: &[&str], at: SystemTime) {
+        for name in names {
+            if let Some(record) = self.alerts.get_mut(*name) {
                 record.alert.last_notified_at = Some(at);
             }
         }

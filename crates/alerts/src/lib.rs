@@ -33,13 +33,15 @@ pub use silences::{AlertError, MatcherSpec, Silence, SilenceSpec, SilenceState};
 
 /// Health of warden's own monitoring that the snapshot does not carry: the binary passes it
 /// to every evaluation.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MonitoringStatus {
     /// The history store answers.
     pub store_up: bool,
     /// Share of workers (0..1) whose health the health engine could not evaluate in its last
     /// cycle.
     pub health_failed_share: f64,
+    /// Workers auto-recovery would restart but may not (a cap is reached), and why.
+    pub recovery_exhausted: Vec<(WorkerKey, String)>,
 }
 
 impl Default for MonitoringStatus {
@@ -47,6 +49,7 @@ impl Default for MonitoringStatus {
         Self {
             store_up: true,
             health_failed_share: 0.0,
+            recovery_exhausted: Vec::new(),
         }
     }
 }

@@ -26,7 +26,7 @@ pub const HEALTH_CHECKS: [&str; 11] = [
 ];
 
 /// Every built-in rule id.
-pub const BUILTIN_IDS: [&str; 17] = [
+pub const BUILTIN_IDS: [&str; 18] = [
     "heartbeat",
     "cpu",
     "memory",
@@ -44,6 +44,7 @@ pub const BUILTIN_IDS: [&str; 17] = [
     "broker_unreachable",
     "store_unavailable",
     "health_engine_failing",
+    "recovery_exhausted",
 ];
 
 /// Rules whose alerts mean "a worker is down": held during the startup grace.
@@ -147,6 +148,9 @@ pub enum RuleKind {
     StoreUnavailable,
     /// [`crate::MonitoringStatus::health_failed_share`] at or above `max_failed_share`.
     HealthEngineFailing { max_failed_share: f64 },
+    /// Auto-recovery reached a restart cap for a worker
+    /// ([`crate::MonitoringStatus::recovery_exhausted`]).
+    RecoveryExhausted,
 }
 
 /// A compiled rule scope.
@@ -248,7 +252,7 @@ impl Rule {
     pub fn proto_check(&self) -> &str {
         match self.check.as_str() {
             "group_min_workers" => "group_empty",
-            c if HEALTH_CHECKS.contains(&c) || c == "worker_lost" => c,
+            c if HEALTH_CHECKS.contains(&c) || c == "worker_lost" || c == "recovery_exhausted" => c,
             _ => "expression",
         }
     }
@@ -350,6 +354,14 @@ fn builtin(id: &str) -> Option<Defaults> {
             "history store unavailable",
             "The history store does not answer: events and samples are not recorded.",
         ),
+        "recovery_exhausted" => d(
+            "recovery_exhausted",
+            "Auto-recovery reached its restart cap for a worker: it is left as it is.",
+            Severity::Critical,
+            Duration::ZERO,
+            "{worker}: auto-recovery gave up",
+            "{message}",
+        ),
         "health_engine_failing" => d(
             "health_engine_failing",
             "The health engine cannot evaluate a large share of the workers.",
@@ -375,7 +387,7 @@ fn generic_defaults(check: &'static str) -> Defaults {
     }
 }
 
-const CHECKS: [&str; 18] = [
+const CHECKS: [&str; 19] = [
     "heartbeat",
     "cpu",
     "memory",
@@ -394,6 +406,7 @@ const CHECKS: [&str; 18] = [
     "broker_unreachable",
     "store_unavailable",
     "health_engine_failing",
+    "recovery_exhausted",
 ];
 
 fn valid_id(id: &str) -> bool {
@@ -518,6 +531,7 @@ fn compile_one(
         }
         "broker_unreachable" => RuleKind::BrokerUnreachable,
         "store_unavailable" => RuleKind::StoreUnavailable,
+        "recovery_exhausted" => RuleKind::RecoveryExhausted,
         "health_engine_failing" => {
             let share = rc.max_failed_share.unwrap_or(0.5);
             if !(share > 0.0 && share <= 1.0) {
@@ -603,6 +617,7 @@ fn expression(kind: &RuleKind, for_duration: Duration) -> String {
         }
         RuleKind::BrokerUnreachable => "broker source not connected".into(),
         RuleKind::StoreUnavailable => "history store down".into(),
+        RuleKind::RecoveryExhausted => "auto-recovery restart cap reached".into(),
         RuleKind::HealthEngineFailing { max_failed_share } => {
             format!("share of workers whose health check failed >= {max_failed_share}")
         }

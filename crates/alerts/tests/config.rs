@@ -100,7 +100,7 @@ fn defaults_are_documented_values() {
 #[test]
 fn example_file_parses_into_rules() {
     let engine = AlertEngine::new(config_toml(EXAMPLE), t0()).unwrap();
-    assert_eq!(engine.rules().len(), 18);
+    assert_eq!(engine.rules().len(), 19);
     assert!(!engine.rule("cpu").unwrap().enabled);
     let lost = engine.rule("worker_lost").unwrap();
     assert_eq!(lost.receivers, ["oncall-pagerduty"]);

@@ -195,8 +195,9 @@ fn monitoring_failures_are_alerts() {
     let down = MonitoringStatus {
         store_up: false,
         health_failed_share: 0.5,
+        recovery_exhausted: Vec::new(),
     };
-    let out = eval_with(&mut engine, &fleet, t, down);
+    let out = eval_with(&mut engine, &fleet, t, down.clone());
     assert_eq!(out.transitions.len(), 3, "all three start pending");
     // broker: for 30 s; store: 60 s; health engine: 120 s.
     let firing = |engine: &warden_alerts::AlertEngine| {
@@ -211,13 +212,13 @@ fn monitoring_failures_are_alerts() {
         rules.sort();
         rules
     };
-    eval_with(&mut engine, &fleet, t + secs(30) - ms(1), down);
+    eval_with(&mut engine, &fleet, t + secs(30) - ms(1), down.clone());
     assert!(firing(&engine).is_empty());
-    eval_with(&mut engine, &fleet, t + secs(30), down);
+    eval_with(&mut engine, &fleet, t + secs(30), down.clone());
     assert_eq!(firing(&engine), ["broker_unreachable"]);
-    eval_with(&mut engine, &fleet, t + secs(60), down);
+    eval_with(&mut engine, &fleet, t + secs(60), down.clone());
     assert_eq!(firing(&engine), ["broker_unreachable", "store_unavailable"]);
-    eval_with(&mut engine, &fleet, t + secs(120), down);
+    eval_with(&mut engine, &fleet, t + secs(120), down.clone());
     assert_eq!(
         firing(&engine),
         [
@@ -230,9 +231,10 @@ fn monitoring_failures_are_alerts() {
     let better = MonitoringStatus {
         store_up: true,
         health_failed_share: 0.49,
+        recovery_exhausted: Vec::new(),
     };
     fleet.broker(true);
-    eval_with(&mut engine, &fleet, t + secs(121), better);
+    eval_with(&mut engine, &fleet, t + secs(121), better.clone());
     assert!(firing(&engine).is_empty());
 }
 
@@ -350,7 +352,7 @@ fn queries_filter_and_sort() {
     let mut sorted = rule_names.clone();
     sorted.sort();
     assert_eq!(rule_names, sorted);
-    assert_eq!(rule_names.len(), 17);
+    assert_eq!(rule_names.len(), 18);
     let lost = engine.rule("alertRules/worker_lost").unwrap();
     assert_eq!(lost.severity, Severity::Critical);
     assert!(lost.enabled);
