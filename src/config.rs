@@ -285,6 +285,12 @@ pub struct Config {
     pub kubernetes: Option<warden_kubernetes::KubernetesConfig>,
     /// Auto-recovery (`[recovery]`): off unless groups are opted in.
     pub recovery: crate::recovery::RecoverySettings,
+    /// Alert rules, routing, inhibition, grace, escalation (`[alerts]`): the built-in rules
+    /// with their defaults unless changed.
+    pub alerts: warden_alerts::AlertsConfig,
+    /// Notification receivers and retries (`[notify]`): none by default (alerts are listed,
+    /// not sent).
+    pub notify: warden_notify::NotifyConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -343,6 +349,8 @@ impl Default for Config {
             local: None,
             kubernetes: None,
             recovery: crate::recovery::RecoverySettings::default(),
+            alerts: warden_alerts::AlertsConfig::default(),
+            notify: warden_notify::NotifyConfig::default(),
         }
     }
 }
@@ -669,6 +677,8 @@ struct FileConfig {
     resource_interval: Option<String>,
     local: Option<LocalFile>,
     recovery: Option<RecoveryFile>,
+    alerts: Option<warden_alerts::AlertsConfig>,
+    notify: Option<warden_notify::NotifyConfig>,
     kubernetes: Option<bool>,
     kubernetes_kubeconfig: Option<PathBuf>,
     kubernetes_context: Option<String>,
@@ -1050,6 +1060,12 @@ impl Config {
         }
         if let Some(recovery) = f.recovery {
             self.recovery = recovery.settings()?;
+        }
+        if let Some(alerts) = f.alerts {
+            self.alerts = alerts;
+        }
+        if let Some(notify) = f.notify {
+            self.notify = notify;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! `fleet` owner, which keeps the live state; the `api` services read its snapshots.
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod api;
 pub mod cli;
 pub mod cli_control;
