@@ -1,5 +1,5 @@
 //! Each worker's own normal, against which its current figures are judged.
-use std::{collections::HashMap, time::SystemTime};
+use std::{collections::BTreeMap, time::SystemTime};
 
 use warden_core::WorkerKey;
 
@@ -19,7 +19,9 @@ pub struct Baseline {
 pub struct Baselines {
     /// When the caller computed them (for display and staleness logs; not used by checks).
     pub computed_at: Option<SystemTime>,
-    pub workers: HashMap<WorkerKey, Baseline>,
+    /// By worker (ordered: a cycle walks it alongside the snapshot's workers instead of
+    /// hashing every key).
+    pub workers: BTreeMap<WorkerKey, Baseline>,
 }
 
 impl Baselines {

@@ -1,6 +1,7 @@
 //! One health cycle over the whole fleet, and what it remembers between cycles.
 use std::{
-    collections::HashMap,
+    cmp::Ordering,
+    iter::Peekable,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -10,7 +11,7 @@ use crate::{
     baseline::Baselines,
     checks::{CHECKS, Check, Context, FleetView, heartbeat, run_all},
     config::{ConfigError, HealthConfig},
-    memory::WorkerMemory,
+    memory::{WorkerMemory, cmp_keys},
     overrides::Resolver,
     verdict::{Weights, verdict},
 };
@@ -58,9 +59,28 @@ pub struct Evaluator {
     weights: Weights,
     resolver: Resolver,
     checks: Vec<Check>,
-    memory: HashMap<WorkerKey, WorkerMemory>,
-    cycle: u64,
+    /// By worker key, in the snapshot's order: a cycle walks it alongside the workers.
+    memory: Vec<(WorkerKey, WorkerMemory)>,
     summary: CycleSummary,
+}
+
+/// The value of `key` in an iterator ordered by key, skipping (dropping) the entries before
+/// it: both sides walk in key order, so a whole cycle costs one pass over each.
+fn advance_to<K, V, I>(entries: &mut Peekable<I>, key: &WorkerKey) -> Option<V>
+where
+    I: Iterator<Item = (K, V)>,
+    K: std::borrow::Borrow<WorkerKey>,
+{
+    while let Some((k, _)) = entries.peek() {
+        match cmp_keys(k.borrow(), key) {
+            Ordering::Less => {
+                entries.next();
+            }
+            Ordering::Equal => return entries.next().map(|(_, v)| v),
+            Ordering::Greater => return None,
+        }
+    }
+    None
 }
 
 impl Evaluator {
@@ -81,8 +101,7 @@ impl Evaluator {
             },
             resolver: Resolver::new(config)?,
             checks,
-            memory: HashMap::new(),
-            cycle: 0,
+            memory: Vec::new(),
             summary: CycleSummary::default(),
         })
     }
@@ -107,8 +126,9 @@ impl Evaluator {
         now: SystemTime,
     ) -> Vec<(WorkerKey, Health)> {
         let started = Instant::now();
-        self.cycle += 1;
-        let cycle = self.cycle;
+        let mut memories = std::mem::take(&mut self.memory).into_iter().peekable();
+        let mut kept = Vec::with_capacity(snapshot.workers.len());
+        let mut baselines = baselines.workers.iter().peekable();
         let view = FleetView::new(snapshot);
         let mut summary = CycleSummary {
             evaluated_at: Some(now),
@@ -116,6 +136,9 @@ impl Evaluator {
         };
         let mut verdicts = Vec::with_capacity(snapshot.workers.len());
         for worker in snapshot.workers.values() {
+            // Memories of workers before this one are of workers gone: dropped.
+            let memory = advance_to(&mut memories, &worker.key);
+            let baseline = advance_to(&mut baselines, &worker.key);
             let health = match worker.lifecycle {
                 Lifecycle::Offline => {
                     summary.skipped += 1;
@@ -128,26 +151,21 @@ impl Evaluator {
                     verdict(vec![finding], Vec::new(), self.weights, now)
                 }
                 Lifecycle::Alive | Lifecycle::Unknown => {
-                    let memory = match self.memory.get_mut(&worker.key) {
-                        Some(m) => m,
-                        None => self
-                            .memory
-                            .entry(worker.key.clone())
-                            .or_insert_with(|| WorkerMemory::new(now)),
-                    };
-                    memory.seen = cycle;
+                    let mut memory = memory.unwrap_or_else(|| WorkerMemory::new(now));
                     let limits = memory.limits(&self.resolver, worker);
-                    let backlog = view.backlog(worker).map(|b| b.messages);
-                    memory.observe(worker, backlog, &limits, now);
+                    let backlog = view.backlog(worker);
+                    memory.observe(worker, backlog.map(|b| b.messages), &limits, now);
                     let ctx = Context {
                         now,
                         worker,
                         limits: &limits,
-                        baseline: baselines.get(&worker.key),
+                        baseline,
                         fleet: &view,
-                        memory,
+                        memory: &memory,
+                        backlog,
                     };
                     let results = run_all(&self.checks, &ctx);
+                    kept.push((worker.key.clone(), memory));
                     summary.failed_checks += results.failed;
                     summary.unobservable_checks += results.unobservable;
                     if results.failed > 0 {
@@ -164,7 +182,7 @@ impl Evaluator {
             }
             verdicts.push((worker.key.clone(), health));
         }
-        self.memory.retain(|_, m| m.seen == cycle);
+        self.memory = kept;
         summary.duration = started.elapsed();
         self.summary = summary;
         verdicts

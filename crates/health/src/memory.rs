@@ -1,12 +1,13 @@
 //! What the engine remembers of each worker between cycles: the limits resolved for it, its
 //! last sign of progress (for `stalled`), and recent resource samples (for `forecast`).
 use std::{
+    cmp::Ordering,
     collections::VecDeque,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use warden_core::Worker;
+use warden_core::{Worker, WorkerKey};
 
 use crate::{config::Limits, overrides::Resolver};
 
@@ -15,8 +16,6 @@ const MAX_POINTS: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct WorkerMemory {
-    /// The cycle that last evaluated it: memories of workers gone are dropped.
-    pub(crate) seen: u64,
     /// The limits resolved for the group and queues it had then.
     limits: Option<CachedLimits>,
     /// What proves progress, as last seen.
@@ -69,7 +68,6 @@ impl Progress {
 impl WorkerMemory {
     pub(crate) fn new(now: SystemTime) -> Self {
         Self {
-            seen: 0,
             limits: None,
             progress: None,
             last_progress: now,
@@ -141,6 +139,23 @@ impl WorkerMemory {
     pub fn stall_since(&self) -> Option<SystemTime> {
         self.backlog_since.map(|b| b.max(self.last_progress))
     }
+}
+
+/// [`WorkerKey`]'s order, comparing shared strings by address first: the snapshot's keys and
+/// the engine's copies of them share their strings, so that walking both in order costs no
+/// string comparison.
+pub(crate) fn cmp_keys(a: &WorkerKey, b: &WorkerKey) -> Ordering {
+    fn cmp_str(a: &Arc<str>, b: &Arc<str>) -> Ordering {
+        if Arc::ptr_eq(a, b) {
+            Ordering::Equal
+        } else {
+            a.cmp(b)
+        }
+    }
+    a.backend
+        .cmp(&b.backend)
+        .then_with(|| cmp_str(&a.scope, &b.scope))
+        .then_with(|| cmp_str(&a.id, &b.id))
 }
 
 /// Seconds since the epoch, as the forecast's x axis.

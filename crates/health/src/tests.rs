@@ -1164,3 +1164,70 @@ fn memory_of_workers_gone_is_dropped() {
     );
     assert!(passes(&h[1], "stalled"), "{:?}", h[1]);
 }
+
+#[test]
+fn memories_and_baselines_follow_their_workers_as_the_fleet_changes() {
+    let mut e = Evaluator::new(&HealthConfig::default()).unwrap();
+    // Every worker with the same task figures all along (no progress), slow ones.
+    let w = |id: &str, at: f64| {
+        let mut x = seen_at(worker(id), at);
+        x.task_stats = stats(20, 0, 1.0);
+        x
+    };
+    let run = |e: &mut Evaluator, workers: Vec<Worker>, b: &Baselines, now: f64| {
+        let snap = snapshot(workers, vec![depth("celery", 10)], vec![broker(true)]);
+        e.evaluate(&snap, b, t(now))
+            .into_iter()
+            .map(|(k, h)| (k.id.to_string(), h))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let none = Baselines::default();
+    run(
+        &mut e,
+        vec![w("a@h", 0.0), w("c@h", 0.0), w("e@h", 0.0)],
+        &none,
+        0.0,
+    );
+    // b arrives between a and c, c leaves.
+    run(
+        &mut e,
+        vec![w("a@h", 30.0), w("b@h", 30.0), w("e@h", 30.0)],
+        &none,
+        30.0,
+    );
+    // Only b and e have baselines (a slow p95 for both).
+    let mut b = Baselines::default();
+    for id in ["b@h", "e@h"] {
+        b.workers.insert(
+            key(id),
+            Baseline {
+                p95_runtime_secs: Some(0.1),
+                throughput_per_min: None,
+            },
+        );
+    }
+    let slow = |id: &str| w(id, 60.0);
+    let v = run(
+        &mut e,
+        vec![slow("a@h"), slow("b@h"), slow("c@h"), slow("e@h")],
+        &b,
+        60.0,
+    );
+    // a and e: seen with the backlog since 0 s, stalled at 60 s. b: since 30 s. c: back
+    // after a gap, afresh.
+    assert_eq!(
+        status_of(&v["a@h"], "stalled"),
+        Some(HealthStatus::Critical)
+    );
+    assert_eq!(
+        status_of(&v["e@h"], "stalled"),
+        Some(HealthStatus::Critical)
+    );
+    assert!(passes(&v["b@h"], "stalled"));
+    assert!(passes(&v["c@h"], "stalled"));
+    // Baselines reach exactly their workers.
+    assert_eq!(status_of(&v["b@h"], "latency"), Some(HealthStatus::Warning));
+    assert_eq!(status_of(&v["e@h"], "latency"), Some(HealthStatus::Warning));
+    assert!(finding(&v["a@h"], "latency").is_none() && !passes(&v["a@h"], "latency"));
+    assert!(finding(&v["c@h"], "latency").is_none());
+}

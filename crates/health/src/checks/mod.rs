@@ -71,6 +71,8 @@ pub struct Context<'a> {
     pub baseline: Option<&'a Baseline>,
     pub fleet: &'a FleetView<'a>,
     pub memory: &'a WorkerMemory,
+    /// Messages waiting in its queues ([`FleetView::backlog`]), computed once per worker.
+    pub backlog: Option<Backlog<'a>>,
 }
 
 /// What one cycle reads from the snapshot once, for every worker.
@@ -249,7 +251,10 @@ pub struct CheckResults {
 /// Runs every check not disabled for the worker; one that fails yields an error finding and
 /// the rest still run.
 pub fn run_all(checks: &[Check], ctx: &Context<'_>) -> CheckResults {
-    let mut out = CheckResults::default();
+    let mut out = CheckResults {
+        passing: Vec::with_capacity(checks.len()),
+        ..Default::default()
+    };
     for check in checks {
         if !ctx.limits.disable.is_empty() && ctx.limits.disable.iter().any(|d| d == check.id) {
             continue;

@@ -108,7 +108,7 @@ pub fn stalled(ctx: &Context<'_>) -> Result<Outcome, CheckError> {
     if let Some(down) = ctx.fleet.backend_down(w.key.backend) {
         return Err(source_down(down));
     }
-    let Some(backlog) = ctx.fleet.backlog(w) else {
+    let Some(backlog) = ctx.backlog else {
         return Ok(Outcome::NoData);
     };
     if backlog.messages == 0 || w.active_tasks > 0 {

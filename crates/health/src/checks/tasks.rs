@@ -107,7 +107,7 @@ pub fn throughput(ctx: &Context<'_>) -> Result<Outcome, CheckError> {
         // Queue depths are stale: whether the worker should be busy is unknown.
         return Ok(Outcome::NoData);
     }
-    let Some(backlog) = ctx.fleet.backlog(ctx.worker) else {
+    let Some(backlog) = ctx.backlog else {
         return Ok(Outcome::NoData);
     };
     if backlog.messages == 0 {
