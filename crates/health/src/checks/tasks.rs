@@ -3,7 +3,7 @@
 //! baseline.
 use warden_core::{HealthStatus, WindowReport};
 
-use super::{CheckError, Context, Outcome, ceiling, finding, level, usable};
+use super::{CheckError, Context, Outcome, ceiling, finding, level, source_down, usable};
 use crate::format;
 
 /// Index of the 5 min window in `TaskStats::overall` (1 min, 5 min, 1 h).
@@ -103,9 +103,9 @@ pub fn throughput(ctx: &Context<'_>) -> Result<Outcome, CheckError> {
     if w.covered_secs < w.window_secs {
         return Ok(Outcome::NoData);
     }
-    if ctx.fleet.backend_down(ctx.worker.key.backend).is_some() {
+    if let Some(down) = ctx.fleet.backend_down(ctx.worker.key.backend) {
         // Queue depths are stale: whether the worker should be busy is unknown.
-        return Ok(Outcome::NoData);
+        return Err(source_down(down));
     }
     let Some(backlog) = ctx.backlog else {
         return Ok(Outcome::NoData);
