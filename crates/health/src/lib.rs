@@ -47,6 +47,15 @@
 //! ones get one critical `heartbeat` finding; OFFLINE ones (they said goodbye) are not
 //! evaluated.
 //!
+//! # Memory between cycles
+//! The [`Evaluator`] remembers, per worker, its last sign of progress (a change in its
+//! processed count, its task counters or its Streams pending count, or a task running), since
+//! when its queues hold messages, and the resource samples of the forecast window. The
+//! engine's first sight of a worker counts as progress: after a warden restart a stall is
+//! found `stalled_after` later at the earliest. A worker that disappears, goes LOST or
+//! OFFLINE loses its memory. `throughput` is judged once the worker has been observed for the
+//! whole 5 min window (a worker that just started has no rate yet).
+//!
 //! # Configuration (`[health]` in the binary's TOML)
 //! ```toml
 //! [health]

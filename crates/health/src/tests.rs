@@ -1231,3 +1231,9 @@ fn memories_and_baselines_follow_their_workers_as_the_fleet_changes() {
     assert!(finding(&v["a@h"], "latency").is_none() && !passes(&v["a@h"], "latency"));
     assert!(finding(&v["c@h"], "latency").is_none());
 }
+
+#[test]
+fn the_check_ids_are_the_checks() {
+    let ids: Vec<&str> = CHECKS.iter().map(|c| c.id).collect();
+    assert_eq!(ids, crate::CHECK_IDS);
+}
