@@ -3,8 +3,8 @@
 //! Realistic data: every worker has task statistics (3 task names, the three windows), a
 //! baseline, resources (CPU, memory and its limit, disk) and two of 40 queues (half of them
 //! holding messages); 20 groups, a group override and a name-pattern override; a few percent
-//! of workers are unhealthy (CPU, error rate, late heartbeat, memory rising) so that findings
-//! and their messages are built. The evaluator is warmed with 20 cycles (10 min of samples at
+//! of workers are unhealthy (CPU, error rate, slow tasks, late heartbeat, memory rising,
+//! missing queues) so that findings and their messages are built. The evaluator is warmed with 20 cycles (10 min of samples at
 //! 30 s, so every forecast fits 20 points) before the measured cycles, which then run on the
 //! last snapshot.
 //!
@@ -75,12 +75,13 @@ fn report(window_secs: u32, finished: u32, failed: u32, p95: f32) -> WindowRepor
 }
 
 fn task_stats(i: usize, cycle: u64) -> Arc<TaskStats> {
-    // 2 % of workers fail a quarter of their tasks.
+    // 2 % of workers fail a quarter of their tasks; 1 % run 2.5 times slower than usual.
     let failed = if i % 50 == 7 { 15 } else { (i % 3) as u32 };
+    let p95 = if i % 100 == 13 { 1.0 } else { 0.4 };
     let windows = [
-        report(60, 60, failed, 0.4),
-        report(300, 60, failed, 0.4),
-        report(3600, 60, failed, 0.4),
+        report(60, 60, failed, p95),
+        report(300, 60, failed, p95),
+        report(3600, 60, failed, p95),
     ];
     Arc::new(TaskStats {
         overall: windows,
@@ -148,14 +149,14 @@ fn worker(i: usize, cycle: u64, registered: &Arc<Vec<String>>) -> Worker {
     ];
     w.registered = registered.clone();
     w.task_stats = Some(task_stats(i, cycle));
-    // 3 % run hot; 1 % grow their memory 8 MiB per sample towards a 2 GiB limit.
+    // 3 % run hot; 1 % grow their memory 32 MiB per sample towards a 2 GiB limit.
     let cpu = if i % 33 == 5 {
         390.0
     } else {
         40.0 + (i % 50) as f64
     };
     let memory = if i % 100 == 11 {
-        1024 * MIB + cycle * 8 * MIB
+        1024 * MIB + cycle * 32 * MIB
     } else {
         600 * MIB + (i as u64 % 7) * MIB
     };
@@ -292,6 +293,11 @@ fn health_cycle(c: &mut Criterion) {
          findings; {} failed checks)",
         s.evaluated, s.healthy, s.warning, s.critical, s.failed_checks
     );
+    let mut by_check = std::collections::BTreeMap::<&str, usize>::new();
+    for f in verdicts.iter().flat_map(|(_, h)| &h.findings) {
+        *by_check.entry(f.check).or_default() += 1;
+    }
+    println!("findings by check: {by_check:?}");
     assert_eq!(s.evaluated, WORKERS);
     assert!(s.warning > 0 && s.critical > 0, "{s:?}");
     drop(verdicts);
