@@ -43,8 +43,8 @@ pub enum AlertingError {
 pub struct MonitoringInputs {
     /// Workers auto-recovery has given up on.
     pub recovery_exhausted: Exhausted,
-    /// Share of workers the health engine failed to evaluate in its last cycle.
-    pub health_failed_share: Option<watch::Receiver<f64>>,
+    /// The health engine's last cycle (its share of failed evaluations).
+    pub health: Option<watch::Receiver<Option<Arc<warden_health::CycleSummary>>>>,
 }
 
 /// The engine and the dispatcher, shared with the Alerts service. Cheap to clone.
@@ -68,8 +68,7 @@ impl Alerting {
         cancel: CancellationToken,
     ) -> Result<Alerting, AlertingError> {
         let clock = fleet.clock().clone();
-        let configured: BTreeSet<&str> =
-            notify.receivers.iter().map(|r| r.name.as_str()).collect();
+        let configured: BTreeSet<&str> = notify.receivers.iter().map(|r| r.name.as_str()).collect();
         // The default receiver is optional: with none of that name configured, alerts that no
         // rule or route sends anywhere are evaluated, listed and recorded, not notified.
         if !configured.contains(alerts.default_receiver.as_str()) {
@@ -89,7 +88,11 @@ impl Alerting {
             dispatcher,
             clock,
         };
-        tasks.spawn(alerting.clone().run(fleet, journal, inputs, outcomes, cancel));
+        tasks.spawn(
+            alerting
+                .clone()
+                .run(fleet, journal, inputs, outcomes, cancel),
+        );
         Ok(alerting)
     }
 
@@ -131,9 +134,10 @@ impl Alerting {
                 .get(warden_core::recorder::STORE)
                 .is_none_or(|s| s.connected),
             health_failed_share: inputs
-                .health_failed_share
+                .health
                 .as_ref()
-                .map_or(0.0, |rx| *rx.borrow()),
+                .and_then(|rx| rx.borrow().as_ref().map(|s| s.failed_share()))
+                .unwrap_or(0.0),
             recovery_exhausted: inputs
                 .recovery_exhausted
                 .lock()
@@ -165,10 +169,7 @@ impl Alerting {
 }
 
 /// Every receiver a rule, route or the escalation names must be configured.
-fn check_receivers(
-    engine: &AlertEngine,
-    configured: &BTreeSet<&str>,
-) -> Result<(), AlertingError> {
+fn check_receivers(engine: &AlertEngine, configured: &BTreeSet<&str>) -> Result<(), AlertingError> {
     let unknown = |field: String, receiver: &str| AlertingError::UnknownReceiver {
         field,
         receiver: receiver.to_string(),

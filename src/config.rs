@@ -285,6 +285,8 @@ pub struct Config {
     pub kubernetes: Option<warden_kubernetes::KubernetesConfig>,
     /// Auto-recovery (`[recovery]`): off unless groups are opted in.
     pub recovery: crate::recovery::RecoverySettings,
+    /// Health checks, thresholds and overrides (`[health]`).
+    pub health: warden_health::HealthConfig,
     /// Alert rules, routing, inhibition, grace, escalation (`[alerts]`): the built-in rules
     /// with their defaults unless changed.
     pub alerts: warden_alerts::AlertsConfig,
@@ -349,6 +351,7 @@ impl Default for Config {
             local: None,
             kubernetes: None,
             recovery: crate::recovery::RecoverySettings::default(),
+            health: warden_health::HealthConfig::default(),
             alerts: warden_alerts::AlertsConfig::default(),
             notify: warden_notify::NotifyConfig::default(),
         }
@@ -677,6 +680,7 @@ struct FileConfig {
     resource_interval: Option<String>,
     local: Option<LocalFile>,
     recovery: Option<RecoveryFile>,
+    health: Option<warden_health::HealthConfig>,
     alerts: Option<warden_alerts::AlertsConfig>,
     notify: Option<warden_notify::NotifyConfig>,
     kubernetes: Option<bool>,
@@ -789,6 +793,9 @@ struct RecoveryFile {
     max_fleet: Option<u32>,
     startup_grace: Option<String>,
     interval: Option<String>,
+    cooldown: Option<String>,
+    restart_lost: Option<bool>,
+    max_unavailable_per_group: Option<u32>,
 }
 
 impl RecoveryFile {
@@ -820,6 +827,22 @@ impl RecoveryFile {
         );
         if s.interval.is_zero() {
             return Err(invalid("recovery.interval", "0s", "must be more than 0"));
+        }
+        set(
+            &mut s.cooldown,
+            file_duration("recovery.cooldown", self.cooldown)?,
+        );
+        set(&mut s.restart_lost, self.restart_lost);
+        set(
+            &mut s.max_unavailable_per_group,
+            self.max_unavailable_per_group,
+        );
+        if s.max_unavailable_per_group == 0 {
+            return Err(invalid(
+                "recovery.max_unavailable_per_group",
+                0,
+                "must be at least 1",
+            ));
         }
         Ok(s)
     }
@@ -1060,6 +1083,10 @@ impl Config {
         }
         if let Some(recovery) = f.recovery {
             self.recovery = recovery.settings()?;
+        }
+        if let Some(health) = f.health {
+            health.validate().map_err(|e| invalid("health", "", e))?;
+            self.health = health;
         }
         if let Some(alerts) = f.alerts {
             self.alerts = alerts;

@@ -6,6 +6,7 @@
 
 pub mod alerting;
 pub mod api;
+pub mod baselines;
 pub mod cli;
 pub mod cli_control;
 pub mod config;

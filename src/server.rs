@@ -63,6 +63,8 @@ pub enum ServerError {
     History(String),
     #[error("resources: {0}")]
     Resources(String),
+    #[error("alerting: {0}")]
+    Alerting(String),
     #[error("runtime: {0}")]
     Runtime(String),
 }
@@ -78,6 +80,8 @@ pub struct Warden {
     pub runtime: Option<Arc<dyn Runtime>>,
     /// Workers auto-recovery would restart but may not (a cap is reached), and why.
     pub recovery_exhausted: crate::recovery::Exhausted,
+    /// The alert engine and the notification dispatcher.
+    pub alerting: crate::alerting::Alerting,
     /// How long shutdown waits for background tasks (longer when local processes must stop).
     shutdown_grace: Duration,
     cancel: CancellationToken,
@@ -347,22 +351,60 @@ impl Warden {
             }
         }
         let recovery_exhausted = crate::recovery::Exhausted::default();
-        if config.recovery.enabled() {
-            let policy = crate::recovery::Policy::new(config.recovery.clone(), clock.now())
-                .map_err(|e| ServerError::Runtime(format!("recovery: {e}")))?;
+        let recovery_policy: crate::recovery::SharedPolicy = Arc::new(std::sync::Mutex::new(
+            crate::recovery::Policy::new(config.recovery.clone(), clock.now())
+                .map_err(|e| ServerError::Runtime(format!("recovery: {e}")))?,
+        ));
+        if runtime.is_some() {
             let recovery = crate::recovery::Recovery::new(
-                policy,
+                recovery_policy.clone(),
                 controller.clone(),
                 audit.clone(),
                 recovery_exhausted.clone(),
             );
             tasks.spawn(recovery.run(config.recovery.interval, cancel.clone()));
         }
-        let control = ControlService::new(fleet.clone(), controller, audit).with_streams(
-            config
-                .streams_settings()
-                .and_then(|s| warden_streams::control::StreamsControl::new(s).ok()),
-        );
+        // Health: every worker checked on an interval; verdicts into the fleet.
+        let evaluator = warden_health::Evaluator::new(&config.health)
+            .map_err(|e| ServerError::Alerting(format!("health: {e}")))?;
+        let (baselines_tx, baselines) =
+            tokio::sync::watch::channel(Arc::new(warden_health::Baselines::default()));
+        let health = warden_health::spawn(fleet.clone(), evaluator, baselines, cancel.clone());
+        let health_summaries = health.summaries.clone();
+        let health_task = health.task;
+        tasks.spawn(async move {
+            let _ = health_task.await;
+        });
+        if let Some(store) = &history {
+            tasks.spawn(crate::baselines::run(
+                fleet.clone(),
+                store.clone(),
+                baselines_tx,
+                cancel.clone(),
+            ));
+        }
+        // Alerts over the fleet and its health; notifications to the configured receivers.
+        let alerting = crate::alerting::Alerting::start(
+            config.alerts.clone(),
+            &config.notify,
+            fleet.clone(),
+            journal.clone(),
+            crate::alerting::MonitoringInputs {
+                recovery_exhausted: recovery_exhausted.clone(),
+                health: Some(health_summaries),
+            },
+            &tasks,
+            cancel.clone(),
+        )
+        .map_err(|e| ServerError::Alerting(e.to_string()))?;
+        let alerts_service = AlertsService::new(alerting.clone(), audit.clone());
+        let control = ControlService::new(fleet.clone(), controller, audit)
+            .with_recovery(recovery_policy.clone())
+            .with_streams(
+                config
+                    .streams_settings()
+                    .and_then(|s| warden_streams::control::StreamsControl::new(s).ok()),
+            );
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -408,7 +450,7 @@ impl Warden {
             ))
             // Alerts checks roles itself, so that refused changes are audited.
             .add_service(AlertsServer::with_interceptor(
-                AlertsService,
+                alerts_service,
                 auth.interceptor(None, true),
             ))
             // Control checks roles itself, so that refusals are audited with the request.
@@ -462,6 +504,7 @@ impl Warden {
             metrics,
             runtime,
             recovery_exhausted,
+            alerting,
             shutdown_grace,
             cancel,
             tasks,

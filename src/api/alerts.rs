@@ -11,8 +11,20 @@ use crate::{
 
 const ALERTING: &str = "alerting engine";
 
-#[derive(Clone, Default)]
-pub struct AlertsService;
+#[derive(Clone)]
+pub struct AlertsService {
+    pub(crate) alerting: crate::alerting::Alerting,
+    pub(crate) audit: std::sync::Arc<dyn warden_core::audit::AuditLog>,
+}
+
+impl AlertsService {
+    pub fn new(
+        alerting: crate::alerting::Alerting,
+        audit: std::sync::Arc<dyn warden_core::audit::AuditLog>,
+    ) -> Self {
+        Self { alerting, audit }
+    }
+}
 
 macro_rules! alerts_impl {
     ($($method:ident($request:ty) -> $response:ty, $action:literal, $role:expr;)*) => {

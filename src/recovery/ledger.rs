@@ -43,6 +43,12 @@ impl RestartLedger {
         times.len()
     }
 
+    /// The latest restart of `worker` still in the ledger.
+    pub fn last(&self, worker: &str) -> Option<SystemTime> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.get(worker).and_then(|t| t.back().copied())
+    }
+
     /// Restarts of every worker in the window ending at `now`.
     pub fn total(&self, now: SystemTime) -> usize {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

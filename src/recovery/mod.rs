@@ -36,6 +36,8 @@ pub const DEFAULT_MAX_PER_WORKER: u32 = 3;
 pub const DEFAULT_MAX_FLEET: u32 = 20;
 pub const DEFAULT_STARTUP_GRACE: Duration = Duration::from_secs(90);
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_UNAVAILABLE_PER_GROUP: u32 = 1;
 
 /// How auto-recovery behaves (`[recovery]` in the config file).
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +57,13 @@ pub struct RecoverySettings {
     pub startup_grace: Duration,
     /// How often workers are looked at. Default 5 s.
     pub interval: Duration,
+    /// Least time between two restarts of one worker by auto-recovery (any restart of it
+    /// counts as the last one). Default 5 min.
+    pub cooldown: Duration,
+    /// Restart LOST workers (not only CRITICAL ones). Default true.
+    pub restart_lost: bool,
+    /// Most workers of one group being restarted by auto-recovery at once. Default 1.
+    pub max_unavailable_per_group: u32,
 }
 
 impl Default for RecoverySettings {
@@ -66,6 +75,9 @@ impl Default for RecoverySettings {
             max_fleet: DEFAULT_MAX_FLEET,
             startup_grace: DEFAULT_STARTUP_GRACE,
             interval: DEFAULT_INTERVAL,
+            cooldown: DEFAULT_COOLDOWN,
+            restart_lost: true,
+            max_unavailable_per_group: DEFAULT_MAX_UNAVAILABLE_PER_GROUP,
         }
     }
 }
@@ -136,16 +148,30 @@ impl Policy {
         })
     }
 
+    pub fn settings(&self) -> &RecoverySettings {
+        &self.settings
+    }
+
+    /// Takes new settings (UpdateRecoveryPolicy); the CRITICAL counts carry over.
+    pub fn update(&mut self, settings: RecoverySettings) -> Result<(), globset::Error> {
+        self.groups = settings.group_set()?;
+        self.settings = settings;
+        Ok(())
+    }
+
     /// Looks at every worker of an opted-in group; `leave` says whether a worker (resource
-    /// name) is to be left alone (cordoned, or a restart of it is under way), `ledger` how
-    /// often it (and the fleet) restarted in the last hour.
+    /// name) is to be left alone (cordoned, or a restart of it is under way), `busy` how many
+    /// workers of a group are being restarted now, `ledger` how often a worker (and the fleet)
+    /// restarted in the last hour.
     pub fn decide(
         &mut self,
         snapshot: &Snapshot,
         now: SystemTime,
         ledger: &RestartLedger,
         leave: &dyn Fn(&str) -> bool,
+        busy: &dyn Fn(&str) -> usize,
     ) -> Vec<(Arc<Worker>, Decision)> {
+        let mut started_in_group: HashMap<Arc<str>, usize> = HashMap::new();
         let in_grace = now
             .duration_since(self.started)
             .map_or(true, |up| up < self.settings.startup_grace);
@@ -165,6 +191,11 @@ impl Policy {
                 continue;
             }
             let restarts = ledger.count(&name, now);
+            let cooling = ledger
+                .last(&name)
+                .is_some_and(|last| now < last + self.settings.cooldown);
+            let group_busy =
+                busy(&worker.group) + started_in_group.get(&worker.group).copied().unwrap_or(0);
             let decision = if restarts >= self.settings.max_per_worker as usize {
                 Decision::Exhausted(
                     cause,
@@ -173,6 +204,9 @@ impl Policy {
                         self.settings.max_per_worker
                     ),
                 )
+            } else if cooling || group_busy >= self.settings.max_unavailable_per_group as usize {
+                // Its turn comes: after the cooldown, or when its group's restarts are done.
+                continue;
             } else if fleet_restarts >= self.settings.max_fleet as usize {
                 Decision::Exhausted(
                     cause,
@@ -183,6 +217,7 @@ impl Policy {
                 )
             } else {
                 fleet_restarts += 1;
+                *started_in_group.entry(worker.group.clone()).or_default() += 1;
                 self.critical.remove(&worker.key);
                 Decision::Restart(cause)
             };
@@ -195,7 +230,7 @@ impl Policy {
     /// needs a restart.
     fn cause(&mut self, worker: &Worker) -> Option<Cause> {
         if worker.lifecycle == Lifecycle::Lost {
-            return Some(Cause::Lost);
+            return self.settings.restart_lost.then_some(Cause::Lost);
         }
         if worker.lifecycle != Lifecycle::Alive {
             return None;
@@ -227,19 +262,23 @@ impl Policy {
 }
 
 /// Runs the policy on an interval and carries its restarts out through the controller.
+/// The policy, shared by the recovery loop and the Control service (GetRecoveryPolicy,
+/// UpdateRecoveryPolicy). Never locked across an await.
+pub type SharedPolicy = Arc<Mutex<Policy>>;
+
 pub struct Recovery {
-    pub policy: Policy,
+    pub policy: SharedPolicy,
     pub controller: Controller,
     pub audit: Arc<dyn AuditLog>,
     pub exhausted: Exhausted,
-    /// Restarts under way: worker (resource name) → operation name. A worker is left alone
-    /// until its operation ends (it is still LOST while it comes back).
-    pub in_flight: HashMap<String, String>,
+    /// Restarts under way: worker (resource name) → (its group, operation name). A worker is
+    /// left alone until its operation ends (it is still LOST while it comes back).
+    pub in_flight: HashMap<String, (Arc<str>, String)>,
 }
 
 impl Recovery {
     pub fn new(
-        policy: Policy,
+        policy: SharedPolicy,
         controller: Controller,
         audit: Arc<dyn AuditLog>,
         exhausted: Exhausted,
@@ -261,7 +300,7 @@ impl Recovery {
         let snapshot = fleet.snapshot();
         let now = fleet.clock().now();
         let controller = self.controller.clone();
-        self.in_flight.retain(|_, op| {
+        self.in_flight.retain(|_, (_, op)| {
             controller
                 .operations
                 .get(op)
@@ -270,9 +309,15 @@ impl Recovery {
         let in_flight = &self.in_flight;
         let decisions = self
             .policy
-            .decide(&snapshot, now, controller.ledger(), &|name| {
-                controller.cordon_reason(name).is_some() || in_flight.contains_key(name)
-            });
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .decide(
+                &snapshot,
+                now,
+                controller.ledger(),
+                &|name| controller.cordon_reason(name).is_some() || in_flight.contains_key(name),
+                &|group| in_flight.values().filter(|(g, _)| &**g == group).count(),
+            );
         let mut exhausted = BTreeMap::new();
         let mut started = 0;
         for (worker, decision) in decisions {
@@ -283,7 +328,7 @@ impl Recovery {
                 }
                 Decision::Restart(cause) => {
                     if let Some(op) = self.restart(&worker, &cause, snapshot.revision, now).await {
-                        self.in_flight.insert(name, op);
+                        self.in_flight.insert(name, (worker.group.clone(), op));
                         started += 1;
                     }
                 }

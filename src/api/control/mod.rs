@@ -44,9 +44,17 @@ pub struct ControlService {
     keys: Idempotency,
     /// The Streams verbs' handle (see `streams_control`); `None` when Streams are off.
     pub(super) streams: Option<warden_streams::control::StreamsControl>,
+    /// Auto-recovery's policy (GetRecoveryPolicy, UpdateRecoveryPolicy).
+    pub(super) recovery: Option<crate::recovery::SharedPolicy>,
 }
 
 impl ControlService {
+    /// Serves auto-recovery's policy.
+    pub fn with_recovery(mut self, policy: crate::recovery::SharedPolicy) -> Self {
+        self.recovery = Some(policy);
+        self
+    }
+
     pub fn new(fleet: FleetHandle, controller: Controller, audit: Arc<dyn AuditLog>) -> Self {
         let keys = Idempotency::new(fleet.clock().clone());
         Self {
@@ -55,6 +63,7 @@ impl ControlService {
             audit,
             keys,
             streams: None,
+            recovery: None,
         }
     }
 }
