@@ -27,7 +27,7 @@ use crate::{
         Severity, StoreSize, WriteBatch,
     },
     journal::JournalInbox,
-    model::{Backend, Lifecycle, SourceStatus, Worker, WorkerKey},
+    model::{Backend, HealthStatus, Lifecycle, SourceStatus, Worker, WorkerKey},
     owner::{FleetHandle, FleetMessage},
     ports::{BoxFuture, PortError},
     watch::{SnapshotReason, WatchEvent, WatchOptions},
@@ -98,6 +98,7 @@ pub async fn run(
         buffered_rows: 0,
         dropped_rows: 0,
         lifecycles: HashMap::new(),
+        healths: HashMap::new(),
         group_alive: HashMap::new(),
         store_up: None,
         last_ok: None,
@@ -191,6 +192,8 @@ struct Recorder {
     dropped_rows: u64,
     /// Each worker's last lifecycle seen, to turn changes into events.
     lifecycles: HashMap<WorkerKey, Lifecycle>,
+    /// Each worker's last health status, to record its changes.
+    healths: HashMap<WorkerKey, HealthStatus>,
     /// Each group's alive workers at the last tick, for scaling events.
     group_alive: HashMap<(Backend, Arc<str>), u32>,
     /// The store's status as last reported (None: not yet).
@@ -299,6 +302,7 @@ impl Recorder {
             }
             WatchEvent::WorkerRemoved(key) => {
                 self.lifecycles.remove(&key);
+                self.healths.remove(&key);
                 self.pending.forgotten.push(key.clone());
                 self.pending.workers.retain(|k| k.key != key);
                 self.pending.events.push(HistoryEvent {
@@ -315,8 +319,59 @@ impl Recorder {
         }
     }
 
+    /// Records a health event when the worker's evaluated status changed (its first verdict
+    /// counts as a change only when it is not HEALTHY: a healthy fleet writes no events).
+    fn health_transition(&mut self, w: &Worker, at: SystemTime) {
+        let Some(health) = &w.health else { return };
+        let before = self.healths.insert(w.key.clone(), health.status);
+        if before == Some(health.status)
+            || (before.is_none() && health.status == HealthStatus::Healthy)
+        {
+            return;
+        }
+        let name = |s: HealthStatus| match s {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Warning => "warning",
+            HealthStatus::Critical => "critical",
+        };
+        let severity = match health.status {
+            HealthStatus::Healthy => Severity::Info,
+            HealthStatus::Warning => Severity::Warning,
+            HealthStatus::Critical => Severity::Critical,
+        };
+        let reasons: Vec<&str> = health
+            .findings
+            .iter()
+            .filter(|f| !f.error && f.status != HealthStatus::Healthy)
+            .map(|f| f.message.as_str())
+            .collect();
+        let mut message = format!(
+            "worker {} is {}",
+            w.id(),
+            name(health.status).to_uppercase()
+        );
+        if !reasons.is_empty() {
+            message = format!("{message}: {}", reasons.join("; "));
+        }
+        let mut event = event_for(w, at, severity, message);
+        event.kind = EventKind::Health;
+        if let Some(before) = before {
+            event
+                .attributes
+                .push(("from".into(), AttrValue::String(name(before).into())));
+        }
+        event
+            .attributes
+            .push(("to".into(), AttrValue::String(name(health.status).into())));
+        event
+            .attributes
+            .push(("score".into(), AttrValue::Double(health.score)));
+        self.pending.events.push(event);
+    }
+
     /// Records an event when the worker's lifecycle changed from `before`.
     fn transition(&mut self, w: &Worker, before: Option<Lifecycle>, at: SystemTime) {
+        self.health_transition(w, at);
         self.lifecycles.insert(w.key.clone(), w.lifecycle);
         if before == Some(w.lifecycle) {
             return;
@@ -698,6 +753,116 @@ mod tests {
             .filter(|e| e.kind == EventKind::Control && e.message == "restart requested")
             .count();
         assert_eq!(journaled, 1, "the journal's event, written once");
+        cancel.cancel();
+        let _ = recorder.await;
+    }
+
+    #[tokio::test]
+    async fn a_change_of_health_status_is_an_event_and_a_steady_one_is_not() {
+        use crate::model::{Finding, Health};
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let cancel = CancellationToken::new();
+        let (fleet, _owner) = spawn(
+            FleetSettings {
+                thresholds: T,
+                evaluate_every: Duration::from_millis(10),
+                max_workers: 100,
+            },
+            Arc::new(clock.clone()),
+            Arc::new(NoGauges),
+            cancel.clone(),
+        );
+        let store = Arc::new(MemoryStore::default());
+        let settings = RecorderSettings {
+            sample_every: Duration::from_secs(3600),
+            flush_every: Duration::from_millis(10),
+            ..RecorderSettings::default()
+        };
+        let (_journal, inbox) = crate::journal::Journal::channel(16);
+        let recorder = tokio::spawn(run(
+            fleet.clone(),
+            store.clone(),
+            settings,
+            Arc::new(NoRecorderGauges),
+            inbox,
+            cancel.clone(),
+        ));
+        fleet
+            .observe(heartbeat("a@h", WorkerEventKind::Online))
+            .await
+            .unwrap();
+        let key = WorkerKey::new(Backend::Celery, "default", "a@h");
+        let verdict = |status, score: f64, n: u64| Health {
+            status,
+            score,
+            findings: if status == HealthStatus::Healthy {
+                vec![]
+            } else {
+                vec![Finding {
+                    check: "cpu",
+                    status,
+                    message: "cpu 96 % (critical at 95 %)".into(),
+                    observed: 96.0,
+                    threshold: 95.0,
+                    unit: "percent",
+                    error: false,
+                }]
+            },
+            passing: vec!["heartbeat"],
+            evaluated_at: UNIX_EPOCH + Duration::from_secs(n),
+        };
+        let health_events = || {
+            store
+                .written
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|b| b.events.clone())
+                .filter(|e| e.kind == EventKind::Health)
+                .collect::<Vec<_>>()
+        };
+        // Healthy at first: nothing. The same verdict again: nothing. Critical: one event.
+        for (n, status, score) in [
+            (1, HealthStatus::Healthy, 1.0),
+            (2, HealthStatus::Healthy, 1.0),
+            (3, HealthStatus::Critical, 0.5),
+            (4, HealthStatus::Critical, 0.5),
+        ] {
+            fleet
+                .observe(FleetMessage::Health(vec![(
+                    key.clone(),
+                    verdict(status, score, n),
+                )]))
+                .await
+                .unwrap();
+            fleet.barrier().await.unwrap();
+        }
+        until("the health event written", || !health_events().is_empty()).await;
+        fleet
+            .observe(FleetMessage::Health(vec![(
+                key.clone(),
+                verdict(HealthStatus::Healthy, 1.0, 5),
+            )]))
+            .await
+            .unwrap();
+        until("the recovery written", || health_events().len() == 2).await;
+        let events = health_events();
+        assert_eq!(events[0].severity, Severity::Critical);
+        assert_eq!(
+            events[0].message,
+            "worker a@h is CRITICAL: cpu 96 % (critical at 95 %)"
+        );
+        assert!(
+            events[0]
+                .attributes
+                .contains(&("to".to_string(), AttrValue::String("critical".into())))
+        );
+        assert!(
+            events[1]
+                .attributes
+                .contains(&("from".to_string(), AttrValue::String("critical".into())))
+        );
+        assert_eq!(events[1].message, "worker a@h is HEALTHY");
         cancel.cancel();
         let _ = recorder.await;
     }
