@@ -13,7 +13,9 @@ use std::{
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use warden_alerts::{AlertEngine, AlertsConfig, MonitoringStatus, Suppressed};
+use warden_alerts::{
+    AlertEngine, AlertFilter, AlertState, AlertsConfig, MonitoringStatus, Suppressed,
+};
 use warden_core::{
     Clock, FleetHandle, WorkerKey,
     journal::Journal,
@@ -53,6 +55,7 @@ pub struct Alerting {
     engine: Arc<Mutex<AlertEngine>>,
     pub dispatcher: Dispatcher,
     pub clock: Arc<dyn Clock>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Alerting {
@@ -64,6 +67,7 @@ impl Alerting {
         fleet: FleetHandle,
         journal: Journal,
         inputs: MonitoringInputs,
+        metrics: crate::metrics::Metrics,
         tasks: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<Alerting, AlertingError> {
@@ -77,7 +81,15 @@ impl Alerting {
         let engine = AlertEngine::new(alerts, clock.now())?;
         check_receivers(&engine, &configured)?;
         let (outcomes_tx, outcomes) = mpsc::unbounded_channel::<Delivery>();
+        let counted = metrics.clone();
         let hook: warden_notify::OutcomeHook = Arc::new(move |d: &Delivery| {
+            let outcome = match d.state {
+                DeliveryState::Sent => "sent",
+                DeliveryState::Suppressed => "suppressed",
+                _ => "failed",
+            };
+            let channel = d.channel.map_or("unknown", |c| c.as_str());
+            counted.notification(channel, outcome);
             if d.state == DeliveryState::Sent {
                 let _ = outcomes_tx.send(d.clone());
             }
@@ -87,6 +99,7 @@ impl Alerting {
             engine: Arc::new(Mutex::new(engine)),
             dispatcher,
             clock,
+            metrics,
         };
         tasks.spawn(
             alerting
@@ -159,12 +172,31 @@ impl Alerting {
         for t in &evaluation.transitions {
             journal.record(t.history_event());
         }
+        self.count_firing();
+        if let Some(summary) = inputs.health.as_ref().and_then(|rx| rx.borrow().clone()) {
+            self.metrics.health_cycle(summary.duration);
+        }
         for n in evaluation.notifications {
             self.dispatcher.dispatch(n);
         }
         for (n, s) in suppressed.iter().zip(&evaluation.suppressed) {
             self.dispatcher.record_suppressed(n, s.reason.to_string());
         }
+    }
+}
+
+impl Alerting {
+    /// `warden_alerts_firing{severity}`.
+    fn count_firing(&self) {
+        let firing = self.engine().list_alerts(&AlertFilter {
+            states: vec![AlertState::Firing],
+            ..AlertFilter::default()
+        });
+        let mut by = [0i64; 3];
+        for a in &firing {
+            by[a.severity as usize - 1] += 1;
+        }
+        self.metrics.alerts_firing(by[0], by[1], by[2]);
     }
 }
 
@@ -203,14 +235,14 @@ fn suppressed_notification(engine: &AlertEngine, s: &Suppressed) -> Option<Notif
     Some(Notification {
         group_key: s.group_key.clone(),
         receiver: s.receiver.clone(),
-        resolved: s.state == warden_alerts::AlertState::Resolved,
+        resolved: s.state == AlertState::Resolved,
         escalated: false,
         common_labels: alert.labels.clone(),
         alerts: vec![NotifiedAlert {
             name: alert.name.clone(),
             rule: alert.rule.clone(),
             severity: alert.severity,
-            firing: alert.state != warden_alerts::AlertState::Resolved,
+            firing: alert.state != AlertState::Resolved,
             summary: alert.summary.clone(),
             description: alert.description.clone(),
             labels: alert.labels.clone(),

@@ -393,6 +393,7 @@ impl Warden {
                 recovery_exhausted: recovery_exhausted.clone(),
                 health: Some(health_summaries),
             },
+            metrics.clone(),
             &tasks,
             cancel.clone(),
         )

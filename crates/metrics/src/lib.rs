@@ -35,6 +35,9 @@ struct Inner {
     store_writes: Family<Labels, Counter>,
     store_bytes: Gauge,
     store_rows: Family<Labels, Gauge>,
+    alerts_firing: Family<Labels, Gauge>,
+    notifications: Family<Labels, Counter>,
+    health_cycle_ms: Gauge,
 }
 
 impl Default for Metrics {
@@ -127,6 +130,25 @@ impl Metrics {
             "Rows in the history store, by table (estimated above 10,000 rows)",
             store_rows.clone(),
         );
+        let alerts_firing = Family::<Labels, Gauge>::default();
+        registry.register(
+            "alerts_firing",
+            "Alerts firing now, by severity (info, warning, critical)",
+            alerts_firing.clone(),
+        );
+        let notifications = Family::<Labels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification deliveries that ended, by channel kind and outcome (sent, failed, \
+             suppressed)",
+            notifications.clone(),
+        );
+        let health_cycle_ms = Gauge::default();
+        registry.register(
+            "health_cycle_milliseconds",
+            "How long the health engine's last cycle over every worker took",
+            health_cycle_ms.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 workers_refused,
@@ -135,6 +157,9 @@ impl Metrics {
                 store_writes,
                 store_bytes,
                 store_rows,
+                alerts_firing,
+                notifications,
+                health_cycle_ms,
                 registry,
                 rejected,
                 inspect_rounds,
@@ -220,6 +245,30 @@ impl Metrics {
                 .get_or_create(&vec![("field", *field)])
                 .set(*value);
         }
+    }
+
+    /// Alerts firing now, by severity.
+    pub fn alerts_firing(&self, info: i64, warning: i64, critical: i64) {
+        for (severity, n) in [("info", info), ("warning", warning), ("critical", critical)] {
+            self.inner
+                .alerts_firing
+                .get_or_create(&vec![("severity", severity)])
+                .set(n);
+        }
+    }
+
+    /// One delivery ended (`outcome`: sent, failed, suppressed).
+    pub fn notification(&self, channel: &'static str, outcome: &'static str) {
+        self.inner
+            .notifications
+            .get_or_create(&vec![("channel", channel), ("outcome", outcome)])
+            .inc();
+    }
+
+    pub fn health_cycle(&self, took: std::time::Duration) {
+        self.inner
+            .health_cycle_ms
+            .set(i64::try_from(took.as_millis()).unwrap_or(i64::MAX));
     }
 
     pub fn broker_status_change_count(&self) -> u64 {
