@@ -1766,6 +1766,26 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_health_alerts_notify_and_recovery_examples_parse() {
+        let text = include_str!("../warden.example.toml");
+        let start = text.find("# [recovery]").expect("a [recovery] example");
+        // Uncomment the example lines (keys and tables), leaving the prose out.
+        let uncommented: String = text[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with(' ') && (l.starts_with('[') || l.contains(" = ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = Config::from_toml(&format!("kubernetes = true\n{uncommented}"))
+            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert!(config.recovery.enabled());
+        assert_eq!(config.notify.receivers.len(), 5);
+        assert_eq!(config.health.overrides.len(), 1);
+        assert_eq!(config.alerts.routes.len(), 1);
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn the_recovery_section_opts_groups_in_and_names_a_bad_value() {
         assert!(!Config::default().recovery.enabled());
         let config = Config::from_toml(
