@@ -37,7 +37,7 @@ struct Inner {
     store_rows: Family<Labels, Gauge>,
     alerts_firing: Family<Labels, Gauge>,
     notifications: Family<Labels, Counter>,
-    health_cycle_ms: Gauge,
+    health_cycle_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -143,11 +143,11 @@ impl Metrics {
              suppressed)",
             notifications.clone(),
         );
-        let health_cycle_ms = Gauge::default();
+        let health_cycle_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
-            "health_cycle_milliseconds",
+            "health_cycle_seconds",
             "How long the health engine's last cycle over every worker took",
-            health_cycle_ms.clone(),
+            health_cycle_seconds.clone(),
         );
         Self {
             inner: Arc::new(Inner {
@@ -159,7 +159,7 @@ impl Metrics {
                 store_rows,
                 alerts_firing,
                 notifications,
-                health_cycle_ms,
+                health_cycle_seconds,
                 registry,
                 rejected,
                 inspect_rounds,
@@ -266,9 +266,7 @@ impl Metrics {
     }
 
     pub fn health_cycle(&self, took: std::time::Duration) {
-        self.inner
-            .health_cycle_ms
-            .set(i64::try_from(took.as_millis()).unwrap_or(i64::MAX));
+        self.inner.health_cycle_seconds.set(took.as_secs_f64());
     }
 
     pub fn broker_status_change_count(&self) -> u64 {
