@@ -143,6 +143,26 @@ async fn a_lost_worker_is_restarted_once_then_the_cap_holds_across_a_warden_rest
         Some(second),
         "not restarted beyond the cap"
     );
+    // It stops and alerts: recovery_exhausted fires for that worker.
+    let alerting = setup.warden.inner().alerting.clone();
+    let alert = eventually(Duration::from_secs(30), "recovery_exhausted firing", || {
+        let alerting = alerting.clone();
+        async move {
+            alerting
+                .engine()
+                .list_alerts(&warden_alerts::AlertFilter {
+                    states: vec![warden_alerts::AlertState::Firing],
+                    rule: Some("recovery_exhausted".into()),
+                    ..Default::default()
+                })
+                .into_iter()
+                .next()
+        }
+    })
+    .await;
+    assert_eq!(alert.worker, Some(key()), "{alert:?}");
+    assert_eq!(alert.severity, warden::fleet::history::Severity::Critical);
+    assert!(alert.description.contains("not restarted"), "{alert:?}");
 
     // A new warden over the same store: the new process hangs too, and the cap still holds.
     let Setup {

@@ -314,6 +314,11 @@ impl Runtime for LocalRuntime {
         "local"
     }
 
+    /// The configured `stop_grace` (what a stop of a launched process gives it too).
+    fn default_grace(&self) -> Duration {
+        self.inner.settings.stop_grace
+    }
+
     fn manages<'a>(&'a self, worker: &'a WorkerKey) -> BoxFuture<'a, Result<bool, PortError>> {
         Box::pin(async move { Ok(self.read_slots().contains_key(worker)) })
     }

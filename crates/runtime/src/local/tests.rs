@@ -146,6 +146,8 @@ async fn restart_kills_a_process_that_ignores_sigterm_after_the_grace() {
         )],
     );
     let w = key("g-0@test");
+    // A restart without a caller's grace gets the configured stop grace.
+    assert_eq!(rt.default_grace(), rt.inner.settings.stop_grace);
     until("running", || rt.info(&rt.slot(&w).unwrap()).running).await;
     let before = info(&rt, "g-0@test").await.pid;
     rt.restart(&w, RestartMode::Instance, Duration::from_millis(300))
