@@ -436,3 +436,31 @@ async fn collect_1000_workers_per_round() {
          CPU {cpu:?} per round = {at_default:.3} % of one core at the default 15 s interval"
     );
 }
+
+/// With no Prometheus and no runtime, a real Celery worker's own `rusage` (from `stats`) is
+/// the last resort: a CPU figure from two readings, marked with the source `celery`, and no
+/// memory figure (the report covers the main process only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_other_sources_a_celery_workers_rusage_gives_its_cpu() {
+    let redis = RedisServer::start().await;
+    let broker = redis.url(0);
+    let _worker = CeleryWorker::start(&broker, "ru@h", WorkerOptions::default());
+    let warden = TestWarden::start(test_config(&broker)).await;
+    let client = warden.client().await;
+    let usage = eventually(Duration::from_secs(60), "a CPU figure from rusage", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            find(&r, "ru@h")?
+                .resources
+                .clone()
+                .filter(|u| u.cpu_percent.is_some())
+        }
+    })
+    .await;
+    assert_eq!(usage.source, "celery", "{usage:?}");
+    let cpu = usage.cpu_percent.unwrap();
+    assert!((0.0..=400.0).contains(&cpu), "{usage:?}");
+    assert_eq!(usage.memory_rss_bytes, None, "{usage:?}");
+    warden.stop().await;
+}

@@ -52,6 +52,7 @@ async fn big_fleet() -> (TestWarden, String, Port) {
                 }),
                 processed_by_task: registered.iter().map(|t| (t.clone(), 17)).collect(),
                 prefetch_count: Some(32),
+                cpu_seconds: None,
             }),
             queues: Some(vec![ConsumedQueue {
                 name: format!("queue-{}", i % 7),

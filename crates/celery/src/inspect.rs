@@ -81,6 +81,12 @@ pub fn parse_stats(v: &Value) -> Option<WorkerStats> {
         pool,
         processed_by_task,
         prefetch_count: obj.get("prefetch_count").and_then(as_u32),
+        cpu_seconds: obj.get("rusage").and_then(Value::as_object).and_then(|r| {
+            let user = r.get("utime").and_then(Value::as_f64)?;
+            let system = r.get("stime").and_then(Value::as_f64)?;
+            let total = user + system;
+            (total.is_finite() && total >= 0.0).then_some(total)
+        }),
     })
 }
 
@@ -200,6 +206,11 @@ mod tests {
         assert_eq!(pool.max_tasks_per_child, 0);
         assert_eq!(s.processed_by_task.values().sum::<u64>(), 4);
         assert_eq!(s.prefetch_count, Some(8));
+        // No stime: no CPU reading (half a figure would be wrong).
+        assert_eq!(s.cpu_seconds, None);
+        let s = parse_stats(&json!({"rusage": {"utime": 1.25, "stime": 0.5, "maxrss": 60000}}))
+            .unwrap();
+        assert_eq!(s.cpu_seconds, Some(1.75));
     }
 
     #[test]

@@ -232,7 +232,14 @@ pub struct Worker {
     pub stream: Option<StreamConsumer>,
     /// CPU and memory as a resource source last measured them (absent when none did).
     pub resources: Option<Arc<ResourceUsage>>,
+    /// The last `rusage` CPU reading from `stats` (when, CPU seconds), from which the next
+    /// gives a CPU figure when no other source measures the worker.
+    pub rusage: Option<(SystemTime, f64)>,
 }
+
+/// The source name of CPU figures computed from a Celery worker's own `rusage` report (main
+/// process only): used only when no other source measures the worker.
+pub const RUSAGE_SOURCE: &str = "celery";
 
 /// The metric names a resource [`Sample`] carries.
 pub mod metric {
@@ -431,6 +438,7 @@ impl Worker {
             lost_at: None,
             stream: None,
             resources: None,
+            rusage: None,
         }
     }
 
@@ -517,6 +525,9 @@ pub struct WorkerStats {
     pub pool: Option<Pool>,
     pub processed_by_task: BTreeMap<String, u64>,
     pub prefetch_count: Option<u32>,
+    /// CPU time the worker's main process used since it started (`rusage` utime + stime), in
+    /// seconds: the last resort for a CPU figure (the pool's children are not in it).
+    pub cpu_seconds: Option<f64>,
 }
 
 /// One worker's answers in an inspect round; `None` where it did not answer that command.

@@ -683,6 +683,9 @@ impl FleetState {
                     stats.processed_by_task.clone(),
                 );
                 changed |= replace(&mut worker.prefetch_count, stats.prefetch_count);
+                if let Some(cpu) = stats.cpu_seconds {
+                    changed |= rusage_cpu(&mut worker, round.started_at, cpu);
+                }
             }
             if let Some(active) = &report.active {
                 changed |= replace(&mut worker.active_tasks, active.len() as u32);
@@ -948,6 +951,44 @@ fn restarted(worker: &Worker, pid: Option<u32>) -> bool {
 }
 
 /// Activity and lifecycle as the evidence says they are at `now`.
+/// Turns two `rusage` CPU readings into a CPU figure (percent of one core over the interval
+/// between them), as the worker's resources when no other source measures it. Returns
+/// whether the worker changed. A reading that went down means a restart: it starts over.
+fn rusage_cpu(worker: &mut Worker, at: SystemTime, cpu_seconds: f64) -> bool {
+    if !cpu_seconds.is_finite() || cpu_seconds < 0.0 {
+        return false;
+    }
+    let previous = worker.rusage.replace((at, cpu_seconds));
+    let Some((then, before)) = previous else {
+        return false;
+    };
+    let Ok(elapsed) = at.duration_since(then) else {
+        return false;
+    };
+    if elapsed.is_zero() || cpu_seconds < before {
+        return false;
+    }
+    let other_source = worker
+        .resources
+        .as_ref()
+        .is_some_and(|r| r.source != crate::model::RUSAGE_SOURCE);
+    if other_source {
+        return false;
+    }
+    let percent = (cpu_seconds - before) * 100.0 / elapsed.as_secs_f64();
+    worker.resources = Some(Arc::new(ResourceUsage {
+        source: crate::model::RUSAGE_SOURCE,
+        sampled_at: at,
+        cpu_percent: Some(percent),
+        memory_bytes: None,
+        memory_limit_bytes: None,
+        gpu_util_percent: None,
+        gpu_memory_percent: None,
+        disk_percent: None,
+    }));
+    true
+}
+
 pub fn derive(worker: &Worker, now: SystemTime, thresholds: Thresholds) -> (Lifecycle, Activity) {
     // Lateness: silence beyond the heartbeat period the worker announced (Celery `freq`).
     let silence = worker
@@ -1022,6 +1063,45 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn rusage_readings_give_a_cpu_figure_only_when_no_other_source_measures() {
+        let mut s = state();
+        let with_cpu = |at: SystemTime, cpu: f64| {
+            let mut r = round(at, &["w@h"]);
+            r.reports[0].stats.as_mut().unwrap().cpu_seconds = Some(cpu);
+            r
+        };
+        s.apply_inspect(&with_cpu(t0(), 10.0), t0(), T);
+        let w = &s.snapshot().workers[&key("w@h")];
+        assert!(w.resources.is_none(), "one reading is no figure");
+        let t1 = t0() + Duration::from_secs(30);
+        s.apply_inspect(&with_cpu(t1, 13.0), t1, T);
+        let r = s.snapshot().workers[&key("w@h")].resources.clone().unwrap();
+        assert_eq!(r.source, crate::model::RUSAGE_SOURCE);
+        assert_eq!(r.cpu_percent, Some(10.0), "3 s of CPU in 30 s");
+        assert_eq!(r.memory_bytes, None);
+        // A restart (the counter went down) starts over: no figure from it.
+        let t2 = t1 + Duration::from_secs(30);
+        s.apply_inspect(&with_cpu(t2, 1.0), t2, T);
+        let r2 = s.snapshot().workers[&key("w@h")].resources.clone().unwrap();
+        assert_eq!(r2.sampled_at, t1);
+        // Another source's figures are never replaced by the fallback.
+        s.apply_samples(
+            "runtime",
+            &[key("w@h")],
+            vec![Sample {
+                worker: key("w@h"),
+                at: t2,
+                source: "runtime",
+                metrics: vec![(crate::model::metric::CPU_PERCENT, 55.0)],
+            }],
+        );
+        let t3 = t2 + Duration::from_secs(30);
+        s.apply_inspect(&with_cpu(t3, 31.0), t3, T);
+        let r3 = s.snapshot().workers[&key("w@h")].resources.clone().unwrap();
+        assert_eq!((r3.source, r3.cpu_percent), ("runtime", Some(55.0)));
     }
 
     fn state() -> FleetState {

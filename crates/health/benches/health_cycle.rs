@@ -335,6 +335,7 @@ fn apply_verdicts(c: &mut Criterion) {
                     pool: None,
                     processed_by_task: TASKS.iter().map(|t| (t.to_string(), 1000)).collect(),
                     prefetch_count: Some(16),
+                    cpu_seconds: None,
                 }),
                 active: Some(Vec::new()),
                 queues: Some(vec![ConsumedQueue {
