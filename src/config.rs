@@ -49,6 +49,11 @@ pub const DEFAULT_PROMETHEUS_QUERY_MEMORY: &str =
     warden_resources::prometheus::DEFAULT_MEMORY_QUERY;
 pub const DEFAULT_PROMETHEUS_QUERY_MEMORY_LIMIT: &str =
     warden_resources::prometheus::DEFAULT_MEMORY_LIMIT_QUERY;
+pub const DEFAULT_PROMETHEUS_QUERY_GPU_UTIL: &str =
+    warden_resources::prometheus::DEFAULT_GPU_UTIL_QUERY;
+pub const DEFAULT_PROMETHEUS_QUERY_GPU_MEMORY: &str =
+    warden_resources::prometheus::DEFAULT_GPU_MEMORY_QUERY;
+pub const DEFAULT_PROMETHEUS_QUERY_DISK: &str = warden_resources::prometheus::DEFAULT_DISK_QUERY;
 /// `database_url` value that turns history off.
 pub const NO_DATABASE: &str = "none";
 /// The pod mapping the Kubernetes runtime uses unless told: `celery@<hostname>` → the pod.
@@ -275,6 +280,12 @@ pub struct Config {
     pub prometheus_query_cpu: String,
     pub prometheus_query_memory: String,
     pub prometheus_query_memory_limit: String,
+    /// GPU utilisation % by pod (NVIDIA DCGM); empty turns it off.
+    pub prometheus_query_gpu_util: String,
+    /// GPU memory % by pod (DCGM framebuffer used / total); empty turns it off.
+    pub prometheus_query_gpu_memory: String,
+    /// Disk % by pod (cAdvisor container filesystem); empty turns it off.
+    pub prometheus_query_disk: String,
     /// How often resource figures are collected.
     pub resource_interval: Duration,
     /// The local runtime (`[local]`): worker processes warden launches itself. `None` (the
@@ -347,6 +358,9 @@ impl Default for Config {
             prometheus_query_cpu: DEFAULT_PROMETHEUS_QUERY_CPU.to_string(),
             prometheus_query_memory: DEFAULT_PROMETHEUS_QUERY_MEMORY.to_string(),
             prometheus_query_memory_limit: DEFAULT_PROMETHEUS_QUERY_MEMORY_LIMIT.to_string(),
+            prometheus_query_gpu_util: DEFAULT_PROMETHEUS_QUERY_GPU_UTIL.to_string(),
+            prometheus_query_gpu_memory: DEFAULT_PROMETHEUS_QUERY_GPU_MEMORY.to_string(),
+            prometheus_query_disk: DEFAULT_PROMETHEUS_QUERY_DISK.to_string(),
             resource_interval: DEFAULT_RESOURCE_INTERVAL,
             local: None,
             kubernetes: None,
@@ -545,6 +559,19 @@ pub struct ServeArgs {
         value_name = "PROMQL"
     )]
     pub prometheus_query_memory_limit: Option<String>,
+    /// PromQL giving GPU utilisation % by pod [default: DCGM's DCGM_FI_DEV_GPU_UTIL]
+    #[arg(long, env = "WARDEN_PROMETHEUS_QUERY_GPU_UTIL", value_name = "PROMQL")]
+    pub prometheus_query_gpu_util: Option<String>,
+    /// PromQL giving GPU memory % by pod [default: DCGM's framebuffer used / (used + free)]
+    #[arg(
+        long,
+        env = "WARDEN_PROMETHEUS_QUERY_GPU_MEMORY",
+        value_name = "PROMQL"
+    )]
+    pub prometheus_query_gpu_memory: Option<String>,
+    /// PromQL giving disk % by pod [default: cAdvisor's container_fs_usage_bytes / container_fs_limit_bytes]
+    #[arg(long, env = "WARDEN_PROMETHEUS_QUERY_DISK", value_name = "PROMQL")]
+    pub prometheus_query_disk: Option<String>,
     /// How often worker resource figures are collected [default: 15s]
     #[arg(long, env = "WARDEN_RESOURCE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub resource_interval: Option<Duration>,
@@ -677,6 +704,9 @@ struct FileConfig {
     prometheus_query_cpu: Option<String>,
     prometheus_query_memory: Option<String>,
     prometheus_query_memory_limit: Option<String>,
+    prometheus_query_gpu_util: Option<String>,
+    prometheus_query_gpu_memory: Option<String>,
+    prometheus_query_disk: Option<String>,
     resource_interval: Option<String>,
     local: Option<LocalFile>,
     recovery: Option<RecoveryFile>,
@@ -1074,6 +1104,15 @@ impl Config {
             f.prometheus_query_memory_limit,
         );
         set(
+            &mut self.prometheus_query_gpu_util,
+            f.prometheus_query_gpu_util,
+        );
+        set(
+            &mut self.prometheus_query_gpu_memory,
+            f.prometheus_query_gpu_memory,
+        );
+        set(&mut self.prometheus_query_disk, f.prometheus_query_disk);
+        set(
             &mut self.resource_interval,
             file_duration("resource_interval", f.resource_interval)?,
         );
@@ -1169,6 +1208,18 @@ impl Config {
             &mut self.prometheus_query_memory_limit,
             a.prometheus_query_memory_limit.clone(),
         );
+        set(
+            &mut self.prometheus_query_gpu_util,
+            a.prometheus_query_gpu_util.clone(),
+        );
+        set(
+            &mut self.prometheus_query_gpu_memory,
+            a.prometheus_query_gpu_memory.clone(),
+        );
+        set(
+            &mut self.prometheus_query_disk,
+            a.prometheus_query_disk.clone(),
+        );
         set(&mut self.resource_interval, a.resource_interval);
     }
 
@@ -1195,6 +1246,9 @@ impl Config {
                 cpu_percent: self.prometheus_query_cpu.clone(),
                 memory_bytes: self.prometheus_query_memory.clone(),
                 memory_limit_bytes: self.prometheus_query_memory_limit.clone(),
+                gpu_util_percent: self.prometheus_query_gpu_util.clone(),
+                gpu_memory_percent: self.prometheus_query_gpu_memory.clone(),
+                disk_percent: self.prometheus_query_disk.clone(),
             },
         })
     }
@@ -1570,6 +1624,9 @@ mod tests {
             "prometheus_query_cpu",
             "prometheus_query_memory",
             "prometheus_query_memory_limit",
+            "prometheus_query_gpu_util",
+            "prometheus_query_gpu_memory",
+            "prometheus_query_disk",
             "resource_interval",
             "kubernetes",
             "kubernetes_kubeconfig",

@@ -18,8 +18,25 @@ pub fn resources(
         memory_rss_bytes: r.memory_bytes,
         memory_limit_bytes: r.memory_limit_bytes,
         memory_percent: r.memory_percent(),
-        gpus: Vec::new(),
-        disks: Vec::new(),
+        gpus: if r.gpu_util_percent.is_some() || r.gpu_memory_percent.is_some() {
+            vec![pb::GpuUsage {
+                utilization_percent: r.gpu_util_percent,
+                memory_percent: r.gpu_memory_percent,
+                ..Default::default()
+            }]
+        } else {
+            Vec::new()
+        },
+        // Sources report the worker's container filesystem as one figure: its root.
+        disks: r
+            .disk_percent
+            .map(|p| pb::DiskUsage {
+                mount_point: "/".into(),
+                used_percent: Some(p),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
         sampled_at: Some(timestamp(r.sampled_at)),
         source: r.source.to_string(),
         stale: snapshot.sources.get(r.source).is_some_and(|s| !s.connected),

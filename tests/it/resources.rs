@@ -62,6 +62,25 @@ async fn start_cadvisor(pods: Vec<(String, f64, u64, u64)>) -> (u16, tokio::task
                         "container_spec_memory_limit_bytes{{namespace=\"t\",pod=\"{pod}\",container=\"worker\"}} {limit}\n"
                     ));
                 }
+                // pod-a alone has a GPU (two, per NVIDIA's DCGM exporter) and a filesystem
+                // figure: the others' GPU and disk figures must stay absent, not 0.
+                if pods.iter().any(|p| p.0 == "pod-a") {
+                    out.push_str(
+                        "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n\
+                         DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",pod=\"pod-a\"} 70\n\
+                         DCGM_FI_DEV_GPU_UTIL{gpu=\"1\",pod=\"pod-a\"} 90\n\
+                         # TYPE DCGM_FI_DEV_FB_USED gauge\n\
+                         DCGM_FI_DEV_FB_USED{gpu=\"0\",pod=\"pod-a\"} 30000\n\
+                         DCGM_FI_DEV_FB_USED{gpu=\"1\",pod=\"pod-a\"} 10000\n\
+                         # TYPE DCGM_FI_DEV_FB_FREE gauge\n\
+                         DCGM_FI_DEV_FB_FREE{gpu=\"0\",pod=\"pod-a\"} 10000\n\
+                         DCGM_FI_DEV_FB_FREE{gpu=\"1\",pod=\"pod-a\"} 30000\n\
+                         # TYPE container_fs_usage_bytes gauge\n\
+                         container_fs_usage_bytes{namespace=\"t\",pod=\"pod-a\",container=\"worker\"} 910\n\
+                         # TYPE container_fs_limit_bytes gauge\n\
+                         container_fs_limit_bytes{namespace=\"t\",pod=\"pod-a\",container=\"worker\"} 1000\n",
+                    );
+                }
                 out
             }
         }),
@@ -242,6 +261,28 @@ async fn cpu_and_memory_come_from_prometheus_and_go_stale_when_it_stops() {
     assert_eq!(b.memory_rss_bytes, Some(512 * MIB));
     assert_eq!(b.memory_limit_bytes, None, "no limit is absent, not 0");
     assert_eq!(b.memory_percent, None);
+    // GPU (DCGM: average utilisation, the fullest GPU's memory) and disk (cAdvisor fs).
+    let gpu = eventually(Duration::from_secs(30), "pod-a's GPU figures", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            find(&r, "celery@pod-a")?
+                .resources
+                .clone()
+                .filter(|u| !u.gpus.is_empty() && !u.disks.is_empty())
+        }
+    })
+    .await;
+    assert_eq!(gpu.gpus.len(), 1, "{gpu:?}");
+    let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() < 1e-6);
+    assert!(near(gpu.gpus[0].utilization_percent, 80.0), "{gpu:?}");
+    assert!(near(gpu.gpus[0].memory_percent, 75.0), "{gpu:?}");
+    assert!(near(gpu.disks[0].used_percent, 91.0), "{gpu:?}");
+    assert_eq!(gpu.disks[0].mount_point, "/");
+    assert!(
+        b.gpus.is_empty() && b.disks.is_empty(),
+        "absent, not 0: {b:?}"
+    );
     let text = crate::exporter::scrape(&http, false).await;
     assert_eq!(
         value(&text, "warden_source_up", &[("source", "prometheus")]),
@@ -382,6 +423,10 @@ async fn collect_1000_workers_per_round() {
             cpu_percent: config.prometheus_query_cpu.replace("[2m]", "[5s]"),
             memory_bytes: config.prometheus_query_memory.clone(),
             memory_limit_bytes: config.prometheus_query_memory_limit.clone(),
+            // The bench measures the three cAdvisor metrics (one query each).
+            gpu_util_percent: String::new(),
+            gpu_memory_percent: String::new(),
+            disk_percent: String::new(),
         },
     };
     let queries = 3;

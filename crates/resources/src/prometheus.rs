@@ -22,6 +22,12 @@ pub const DEFAULT_CPU_QUERY: &str = r#"sum by (pod) (rate(container_cpu_usage_se
 pub const DEFAULT_MEMORY_QUERY: &str = r#"sum by (pod) (container_memory_working_set_bytes{container!="",container!="POD",pod=~"{pods}"})"#;
 /// The memory limit: cAdvisor's spec limit (0 means none, and is dropped).
 pub const DEFAULT_MEMORY_LIMIT_QUERY: &str = r#"sum by (pod) (container_spec_memory_limit_bytes{container!="",container!="POD",pod=~"{pods}"}) > 0"#;
+/// GPU utilisation: NVIDIA DCGM exporter's gauge, averaged over the pod's GPUs.
+pub const DEFAULT_GPU_UTIL_QUERY: &str = r#"avg by (pod) (DCGM_FI_DEV_GPU_UTIL{pod=~"{pods}"})"#;
+/// GPU memory in use, in percent: DCGM's framebuffer used over used + free, the fullest GPU.
+pub const DEFAULT_GPU_MEMORY_QUERY: &str = r#"max by (pod) (DCGM_FI_DEV_FB_USED{pod=~"{pods}"} / (DCGM_FI_DEV_FB_USED{pod=~"{pods}"} + DCGM_FI_DEV_FB_FREE{pod=~"{pods}"}) * 100)"#;
+/// Disk in use, in percent: cAdvisor's container filesystem usage over its limit, the fullest.
+pub const DEFAULT_DISK_QUERY: &str = r#"max by (pod) (container_fs_usage_bytes{container!="",container!="POD",pod=~"{pods}"} / container_fs_limit_bytes{container!="",container!="POD",pod=~"{pods}"} * 100)"#;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// PromQL templates, one per metric; an empty template turns its metric off. `{pods}` is
@@ -31,6 +37,9 @@ pub struct Queries {
     pub cpu_percent: String,
     pub memory_bytes: String,
     pub memory_limit_bytes: String,
+    pub gpu_util_percent: String,
+    pub gpu_memory_percent: String,
+    pub disk_percent: String,
 }
 
 impl Default for Queries {
@@ -39,6 +48,9 @@ impl Default for Queries {
             cpu_percent: DEFAULT_CPU_QUERY.into(),
             memory_bytes: DEFAULT_MEMORY_QUERY.into(),
             memory_limit_bytes: DEFAULT_MEMORY_LIMIT_QUERY.into(),
+            gpu_util_percent: DEFAULT_GPU_UTIL_QUERY.into(),
+            gpu_memory_percent: DEFAULT_GPU_MEMORY_QUERY.into(),
+            disk_percent: DEFAULT_DISK_QUERY.into(),
         }
     }
 }
@@ -123,6 +135,12 @@ impl PrometheusSource {
                 metric::MEMORY_LIMIT_BYTES,
                 settings.queries.memory_limit_bytes,
             ),
+            (metric::GPU_UTIL_PERCENT, settings.queries.gpu_util_percent),
+            (
+                metric::GPU_MEMORY_PERCENT,
+                settings.queries.gpu_memory_percent,
+            ),
+            (metric::DISK_PERCENT, settings.queries.disk_percent),
         ]
         .into_iter()
         .filter(|(_, q)| !q.trim().is_empty())
