@@ -4,6 +4,7 @@
 //! client.
 mod support;
 
+mod alerting;
 mod auth;
 mod broker_outage;
 mod broker_timeouts;

@@ -57,6 +57,14 @@ pub struct AlertsConfig {
     /// being down explains them); `worker_lost` inhibits the same worker's `heartbeat` (one
     /// alert per lost worker, not two). Setting this list replaces both.
     pub inhibit: Vec<InhibitConfig>,
+    /// How long an inhibition outlasts its source. When the broker comes back, its alert
+    /// resolves at once, but the workers' alerts it caused live on for a while (health
+    /// findings computed during the outage, until the next health cycle; then their
+    /// `keep_firing_for`): without this hold they would be notified just as the outage ends.
+    /// A target still firing after the hold is a problem of its own and is notified.
+    /// Default 60 s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub inhibit_hold: Duration,
 }
 
 impl Default for AlertsConfig {
@@ -78,6 +86,7 @@ impl Default for AlertsConfig {
                 InhibitConfig::broker_default(),
                 InhibitConfig::lost_worker_default(),
             ],
+            inhibit_hold: Duration::from_secs(60),
         }
     }
 }
@@ -175,8 +184,9 @@ pub struct RouteConfig {
     pub receivers: Vec<String>,
 }
 
-/// An inhibition: while a firing alert matches the source matchers, alerts that match the
-/// target matchers and have the same values for `equal` labels are not notified.
+/// An inhibition: while a pending or firing alert matches the source matchers (and for
+/// `inhibit_hold` after it resolved), alerts that match the target matchers and have the same
+/// values for `equal` labels are not notified.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InhibitConfig {

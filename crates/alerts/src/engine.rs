@@ -124,6 +124,7 @@ impl AlertEngine {
                 "alerts.silence_retention".to_string(),
                 config.silence_retention,
             ),
+            ("alerts.inhibit_hold".to_string(), config.inhibit_hold),
         ];
         for r in &rules {
             let field = |name: &str| format!("alerts.rules.{}.{name}", r.id);
@@ -322,13 +323,27 @@ impl AlertEngine {
             .filter(|s| s.state(now) == SilenceState::Active)
             .collect();
         let live: Vec<&String> = self.active.values().collect();
+        // Alerts resolved within the hold still inhibit (newest last in `resolved`).
+        let hold = self.config.inhibit_hold;
+        let held = self.resolved.iter().rev().take_while(|n| {
+            self.alerts
+                .get(*n)
+                .and_then(|r| r.alert.resolved_at)
+                .is_some_and(|at| at.checked_add(hold).is_some_and(|end| end > now))
+        });
+        let candidates: Vec<&String> = live.iter().copied().chain(held).collect();
         let mut inhibited: HashMap<String, Vec<String>> = HashMap::new();
         for inhibit in &self.dispatcher.inhibits {
-            let sources: Vec<&Alert> = live
+            let sources: Vec<&Alert> = candidates
                 .iter()
                 .filter_map(|n| self.alerts.get(*n))
                 .map(|r| &r.alert)
-                .filter(|a| a.state == AlertState::Firing && all_match(&inhibit.source, &a.labels))
+                // A source inhibits from the moment its condition holds, not only once it
+                // has held for its `for` (Alertmanager never sees pending alerts; warden
+                // does): the broker down for 3 s already explains the workers'
+                // queue_connection alerts, though its own alert waits 30 s before it fires.
+                // And it goes on inhibiting for `inhibit_hold` after it resolved.
+                .filter(|a| all_match(&inhibit.source, &a.labels))
                 .collect();
             if sources.is_empty() {
                 continue;

@@ -77,7 +77,8 @@ pub struct Alert {
     /// Active silences that match it (resource names), as of the last evaluation or silence
     /// change. Empty: not silenced.
     pub silenced_by: Vec<String>,
-    /// Firing alerts that inhibit it (resource names). Not in the proto; shown for reasons.
+    /// Pending or firing alerts that inhibit it (resource names). Not in the proto; shown for
+    /// reasons.
     pub inhibited_by: Vec<String>,
     /// The worker it concerns.
     pub worker: Option<WorkerKey>,
@@ -184,7 +185,7 @@ impl Transition {
 pub enum SuppressReason {
     /// Matched by these active silences.
     Silenced(Vec<String>),
-    /// Inhibited by these firing alerts.
+    /// Inhibited by these pending or firing alerts.
     Inhibited(Vec<String>),
     /// Acknowledged by this actor.
     Acknowledged(String),

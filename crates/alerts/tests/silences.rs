@@ -298,13 +298,24 @@ fn broker_down_inhibits_the_worker_alerts_it_causes_and_nothing_else() {
     fleet.poll(t + secs(1), "g", &[("w1", Up::Crashed), ("w2", Up::Alive)]);
     eval(&mut engine, &fleet, t + secs(1));
     let out = eval(&mut engine, &fleet, t + secs(2));
-    // worker_lost (w1) is inhibited once the broker alert fires (after its 30 s): until then it
-    // is notified like any other.
+    // worker_lost (w1) is inhibited from the moment the broker's condition holds, while its
+    // alert is still pending (its `for` is 30 s): the outage explains it already.
+    let pending_broker = engine
+        .list_alerts(&AlertFilter {
+            rule: Some("broker_unreachable".into()),
+            ..Default::default()
+        })
+        .remove(0);
+    assert_eq!(pending_broker.state, AlertState::Pending);
     assert!(
-        out.notifications
+        !out.notifications
             .iter()
-            .any(|n| n.alerts[0].rule == "worker_lost")
+            .any(|n| n.alerts.iter().any(|a| a.rule == "worker_lost")),
+        "{:?}",
+        out.notifications
     );
+    assert!(out.suppressed.iter().any(|s| s.rule == "worker_lost"
+        && s.reason == SuppressReason::Inhibited(vec![pending_broker.name.clone()])));
 
     let later = t + secs(40);
     fleet.poll(later, "g", &[("w1", Up::Crashed), ("w2", Up::Alive)]);
@@ -482,4 +493,133 @@ fn silences_restored_after_a_restart_keep_silencing() {
     let fleet = three_lost(&mut after);
     let out = eval(&mut after, &fleet, t0() + secs(2));
     assert_eq!(workers_in(&out.notifications[0]), ["w10", "w2"]);
+}
+
+/// A broker outage as the health engine reports it: every worker's queue_connection finding
+/// turns CRITICAL a few seconds in, long before broker_unreachable has held for its 30 s;
+/// when the broker is back, its alert resolves at once while the findings stay until the next
+/// health cycle and the alerts then keep firing for their keep_firing_for. None of it is
+/// notified: the pending broker alert inhibits, and the inhibition outlasts it by
+/// `inhibit_hold`. A queue_connection problem that outlives the hold is notified.
+#[test]
+fn a_broker_outage_notifies_only_the_broker_alert_from_its_start_to_after_its_end() {
+    use warden_core::model::HealthStatus;
+    let mut engine = engine(config());
+    let t = t0();
+    let mut fleet = Fleet::new(t);
+    fleet.broker(true);
+    fleet.poll(t, "g", &[("w1", Up::Alive), ("w2", Up::Alive)]);
+    eval(&mut engine, &fleet, t);
+    let cut = |f: &mut Fleet, at| {
+        for w in ["w1", "w2"] {
+            f.health(
+                at,
+                w,
+                vec![finding(
+                    "queue_connection",
+                    HealthStatus::Critical,
+                    0.0,
+                    1.0,
+                )],
+            );
+        }
+    };
+    let healthy = |f: &mut Fleet, at, ws: &[&str]| {
+        for w in ws {
+            f.health(at, w, Vec::new());
+        }
+    };
+    let mut notified: Vec<(u64, String, bool)> = Vec::new();
+    let mut inhibited_by: Vec<Vec<String>> = Vec::new();
+    let run = |engine: &mut warden_alerts::AlertEngine,
+               fleet: &Fleet,
+               s: u64,
+               notified: &mut Vec<(u64, String, bool)>,
+               inhibited_by: &mut Vec<Vec<String>>| {
+        let out = eval(engine, fleet, t + secs(s));
+        for n in &out.notifications {
+            for a in &n.alerts {
+                notified.push((s, a.rule.clone(), a.firing));
+            }
+        }
+        for sup in out.suppressed {
+            if let SuppressReason::Inhibited(by) = sup.reason {
+                assert_eq!(sup.rule, "queue_connection");
+                inhibited_by.push(by);
+            }
+        }
+    };
+    // Down at 1 s; the findings from 4 s (queue_connection's own 3 s).
+    fleet.broker(false);
+    for s in 1..=3 {
+        run(&mut engine, &fleet, s, &mut notified, &mut inhibited_by);
+    }
+    cut(&mut fleet, t + secs(4));
+    for s in 4..=50 {
+        run(&mut engine, &fleet, s, &mut notified, &mut inhibited_by);
+    }
+    // Back at 51 s; the next health cycle (30 s later) clears the findings.
+    fleet.broker(true);
+    for s in 51..=80 {
+        run(&mut engine, &fleet, s, &mut notified, &mut inhibited_by);
+    }
+    healthy(&mut fleet, t + secs(81), &["w1", "w2"]);
+    for s in 81..=125 {
+        run(&mut engine, &fleet, s, &mut notified, &mut inhibited_by);
+    }
+    assert_eq!(
+        notified,
+        vec![
+            (32, "broker_unreachable".to_string(), true),
+            // Resolved at 51 s, told at the group's next flush (group_interval 30 s).
+            (62, "broker_unreachable".to_string(), false),
+        ],
+        "only the broker's alert, firing then resolved"
+    );
+    // Each worker's alert reported inhibited once, by the broker alert while still pending.
+    assert_eq!(inhibited_by.len(), 2, "{inhibited_by:?}");
+    let broker = engine
+        .list_alerts(&AlertFilter {
+            rule: Some("broker_unreachable".into()),
+            states: vec![AlertState::Resolved],
+            ..Default::default()
+        })
+        .remove(0);
+    assert!(
+        inhibited_by
+            .iter()
+            .all(|by| by == &vec![broker.name.clone()])
+    );
+    assert!(
+        engine.list_alerts(&AlertFilter::default()).is_empty(),
+        "all resolved"
+    );
+
+    // Another outage; this time w2 stays cut off after the broker is back: notified once
+    // the hold (60 s) is over, not before.
+    fleet.broker(false);
+    for s in 126..=130 {
+        run(&mut engine, &fleet, s, &mut notified, &mut inhibited_by);
+    }
+    cut(&mut fleet, t + secs(131));
+    for s in 131..=170 {
+        run(&mut engine, &fleet, s, &mut notified, &mut inhibited_by);
+    }
+    fleet.broker(true);
+    healthy(&mut fleet, t + secs(171), &["w1"]);
+    notified.clear();
+    for s in 171..=240 {
+        run(&mut engine, &fleet, s, &mut notified, &mut inhibited_by);
+    }
+    let qc: Vec<&(u64, String, bool)> = notified
+        .iter()
+        .filter(|(_, rule, _)| rule == "queue_connection")
+        .collect();
+    assert_eq!(qc.len(), 1, "{notified:?}");
+    assert_eq!(
+        qc[0].0,
+        171 + 60,
+        "notified when the hold ends: {notified:?}"
+    );
+    assert!(qc[0].2);
 }
