@@ -112,14 +112,17 @@ impl Warden {
         // first thing, and an embedding program or a test gets it here (a no-op when set).
         let _ = rustls::crypto::ring::default_provider().install_default();
         // The Kubernetes runtime first: a bad kubeconfig fails the start before any task runs.
-        let kubernetes: Option<Arc<dyn Runtime>> = match &config.kubernetes {
-            Some(k) => Some(Arc::new(
+        let kubernetes_runtime = match &config.kubernetes {
+            Some(k) => Some(
                 warden_kubernetes::KubernetesRuntime::connect(k.clone())
                     .await
                     .map_err(|e| ServerError::Runtime(format!("kubernetes: {e}")))?,
-            )),
+            ),
             None => None,
         };
+        let kubernetes: Option<Arc<dyn Runtime>> = kubernetes_runtime
+            .clone()
+            .map(|k| Arc::new(k) as Arc<dyn Runtime>);
         let cancel = CancellationToken::new();
         let metrics = Metrics::new();
         let settings = config.broker_settings().map_err(ServerError::Broker)?;
@@ -292,6 +295,19 @@ impl Warden {
                 fleet.clone(),
                 local.sample_interval,
                 local.sample_interval.max(Duration::from_secs(5)),
+                cancel.clone(),
+            ));
+        }
+        // Without Prometheus, pods' figures come from the metrics API (metrics-server).
+        if let (Some(k), None) = (&kubernetes_runtime, &config.prometheus_url) {
+            tasks.spawn(warden_resources::run(
+                Arc::new(warden_kubernetes::PodMetricsSource::new(k.clone())),
+                fleet.clone(),
+                config.resource_interval,
+                config
+                    .kubernetes
+                    .as_ref()
+                    .map_or(Duration::from_secs(10), |k| k.call_timeout * 2),
                 cancel.clone(),
             ));
         }

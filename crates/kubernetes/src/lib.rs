@@ -16,6 +16,7 @@ mod config;
 pub mod error;
 mod logs;
 mod mapping;
+pub mod metrics;
 mod runtime;
 mod termination;
 mod watch;
@@ -23,6 +24,7 @@ mod workload;
 
 pub use config::{DEFAULT_CALL_TIMEOUT, DEFAULT_GRACE, KubernetesConfig, MappingError, PodMapping};
 pub use logs::{LogOptions, LogStream, PodLogs};
+pub use metrics::PodMetricsSource;
 pub use runtime::{KubernetesRuntime, PodInstance};
 pub use termination::Termination;
 pub use watch::{PodChange, PodChanges};

@@ -126,6 +126,14 @@ impl KubernetesRuntime {
         &self.namespace
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn config(&self) -> &KubernetesConfig {
+        &self.config
+    }
+
     fn call<'a>(&'a self, verb: &'static str, resource: &'static str, name: &'a str) -> Call<'a> {
         Call {
             verb,

@@ -12,7 +12,9 @@ use warden_core::{
     model::{Backend, WorkerKey},
     ports::{PortError, RestartMode, Runtime},
 };
-use warden_kubernetes::{KubernetesConfig, KubernetesRuntime, LogOptions, PodChange, WorkloadKind};
+use warden_kubernetes::{
+    KubernetesConfig, KubernetesRuntime, LogOptions, PodChange, PodMetricsSource, WorkloadKind,
+};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -546,4 +548,65 @@ async fn pod_changes_are_followed_with_termination_reasons() {
         panic!("a deleted pod")
     };
     assert_eq!(pod.metadata.name.as_deref(), Some("celery-7d9f-aaaaa"));
+}
+
+/// CPU and memory from the metrics API: two calls per round whatever the fleet; the pod's
+/// containers summed (cores × 100 as CPU %), the memory limit from the pod spec when every
+/// counted container has one; a pod without metrics gives nothing (absent, not 0); a 403 names
+/// the verb and the resource.
+#[tokio::test]
+async fn pod_metrics_give_cpu_and_memory_per_worker_from_two_calls() {
+    use warden_core::{model::metric, ports::MetricSource};
+    let s = setup().await;
+    s.fake.add_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "limited-0", "namespace": NAMESPACE, "uid": "p-4", "labels": {"app": "celery"}},
+        "spec": {"containers": [{"name": "worker", "image": "celery-worker:1",
+                 "resources": {"limits": {"memory": "1Gi", "cpu": "2"}}}]},
+        "status": running(),
+    }));
+    s.fake.set_pod_metrics(
+        "celery-7d9f-aaaaa",
+        json!([
+            {"name": "worker", "usage": {"cpu": "250m", "memory": "200Mi"}},
+            {"name": "sidecar", "usage": {"cpu": "50m", "memory": "10Mi"}},
+        ]),
+    );
+    s.fake.set_pod_metrics(
+        "limited-0",
+        json!([{"name": "worker", "usage": {"cpu": "1500000000n", "memory": "524288Ki"}}]),
+    );
+    let source = PodMetricsSource::new(s.runtime.clone());
+    assert_eq!(source.name(), "metrics.k8s.io");
+    let before = s.fake.requests().len();
+    let asked = [
+        worker("celery@celery-7d9f-aaaaa"),
+        worker("celery@limited-0"),
+        worker("celery@images-0"),
+        worker("celery@nowhere"),
+    ];
+    let mut samples = source.collect(&asked).await.unwrap();
+    assert_eq!(s.fake.requests().len() - before, 2, "one pod list, one metrics list");
+    samples.sort_by(|a, b| a.worker.id.cmp(&b.worker.id));
+    assert_eq!(samples.len(), 2, "{samples:?}");
+    let get = |i: usize, name: &str| {
+        samples[i]
+            .metrics
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(&*samples[0].worker.id, "celery@celery-7d9f-aaaaa");
+    assert!((get(0, metric::CPU_PERCENT).unwrap() - 30.0).abs() < 1e-9);
+    assert_eq!(get(0, metric::MEMORY_BYTES), Some(210.0 * 1024.0 * 1024.0));
+    assert_eq!(get(0, metric::MEMORY_LIMIT_BYTES), None, "the sidecar has no limit");
+    assert_eq!(&*samples[1].worker.id, "celery@limited-0");
+    assert!((get(1, metric::CPU_PERCENT).unwrap() - 150.0).abs() < 1e-9);
+    assert_eq!(get(1, metric::MEMORY_BYTES), Some(512.0 * 1024.0 * 1024.0));
+    assert_eq!(get(1, metric::MEMORY_LIMIT_BYTES), Some(1024.0 * 1024.0 * 1024.0));
+    assert!(samples.iter().all(|x| x.source == "metrics.k8s.io"));
+
+    s.fake.forbid("list", "pods");
+    let err = source.collect(&asked).await.unwrap_err();
+    assert!(matches!(err, PortError::PermissionDenied(_)), "{err:?}");
 }

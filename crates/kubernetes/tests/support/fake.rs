@@ -38,6 +38,8 @@ struct Log {
 #[derive(Default)]
 struct Objects {
     pods: BTreeMap<String, Value>,
+    /// PodMetrics `containers` by pod (metrics-server's view).
+    pod_metrics: BTreeMap<String, Value>,
     replicasets: BTreeMap<String, Value>,
     deployments: BTreeMap<String, Value>,
     statefulsets: BTreeMap<String, Value>,
@@ -124,6 +126,15 @@ impl Fake {
             .push((verb.to_owned(), resource.to_owned()));
     }
 
+    /// Sets a pod's PodMetrics containers (`[{"name", "usage": {"cpu", "memory"}}]`).
+    pub fn set_pod_metrics(&self, pod: &str, containers: Value) {
+        self.objects
+            .lock()
+            .unwrap()
+            .pod_metrics
+            .insert(pod.to_owned(), containers);
+    }
+
     /// Makes pod listings hang from now on.
     pub fn stall(&self) {
         self.objects.lock().unwrap().stalled = true;
@@ -153,6 +164,10 @@ impl Fake {
     pub async fn start(&self) -> SocketAddr {
         let app = Router::new()
             .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
+            .route(
+                "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods",
+                get(list_pod_metrics),
+            )
             .route(
                 "/api/v1/namespaces/{ns}/pods/{name}",
                 get(get_pod).delete(delete_pod),
@@ -262,6 +277,39 @@ async fn list_pods(State(f): State<Fake>, Path(ns): Path<String>, Query(q): Q) -
         .cloned()
         .collect();
     Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}))
+        .into_response()
+}
+
+/// metrics-server's PodMetricsList: one item per pod with metrics (and selected by labels).
+async fn list_pod_metrics(State(f): State<Fake>, Path(ns): Path<String>, Query(q): Q) -> Response {
+    f.record(
+        Method::GET,
+        format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods"),
+        &q,
+        &Bytes::new(),
+    );
+    if let Some(r) = f.denied("list", "pods", "metrics.k8s.io", "") {
+        return r;
+    }
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    let o = f.objects.lock().unwrap();
+    let items: Vec<Value> = o
+        .pod_metrics
+        .iter()
+        .filter_map(|(name, containers)| {
+            let pod = o.pods.get(name)?;
+            let labels = &pod["metadata"]["labels"];
+            selects(&selector, labels).then(|| {
+                json!({
+                    "apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
+                    "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "timestamp": "2026-11-26T12:00:00Z", "window": "15s",
+                    "containers": containers,
+                })
+            })
+        })
+        .collect();
+    Json(json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items}))
         .into_response()
 }
 
