@@ -107,6 +107,36 @@ async fn a_pod_restart_deletes_the_workers_pod_and_a_403_names_the_verb_and_reso
     alive(&warden, "celery@celery-7d9f-bbbbb").await;
     let mut control = ControlClient::new(warden.channel().await);
 
+    // No Prometheus: the metrics API (metrics-server's PodMetrics) gives the pods' figures.
+    fake.set_pod_metrics(
+        "celery-7d9f-bbbbb",
+        json!([{"name": "worker", "usage": {"cpu": "750m", "memory": "300Mi"}}]),
+    );
+    let client = warden.client().await;
+    let usage = eventually(
+        Duration::from_secs(60),
+        "figures from metrics.k8s.io",
+        || {
+            let mut client = client.clone();
+            async move {
+                let r = list(&mut client, false).await;
+                // The worker's own rusage (source celery) may come first: the API's
+                // figures replace it.
+                find(&r, "celery@celery-7d9f-bbbbb")?
+                    .resources
+                    .clone()
+                    .filter(|u| u.source != "celery")
+            }
+        },
+    )
+    .await;
+    assert_eq!(usage.source, "metrics.k8s.io", "{usage:?}");
+    assert!(
+        (usage.cpu_percent.unwrap() - 75.0).abs() < 1e-9,
+        "{usage:?}"
+    );
+    assert_eq!(usage.memory_rss_bytes, Some(300 * 1024 * 1024));
+
     // POD restart: exactly one DELETE, of that pod, with the configured grace, guarded by its uid.
     restart_pod(&mut control, "celery@celery-7d9f-aaaaa").await;
     let writes = eventually(Duration::from_secs(20), "the pod is deleted", || {

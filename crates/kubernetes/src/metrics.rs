@@ -207,7 +207,10 @@ mod tests {
     fn quantities_parse_as_the_api_writes_them() {
         let near = |q: &str, want: f64| {
             let got = quantity(q).unwrap_or(f64::NAN);
-            assert!((got - want).abs() <= want.abs() * 1e-12, "{q}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= want.abs() * 1e-12,
+                "{q}: {got} vs {want}"
+            );
         };
         near("250m", 0.25);
         near("1500000n", 0.0015);

@@ -586,7 +586,11 @@ async fn pod_metrics_give_cpu_and_memory_per_worker_from_two_calls() {
         worker("celery@nowhere"),
     ];
     let mut samples = source.collect(&asked).await.unwrap();
-    assert_eq!(s.fake.requests().len() - before, 2, "one pod list, one metrics list");
+    assert_eq!(
+        s.fake.requests().len() - before,
+        2,
+        "one pod list, one metrics list"
+    );
     samples.sort_by(|a, b| a.worker.id.cmp(&b.worker.id));
     assert_eq!(samples.len(), 2, "{samples:?}");
     let get = |i: usize, name: &str| {
@@ -599,11 +603,18 @@ async fn pod_metrics_give_cpu_and_memory_per_worker_from_two_calls() {
     assert_eq!(&*samples[0].worker.id, "celery@celery-7d9f-aaaaa");
     assert!((get(0, metric::CPU_PERCENT).unwrap() - 30.0).abs() < 1e-9);
     assert_eq!(get(0, metric::MEMORY_BYTES), Some(210.0 * 1024.0 * 1024.0));
-    assert_eq!(get(0, metric::MEMORY_LIMIT_BYTES), None, "the sidecar has no limit");
+    assert_eq!(
+        get(0, metric::MEMORY_LIMIT_BYTES),
+        None,
+        "the sidecar has no limit"
+    );
     assert_eq!(&*samples[1].worker.id, "celery@limited-0");
     assert!((get(1, metric::CPU_PERCENT).unwrap() - 150.0).abs() < 1e-9);
     assert_eq!(get(1, metric::MEMORY_BYTES), Some(512.0 * 1024.0 * 1024.0));
-    assert_eq!(get(1, metric::MEMORY_LIMIT_BYTES), Some(1024.0 * 1024.0 * 1024.0));
+    assert_eq!(
+        get(1, metric::MEMORY_LIMIT_BYTES),
+        Some(1024.0 * 1024.0 * 1024.0)
+    );
     assert!(samples.iter().all(|x| x.source == "metrics.k8s.io"));
 
     s.fake.forbid("list", "pods");
