@@ -81,6 +81,7 @@ fn round(now: SystemTime) -> InspectRound {
                         .map(|t| (t.clone(), 100))
                         .collect(),
                     prefetch_count: Some(32),
+                    cpu_seconds: None,
                 }),
                 active: Some(Vec::new()),
                 queues: Some(vec![ConsumedQueue {

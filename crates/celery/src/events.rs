@@ -123,8 +123,22 @@ fn convert(
         "task-revoked" => Some(TaskOutcome::Revoked),
         _ => None,
     };
+    if raw.kind == "task-sent" {
+        // From a producer, not a worker: counted per task name and producer. Without a name
+        // there is nothing to count.
+        let (Some(name), Some(hostname)) = (raw.name, raw.hostname) else {
+            return Ok(None);
+        };
+        if !crate::pidbox::valid_node_name(&hostname) {
+            return Err(EventError::Hostname);
+        }
+        return Ok(Some(FleetEvent {
+            worker: WorkerKey::new(Backend::Celery, scope.clone(), hostname),
+            payload: EventPayload::Sent { name },
+        }));
+    }
     if worker_kind.is_none() && task_outcome.is_none() {
-        // task-sent comes from producers, not workers; custom events are not ours.
+        // Custom events are not ours.
         return Ok(None);
     }
     if in_batch && worker_kind.is_some() {
@@ -495,6 +509,7 @@ fn event_label(event: &FleetEvent) -> &'static str {
             TaskOutcome::Rejected => "task-rejected",
             TaskOutcome::Revoked => "task-revoked",
         },
+        EventPayload::Sent { .. } => "task-sent",
     }
 }
 
@@ -565,6 +580,40 @@ mod tests {
         };
         assert_eq!(t.outcome, TaskOutcome::Succeeded);
         assert_eq!(t.runtime, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn a_producers_task_sent_is_counted_by_name_and_never_a_worker() {
+        let bytes = message(
+            json!({"type": "task-sent", "uuid": "u9", "name": "app.add", "hostname": "gen1@h",
+                   "timestamp": 1700000000.0, "queue": "celery"}),
+            "task.sent",
+        );
+        let (events, errors) = decode(&bytes, &scope()).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(&*events[0].worker.id, "gen1@h");
+        assert_eq!(
+            events[0].payload,
+            EventPayload::Sent {
+                name: "app.add".into()
+            }
+        );
+        let mut state = warden_core::state::FleetState::new(std::time::UNIX_EPOCH);
+        let thresholds = warden_core::model::Thresholds {
+            warning: Duration::from_secs(30),
+            critical: Duration::from_secs(60),
+        };
+        for _ in 0..3 {
+            state.apply_event(events[0].clone(), std::time::UNIX_EPOCH, thresholds);
+        }
+        let snapshot = state.snapshot();
+        assert!(snapshot.workers.is_empty(), "a producer is not a worker");
+        assert_eq!(
+            snapshot
+                .tasks_sent
+                .get(&(Arc::from("app.add"), Arc::from("gen1@h"))),
+            Some(&3)
+        );
     }
 
     #[test]

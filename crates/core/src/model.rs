@@ -629,6 +629,12 @@ pub struct WorkerEvent {
 pub enum EventPayload {
     Worker(WorkerEvent),
     Task(TaskObservation),
+    /// A producer published a task (Celery `task-sent`, when the app sets
+    /// `task_send_sent_event`); the event's worker key names the producer, which is not a
+    /// worker and is never added to the fleet.
+    Sent {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -279,6 +279,7 @@ mod tests {
             recent: Default::default(),
             sources: OrdMap::new(),
             workers_refused: 0,
+            tasks_sent: OrdMap::new(),
         }
     }
 

@@ -57,7 +57,14 @@ pub struct Snapshot {
     pub sources: OrdMap<&'static str, SourceStatus>,
     /// New workers refused because the known-worker cap was reached.
     pub workers_refused: u64,
+    /// Tasks published, by (task name, producer hostname), from `task-sent` events; at most
+    /// [`MAX_SENT_SERIES`] series (a new one beyond it is not counted).
+    pub tasks_sent: OrdMap<(Arc<str>, Arc<str>), u64>,
 }
+
+/// Most (task name, producer) series counted from `task-sent` events: producers are not
+/// workers and nothing else bounds them.
+pub const MAX_SENT_SERIES: usize = 10_000;
 
 impl Snapshot {
     /// The sources a worker depends on that are down now: its data cannot be refreshed.
@@ -144,6 +151,7 @@ impl FleetState {
                 recent: Vector::new(),
                 sources: OrdMap::new(),
                 workers_refused: 0,
+                tasks_sent: OrdMap::new(),
             },
             pending: Vec::new(),
             dirty: false,
@@ -188,6 +196,18 @@ impl FleetState {
     /// Applies one event from a worker's event stream.
     pub fn apply_event(&mut self, event: FleetEvent, now: SystemTime, thresholds: Thresholds) {
         match event.payload {
+            EventPayload::Sent { name } => {
+                let key = (Arc::from(name), event.worker.id.clone());
+                let sent = &mut self.snapshot.tasks_sent;
+                if let Some(n) = sent.get_mut(&key) {
+                    *n += 1;
+                } else if sent.len() < MAX_SENT_SERIES {
+                    sent.insert(key, 1);
+                } else {
+                    return;
+                }
+                self.dirty = true;
+            }
             EventPayload::Task(task) => {
                 // Cheap on purpose (the hot path): the worker's snapshot entry is refreshed
                 // from its performance record once a second, not per task event.

@@ -223,6 +223,7 @@ fn snapshot(cycle: u64, registered: &Arc<Vec<String>>) -> Snapshot {
         recent: Vector::new(),
         sources,
         workers_refused: 0,
+        tasks_sent: Default::default(),
     }
 }
 

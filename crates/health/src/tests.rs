@@ -87,6 +87,7 @@ fn snapshot(workers: Vec<Worker>, queues: Vec<QueueInfo>, sources: Vec<SourceSta
         recent: Vector::new(),
         sources: sources.into_iter().map(|s| (s.source, s)).collect(),
         workers_refused: 0,
+        tasks_sent: Default::default(),
     }
 }
 

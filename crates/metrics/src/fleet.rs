@@ -169,6 +169,26 @@ pub fn render(snapshot: &Snapshot, options: ExportOptions, format: Format, out: 
             (labels, totals)
         })
         .collect();
+    // Tasks published (producers' task-sent events), as celery-exporter counts them.
+    let mut sent: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for ((name, host), n) in &snapshot.tasks_sent {
+        let host: &str = if options.task_hostname { host } else { "" };
+        *sent.entry((name, host)).or_default() += n;
+    }
+    family(
+        out,
+        match format {
+            Format::Text => "celery_task_sent_total",
+            Format::OpenMetrics => "celery_task_sent",
+        },
+        "counter",
+        "Sent when a task message is published.",
+    );
+    for ((name, host), n) in &sent {
+        let mut labels = String::new();
+        label_pairs(&mut labels, &task_labels(name, host, options));
+        raw_sample(out, "celery_task_sent_total", &labels, "", *n);
+    }
     for (counter, help, field) in TASK_COUNTERS {
         let total = format!("{counter}_total");
         let family_name = match format {
@@ -495,6 +515,35 @@ mod tests {
         let mut out = String::new();
         render(&snapshot(), options, Format::Text, &mut out);
         out
+    }
+
+    #[test]
+    fn tasks_sent_are_counted_per_name_and_producer_or_per_name() {
+        let mut s = snapshot();
+        s.tasks_sent
+            .insert((Arc::from("t"), Arc::from("gen1@p1")), 4);
+        s.tasks_sent
+            .insert((Arc::from("t"), Arc::from("gen2@p2")), 6);
+        let mut out = String::new();
+        render(&s, ExportOptions::default(), Format::Text, &mut out);
+        assert!(
+            out.contains("# TYPE celery_task_sent_total counter\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("celery_task_sent_total{name=\"t\",hostname=\"gen1@p1\"} 4\n"),
+            "{out}"
+        );
+        let mut summed = String::new();
+        let options = ExportOptions {
+            task_hostname: false,
+            ..ExportOptions::default()
+        };
+        render(&s, options, Format::Text, &mut summed);
+        assert!(
+            summed.contains("celery_task_sent_total{name=\"t\"} 10\n"),
+            "{summed}"
+        );
     }
 
     #[test]
