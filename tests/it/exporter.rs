@@ -129,7 +129,16 @@ async fn celery_exporter_series_follow_ground_truth_and_the_fleet() {
     }
 
     // The known set: 3 failures on mx-a, 4 successes of 0.2 s on mx-b.
-    submit(&broker, "fail", 3, &[], &["--queue", "q1"]).await;
+    // The failures' producer publishes task-sent events (celery_task_sent_total).
+    submit_with_env(
+        &broker,
+        "fail",
+        3,
+        &[],
+        &["--queue", "q1"],
+        &[("WARDEN_TEST_SENT_EVENT", "1")],
+    )
+    .await;
     submit(&broker, "sleep_for", 4, &["0.2"], &["--queue", "q2"]).await;
     let text = eventually(Duration::from_secs(60), "the known set counted", || {
         let http = http.clone();
@@ -149,7 +158,8 @@ async fn celery_exporter_series_follow_ground_truth_and_the_fleet() {
                 failed.unwrap_or(0.0) <= 3.0 && succeeded.unwrap_or(0.0) <= 4.0,
                 "over-counted"
             );
-            (failed == Some(3.0) && succeeded == Some(4.0)).then_some(text)
+            let sent = value(&text, "celery_task_sent_total", &[("name", FAIL)]);
+            (failed == Some(3.0) && succeeded == Some(4.0) && sent == Some(3.0)).then_some(text)
         }
     })
     .await;

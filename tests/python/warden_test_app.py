@@ -18,6 +18,8 @@ app.conf.update(
     worker_prefetch_multiplier=int(os.environ.get("WARDEN_TEST_PREFETCH", "4")),
     # Control tests restart pools in place (warden's RestartWorkers mode POOL).
     worker_pool_restarts=True,
+    # Producers publish task-sent events when a test asks (celery_task_sent_total).
+    task_send_sent_event=bool(os.environ.get("WARDEN_TEST_SENT_EVENT")),
 )
 if os.environ.get("WARDEN_TEST_KEYPREFIX"):
     app.conf.broker_transport_options = {"global_keyprefix": os.environ["WARDEN_TEST_KEYPREFIX"]}
