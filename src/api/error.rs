@@ -108,6 +108,37 @@ impl From<warden_core::ports::PortError> for ApiError {
     }
 }
 
+/// The alert engine's refusals as the API says them: a bad field → INVALID_ARGUMENT naming
+/// it, an unknown alert or silence → NOT_FOUND with its resource type, a resolved alert →
+/// FAILED_PRECONDITION `ALERT_RESOLVED`.
+impl From<warden_alerts::AlertError> for ApiError {
+    fn from(err: warden_alerts::AlertError) -> Self {
+        use warden_alerts::AlertError;
+        let message = err.to_string();
+        match err {
+            AlertError::InvalidArgument { field, message } => ApiError::InvalidArgument {
+                field,
+                reason: message,
+            },
+            AlertError::AlertNotFound(name) => ApiError::NotFound {
+                resource_type: "warden.v1.Alert",
+                name,
+                message,
+            },
+            AlertError::SilenceNotFound(name) => ApiError::NotFound {
+                resource_type: "warden.v1.Silence",
+                name,
+                message,
+            },
+            AlertError::AlertResolved(name) => ApiError::FailedPrecondition {
+                reason: "ALERT_RESOLVED",
+                subject: name,
+                message,
+            },
+        }
+    }
+}
+
 /// How long a client should wait before retrying an UNAVAILABLE call.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 

@@ -4,9 +4,9 @@
 //! memory without one). Synchronous verbs answer per-target outcomes; long ones return an
 //! operation that carries on in the background (`crate::control`). LaunchWorkers, ScaleGroup
 //! and the recovery policy answer UNIMPLEMENTED naming the capability that brings them.
-mod actions;
+pub(super) mod actions;
 mod audit;
-mod convert;
+pub(super) mod convert;
 mod requests;
 
 use std::{pin::Pin, sync::Arc};
@@ -123,16 +123,6 @@ macro_rules! audited_by_name_keyed {
     )*};
 }
 
-/// Mutating requests of Alerts: a reason, and a name as their target.
-macro_rules! audited_by_name {
-    ($($request:ty => $field:ident),*) => {$(
-        impl Audited for $request {
-            fn reason(&self) -> &str { &self.reason }
-            fn targets(&self) -> Vec<String> { vec![self.$field.to_string()] }
-        }
-    )*};
-}
-
 /// Reads: nothing to record but the call.
 macro_rules! audited_read {
     ($($request:ty),*) => {$( impl Audited for $request {} )*};
@@ -155,9 +145,7 @@ audited_by_selector!(
 audited_by_name_keyed!(
     pb::LaunchWorkersRequest => group,
     pb::ScaleGroupRequest => group,
-    pb::CancelOperationRequest => name
-);
-audited_by_name!(
+    pb::CancelOperationRequest => name,
     pb::AcknowledgeAlertRequest => name,
     pb::UnacknowledgeAlertRequest => name,
     pb::ExpireSilenceRequest => name
@@ -174,11 +162,26 @@ impl Audited for pb::UpdateRecoveryPolicyRequest {
     fn reason(&self) -> &str {
         &self.reason
     }
+    fn targets(&self) -> Vec<String> {
+        vec!["recoveryPolicy".to_string()]
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
 }
 
 impl Audited for pb::CreateSilenceRequest {
     fn reason(&self) -> &str {
         &self.reason
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
     }
 }
 
@@ -546,7 +549,11 @@ impl From<ControlError> for ApiError {
 }
 
 /// Checks the fields every mutating worker request shares; returns the target cap.
-fn common_fields(reason: &str, request_id: &str, max_targets: u32) -> Result<usize, ApiError> {
+pub(super) fn common_fields(
+    reason: &str,
+    request_id: &str,
+    max_targets: u32,
+) -> Result<usize, ApiError> {
     if reason.len() > MAX_REASON_BYTES {
         return Err(ApiError::invalid(
             "reason",
