@@ -31,9 +31,9 @@ pub struct Done {
 }
 
 /// A failure after authorisation: the status, and the targets it concerned.
-struct Failure {
-    error: ApiError,
-    targets: Vec<String>,
+pub(super) struct Failure {
+    pub error: ApiError,
+    pub targets: Vec<String>,
 }
 
 impl From<ApiError> for Failure {
@@ -86,7 +86,7 @@ pub(in crate::api) fn begin_key<Resp: Message + Default>(
 
 impl ControlService {
     /// Idempotency: `Ok(Some(answer))` replays the first call's answer; `Ok(None)` proceeds.
-    fn begin_key<Resp: Message + Default>(
+    pub(super) fn begin_key<Resp: Message + Default>(
         &self,
         caller: &Caller,
         request_id: &str,
@@ -128,7 +128,7 @@ impl ControlService {
 
     /// Ends a call: records it, remembers an OK answer under its key, answers.
     #[allow(clippy::too_many_arguments)]
-    async fn conclude<Resp: Message>(
+    pub(super) async fn conclude<Resp: Message>(
         &self,
         call: &CallInfo,
         caller: &Caller,

@@ -7,6 +7,7 @@
 pub(super) mod actions;
 mod audit;
 pub(super) mod convert;
+mod recovery;
 mod requests;
 
 use std::{pin::Pin, sync::Arc};
@@ -46,12 +47,20 @@ pub struct ControlService {
     pub(super) streams: Option<warden_streams::control::StreamsControl>,
     /// Auto-recovery's policy (GetRecoveryPolicy, UpdateRecoveryPolicy).
     pub(super) recovery: Option<crate::recovery::SharedPolicy>,
+    /// The health engine's interval: `critical_for` is CRITICAL checks in a row times it.
+    pub(super) health_interval: std::time::Duration,
 }
 
 impl ControlService {
-    /// Serves auto-recovery's policy.
-    pub fn with_recovery(mut self, policy: crate::recovery::SharedPolicy) -> Self {
+    /// Serves auto-recovery's policy; `health_interval` is the health engine's interval
+    /// (`critical_for` is expressed in it).
+    pub fn with_recovery(
+        mut self,
+        policy: crate::recovery::SharedPolicy,
+        health_interval: std::time::Duration,
+    ) -> Self {
         self.recovery = Some(policy);
+        self.health_interval = health_interval;
         self
     }
 
@@ -64,6 +73,7 @@ impl ControlService {
             keys,
             streams: None,
             recovery: None,
+            health_interval: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -240,7 +250,7 @@ pub fn not_yet<T: Audited, R>(
     Err(ApiError::unimplemented(capability).into())
 }
 
-const RECOVERY: &str = "auto-recovery";
+pub(super) const RECOVERY: &str = "auto-recovery";
 
 type OperationStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchOperationResponse, Status>> + Send>>;
@@ -507,14 +517,14 @@ impl Control for ControlService {
         &self,
         request: Request<pb::GetRecoveryPolicyRequest>,
     ) -> Result<Response<pb::GetRecoveryPolicyResponse>, Status> {
-        not_yet(&request, "GetRecoveryPolicy", Role::Viewer, RECOVERY)
+        self.get_policy(request).await
     }
 
     async fn update_recovery_policy(
         &self,
         request: Request<pb::UpdateRecoveryPolicyRequest>,
     ) -> Result<Response<pb::UpdateRecoveryPolicyResponse>, Status> {
-        not_yet(&request, "UpdateRecoveryPolicy", Role::Admin, RECOVERY)
+        self.update_policy(request).await
     }
 }
 
