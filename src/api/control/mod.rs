@@ -2,8 +2,8 @@
 //! audited with the request) and every mutating call, allowed, denied, dry run or failed, is
 //! recorded in the audit trail (the history store's append-only table, or a bounded log in
 //! memory without one). Synchronous verbs answer per-target outcomes; long ones return an
-//! operation that carries on in the background (`crate::control`). LaunchWorkers, ScaleGroup
-//! and the recovery policy answer UNIMPLEMENTED naming the capability that brings them.
+//! operation that carries on in the background (`crate::control`). The recovery policy is
+//! auto-recovery's settings (`recovery.rs`).
 pub(super) mod actions;
 mod audit;
 pub(super) mod convert;
