@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use warden_alerts::AlertFilter;
-use warden_notify::{DeliveryId, DeliveryQuery};
+use warden_notify::{DeliveryId, DeliveryPage, DeliveryQuery};
 
 use super::{AlertsService, convert, default_receivers, resource_name};
 use crate::{
@@ -192,50 +192,67 @@ impl AlertsService {
         });
         let after = paging::decode(&req.page_token, fp)?;
         let size = paging::page_size(req.page_size);
-        // The cursor's delivery may have rows left; every later delivery has at least one.
-        let before = after
-            .as_ref()
-            .and_then(|c| u64::try_from(c.rank.checked_neg()?).ok())
-            .map(|id| DeliveryId(id.saturating_add(1)));
-        let found = self.alerting.dispatcher.query(&DeliveryQuery {
-            alert: alert.clone(),
-            states,
-            channels,
-            limit: size + 2,
-            before,
-        });
-        let mut rows = Vec::new();
-        for d in &found.deliveries {
-            let mut names: Vec<&String> = d
-                .alerts
-                .iter()
-                .filter(|a| alert.as_ref().is_none_or(|only| only == *a))
-                .collect();
-            names.sort();
-            names.dedup();
-            for name in names {
-                let key = Cursor {
-                    rank: -i64::try_from(d.id.0).unwrap_or(i64::MAX),
-                    name: name.clone(),
-                };
-                if after.as_ref().is_none_or(|a| key > *a) {
-                    rows.push((key, convert::delivery(d, name)));
-                }
-            }
-        }
-        let next_page_token = if rows.len() > size {
-            rows.truncate(size);
-            rows.last()
-                .map(|(key, _)| paging::encode(fp, key.clone()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next) = delivery_rows(
+            |q| self.alerting.dispatcher.query(q),
+            DeliveryQuery {
+                alert,
+                states,
+                channels,
+                ..DeliveryQuery::default()
+            },
+            after.as_ref(),
+            size,
+        );
+        let next_page_token = next.map(|c| paging::encode(fp, c)).unwrap_or_default();
         Ok(pb::ListDeliveriesResponse {
-            deliveries: rows.into_iter().map(|(_, d)| d).collect(),
+            deliveries: rows,
             next_page_token,
         })
     }
+}
+
+/// One page of deliveries as (delivery, alert) rows after `after`, newest delivery first and
+/// its alerts by name (`query.alert` set: only that alert's rows), and the cursor of the next
+/// page. Each row's cursor is (minus the delivery id, the alert's name).
+fn delivery_rows(
+    run: impl FnOnce(&DeliveryQuery) -> DeliveryPage,
+    mut query: DeliveryQuery,
+    after: Option<&Cursor>,
+    size: usize,
+) -> (Vec<pb::Delivery>, Option<Cursor>) {
+    // The cursor's delivery may have rows left; every later delivery has at least one, so
+    // `size + 2` deliveries fill a page and tell whether another follows.
+    query.before = after
+        .and_then(|c| u64::try_from(c.rank.checked_neg()?).ok())
+        .map(|id| DeliveryId(id.saturating_add(1)));
+    query.limit = size + 2;
+    let found = run(&query);
+    let mut rows = Vec::new();
+    for d in &found.deliveries {
+        let mut names: Vec<&String> = d
+            .alerts
+            .iter()
+            .filter(|a| query.alert.as_ref().is_none_or(|only| only == *a))
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let key = Cursor {
+                rank: -i64::try_from(d.id.0).unwrap_or(i64::MAX),
+                name: name.clone(),
+            };
+            if after.is_none_or(|a| key > *a) {
+                rows.push((key, convert::delivery(d, name)));
+            }
+        }
+    }
+    let next = if rows.len() > size {
+        rows.truncate(size);
+        rows.last().map(|(key, _)| key.clone())
+    } else {
+        None
+    };
+    (rows.into_iter().map(|(_, d)| d).collect(), next)
 }
 
 /// The worker a filter names: its resource name, or a short id that names exactly one of the
@@ -260,5 +277,104 @@ fn worker_of(alerts: &[warden_alerts::Alert], wanted: &str) -> Result<String, Ap
             name: wanted.to_string(),
             candidates,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use warden_notify::{ChannelKind, Delivery, DeliveryLog, DeliveryState, NotifiedState};
+
+    use super::*;
+
+    fn log() -> DeliveryLog {
+        let log = DeliveryLog::new(100);
+        for alerts in [
+            vec!["alerts/a"],
+            vec!["alerts/c"],
+            vec!["alerts/b", "alerts/a"],
+        ] {
+            log.insert(Delivery {
+                id: DeliveryId(0),
+                alerts: alerts.into_iter().map(String::from).collect(),
+                group_key: "g".into(),
+                channel: Some(ChannelKind::Webhook),
+                receiver: "r".into(),
+                notified_state: NotifiedState::Firing,
+                escalated: false,
+                state: DeliveryState::Sent,
+                attempts: 1,
+                last_error: None,
+                suppressed_reason: None,
+                create_time: SystemTime::UNIX_EPOCH,
+                sent_at: None,
+                next_attempt_at: None,
+            });
+        }
+        log
+    }
+
+    /// Every row, page by page.
+    fn walk(log: &DeliveryLog, alert: Option<&str>, size: usize) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let query = DeliveryQuery {
+                alert: alert.map(String::from),
+                ..DeliveryQuery::default()
+            };
+            let (rows, next) = delivery_rows(|q| log.query(q), query, after.as_ref(), size);
+            pages.push(rows.into_iter().map(|d| d.name).collect());
+            match next {
+                Some(c) => after = Some(c),
+                None => return pages,
+            }
+        }
+    }
+
+    #[test]
+    fn a_delivery_of_several_alerts_is_a_row_per_alert_and_pages_split_it() {
+        let log = log();
+        assert_eq!(
+            walk(&log, None, 100),
+            vec![vec![
+                "alerts/a/deliveries/3",
+                "alerts/b/deliveries/3",
+                "alerts/c/deliveries/2",
+                "alerts/a/deliveries/1",
+            ]]
+        );
+        assert_eq!(
+            walk(&log, None, 1),
+            vec![
+                vec!["alerts/a/deliveries/3"],
+                vec!["alerts/b/deliveries/3"],
+                vec!["alerts/c/deliveries/2"],
+                vec!["alerts/a/deliveries/1"],
+            ],
+            "a page may end inside a delivery; the next takes up there"
+        );
+        assert_eq!(
+            walk(&log, Some("alerts/a"), 1),
+            vec![vec!["alerts/a/deliveries/3"], vec!["alerts/a/deliveries/1"]]
+        );
+    }
+
+    #[test]
+    fn pages_are_keyset_and_bound_to_their_listing() {
+        let items: Vec<u32> = (0..7).collect();
+        let key = |i: &u32| Cursor {
+            rank: i64::from(*i),
+            name: String::new(),
+        };
+        let (first, token) = page(items.clone(), key, 3, "", 9).unwrap();
+        assert_eq!(first, vec![0, 1, 2]);
+        let (second, _) = page(items.clone(), key, 3, &token, 9).unwrap();
+        assert_eq!(second, vec![3, 4, 5]);
+        assert!(
+            page(items, key, 3, &token, 10).is_err(),
+            "another listing's token"
+        );
     }
 }

@@ -133,15 +133,14 @@ pub fn apply(
             _ => return Err(ApiError::invalid("policy.max_restarts", "1 to 100")),
         };
     }
-    if has("window") {
-        if let Some(w) = span("policy.window", new.window.as_ref())?
-            && w != WINDOW
-        {
-            return Err(ApiError::invalid(
-                "policy.window",
-                "only 1h is supported for now (the restart budget's window is fixed)",
-            ));
-        }
+    if has("window")
+        && let Some(w) = span("policy.window", new.window.as_ref())?
+        && w != WINDOW
+    {
+        return Err(ApiError::invalid(
+            "policy.window",
+            "only 1h is supported for now (the restart budget's window is fixed)",
+        ));
     }
     if has("cooldown") {
         s.cooldown = match span("policy.cooldown", new.cooldown.as_ref())? {
