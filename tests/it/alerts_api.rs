@@ -4,7 +4,8 @@
 //! delivery, acknowledged (audited with its actor, replayed by request id, dry run changing
 //! nothing, refused to a viewer and the refusal audited), silenced by a matcher on `worker`
 //! (exactly that alert), the silence expired; rules are paged; bad requests name their field;
-//! the recovery policy round-trips with an etag.
+//! the recovery policy round-trips with an etag. `warden alerts list|ack|silence` drive the
+//! same service.
 use std::{
     sync::{
         Arc,
@@ -572,6 +573,56 @@ async fn alerts_are_listed_acknowledged_silenced_and_delivered() {
         .await
         .unwrap_err();
     assert_eq!(resource_type(&gone), "warden.v1.Silence");
+
+    // The command line: list, acknowledge, silence (a dry run); a viewer is refused.
+    let server = warden.grpc_url.clone();
+    let cli = |token: &str, args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.env_remove("WARDEN_TOKEN")
+            .env_remove("WARDEN_SERVER")
+            .arg("alerts")
+            .args(args)
+            .args(["--server", &server, "--token", token, "--output", "json"]);
+        cmd
+    };
+    let json = |out: &str| -> serde_json::Value { serde_json::from_str(out).expect(out) };
+    let (ok, out, err) = run(&mut cli(VIEWER, &["list", "--worker", "one@alerts"])).await;
+    assert!(ok, "{err}");
+    let listed = json(&out);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == lost.name.as_str() && a["state"] == "FIRING"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&mut cli(VIEWER, &["ack", &lost.name])).await;
+    assert!(!ok && err.contains("PERMISSION_DENIED"), "{err}");
+    let (ok, out, err) = run(&mut cli(OPERATOR, &["ack", &lost.name, "--reason", "cli"])).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        json(&out)["alert"]["acknowledged_by"],
+        "ci-operator",
+        "{out}"
+    );
+    let (ok, out, err) = run(&mut cli(
+        OPERATOR,
+        &[
+            "silence",
+            &format!("worker={one}"),
+            "rule=worker_lost",
+            "--for",
+            "10m",
+            "--dry-run",
+        ],
+    ))
+    .await;
+    assert!(ok, "{err}");
+    let would = json(&out);
+    assert_eq!(would["dry_run"], true, "{out}");
+    assert_eq!(would["silence"]["alerts_total"], 1, "{out}");
+    assert_eq!(would["silence"]["alerts"][0], lost.name.as_str(), "{out}");
 
     warden.stop().await;
 }
