@@ -763,6 +763,41 @@ async fn rules_are_paged_and_the_recovery_policy_round_trips() {
         .unwrap();
     assert_eq!(reread, now);
 
+    // A dry run shows the policy as it would be and changes nothing.
+    let dry = control
+        .update_recovery_policy(as_(
+            ADMIN,
+            pb::UpdateRecoveryPolicyRequest {
+                dry_run: true,
+                ..update(
+                    pb::RecoveryPolicy {
+                        max_restarts: 9,
+                        etag: now.etag.clone(),
+                        ..Default::default()
+                    },
+                    &["max_restarts"],
+                )
+            },
+        ))
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert!(dry.dry_run);
+    let would = dry.policy.unwrap();
+    assert_eq!(
+        (would.max_restarts, would.groups.clone()),
+        (9, vec!["batch".to_string()])
+    );
+    assert_eq!(would.etag, now.etag, "nothing changed: the etag holds");
+    let unchanged = control
+        .get_recovery_policy(as_(VIEWER, pb::GetRecoveryPolicyRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    assert_eq!(unchanged, now);
+
     // A stale etag is ABORTED; a window other than 1 h is refused naming it.
     let stale = control
         .update_recovery_policy(as_(ADMIN, update(wanted.clone(), &["max_restarts"])))
@@ -787,7 +822,8 @@ async fn rules_are_paged_and_the_recovery_policy_round_trips() {
         .await
         .unwrap_err();
     assert_eq!(field(&window), "policy.window");
-    // Disabling clears the groups; the audit trail has the change.
+    // Disabling clears the groups; the audit trail has both changes (and the dry run and
+    // refusals, as such).
     let off = control
         .update_recovery_policy(as_(
             ADMIN,
@@ -811,10 +847,20 @@ async fn rules_are_paged_and_the_recovery_policy_round_trips() {
     assert_eq!(
         trail
             .iter()
-            .filter(|e| e.outcome.as_ref().unwrap().code == "OK")
+            .filter(|e| !e.dry_run && e.outcome.as_ref().unwrap().code == "OK")
             .count(),
         2,
         "{trail:?}"
+    );
+    assert!(
+        trail.iter().any(|e| e.dry_run),
+        "the dry run is audited: {trail:?}"
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.outcome.as_ref().unwrap().code == "ABORTED"),
+        "the refused update is audited: {trail:?}"
     );
     warden.stop().await;
 }

@@ -73,10 +73,12 @@ impl AlertsService {
             resource_name("rule", &req.rule, "alertRules")?;
             Some(req.rule.clone())
         };
+        // A resource name names one group; a bare id, that group on any backend.
         let group = if req.group.is_empty() {
             None
         } else {
-            Some(group_id("group", &req.group)?)
+            let id = group_id("group", &req.group)?;
+            Some((req.group.starts_with("groups/"), id))
         };
         let filter = AlertFilter {
             states,
@@ -99,11 +101,15 @@ impl AlertsService {
                     .is_some_and(|k| k.resource_name() == worker)
             });
         }
-        if let Some(group) = group {
+        if let Some((named, id)) = group {
             alerts.retain(|a| {
-                a.group
-                    .as_deref()
-                    .is_some_and(|g| group_id("group", g).is_ok_and(|id| id == group))
+                a.group.as_deref().is_some_and(|g| {
+                    if named {
+                        g == req.group
+                    } else {
+                        group_id("group", g).is_ok_and(|gid| gid == id)
+                    }
+                })
             });
         }
         let key = |a: &warden_alerts::Alert| Cursor {

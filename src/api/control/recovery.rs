@@ -277,7 +277,11 @@ impl ControlService {
                 preview
                     .update_by(preview.settings().clone(), &caller.name, call.time)
                     .map_err(|e| ApiError::invalid("policy.groups", e.to_string()))?;
-                policy(&preview, self.health_interval)
+                // Nothing changed: the etag read before is still the one to send.
+                pb::RecoveryPolicy {
+                    etag: p.etag(),
+                    ..policy(&preview, self.health_interval)
+                }
             } else {
                 p.update_by(settings, &caller.name, call.time)
                     .map_err(|e| ApiError::invalid("policy.groups", e.to_string()))?;
