@@ -283,6 +283,48 @@ mod tests {
     }
 
     #[test]
+    fn alert_engine_refusals_map_to_their_codes() {
+        use warden_alerts::AlertError;
+        let status: Status = ApiError::from(AlertError::InvalidArgument {
+            field: "matchers[0].value".into(),
+            message: "bad regex".into(),
+        })
+        .into();
+        let details = status.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "matchers[0].value"
+        );
+        for (err, kind) in [
+            (
+                AlertError::AlertNotFound("alerts/x".into()),
+                "warden.v1.Alert",
+            ),
+            (
+                AlertError::SilenceNotFound("silences/x".into()),
+                "warden.v1.Silence",
+            ),
+        ] {
+            let status: Status = ApiError::from(err).into();
+            assert_eq!(status.code(), Code::NotFound);
+            assert_eq!(
+                status
+                    .get_error_details()
+                    .resource_info()
+                    .unwrap()
+                    .resource_type,
+                kind
+            );
+        }
+        let status: Status = ApiError::from(AlertError::AlertResolved("alerts/x".into())).into();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "ALERT_RESOLVED"
+        );
+    }
+
+    #[test]
     fn every_kind_carries_error_info_and_its_own_detail() {
         let status: Status = ApiError::worker_not_found("workers/celery/default/x@h").into();
         let details = status.get_error_details();
