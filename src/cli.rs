@@ -12,6 +12,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
+mod alerts;
 mod streams;
 
 use crate::{
@@ -72,6 +73,8 @@ pub enum Command {
     Ops(cli_control::OpsArgs),
     /// The audit trail of control calls, newest first (role operator).
     Audit(cli_control::AuditArgs),
+    /// Alerts: list, acknowledge, silence.
+    Alerts(alerts::AlertsArgs),
     /// Redis Streams: consumer groups with lag, pending and consumers; reclaim, discard, janitor.
     Streams(streams::StreamsArgs),
     /// Move dead Streams consumers' pending entries to a live one (`streams reclaim`).
@@ -444,6 +447,7 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
         Command::Uncordon(args) => cli_control::cordon(args, true).await?,
         Command::Ops(args) => cli_control::ops(args).await?,
         Command::Audit(args) => cli_control::audit(args).await?,
+        Command::Alerts(args) => alerts::run(args).await?,
         Command::Streams(args) => streams::run(&args).await?,
         Command::Reclaim(c) => streams::reclaim(&c.client, &c.args).await?,
         Command::Forget(args) => {

@@ -416,7 +416,7 @@ impl Warden {
         .map_err(|e| ServerError::Alerting(e.to_string()))?;
         let alerts_service = AlertsService::new(alerting.clone(), audit.clone());
         let control = ControlService::new(fleet.clone(), controller, audit)
-            .with_recovery(recovery_policy.clone())
+            .with_recovery(recovery_policy.clone(), config.health.interval)
             .with_streams(
                 config
                     .streams_settings()

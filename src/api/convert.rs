@@ -136,7 +136,7 @@ pub fn group_id(field: &str, name: &str) -> Result<String, ApiError> {
     fleet::percent_decode(id).ok_or_else(|| ApiError::invalid(field, "malformed percent-encoding"))
 }
 
-fn finding(f: &fleet::Finding) -> pb::Finding {
+pub fn finding(f: &fleet::Finding) -> pb::Finding {
     pb::Finding {
         check: f.check.to_string(),
         severity: severity(f.status).into(),

@@ -108,6 +108,37 @@ impl From<warden_core::ports::PortError> for ApiError {
     }
 }
 
+/// The alert engine's refusals as the API says them: a bad field → INVALID_ARGUMENT naming
+/// it, an unknown alert or silence → NOT_FOUND with its resource type, a resolved alert →
+/// FAILED_PRECONDITION `ALERT_RESOLVED`.
+impl From<warden_alerts::AlertError> for ApiError {
+    fn from(err: warden_alerts::AlertError) -> Self {
+        use warden_alerts::AlertError;
+        let message = err.to_string();
+        match err {
+            AlertError::InvalidArgument { field, message } => ApiError::InvalidArgument {
+                field,
+                reason: message,
+            },
+            AlertError::AlertNotFound(name) => ApiError::NotFound {
+                resource_type: "warden.v1.Alert",
+                name,
+                message,
+            },
+            AlertError::SilenceNotFound(name) => ApiError::NotFound {
+                resource_type: "warden.v1.Silence",
+                name,
+                message,
+            },
+            AlertError::AlertResolved(name) => ApiError::FailedPrecondition {
+                reason: "ALERT_RESOLVED",
+                subject: name,
+                message,
+            },
+        }
+    }
+}
+
 /// How long a client should wait before retrying an UNAVAILABLE call.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -248,6 +279,48 @@ mod tests {
         assert_eq!(
             (info.reason.as_str(), info.domain.as_str()),
             ("FIELD_INVALID", DOMAIN)
+        );
+    }
+
+    #[test]
+    fn alert_engine_refusals_map_to_their_codes() {
+        use warden_alerts::AlertError;
+        let status: Status = ApiError::from(AlertError::InvalidArgument {
+            field: "matchers[0].value".into(),
+            message: "bad regex".into(),
+        })
+        .into();
+        let details = status.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "matchers[0].value"
+        );
+        for (err, kind) in [
+            (
+                AlertError::AlertNotFound("alerts/x".into()),
+                "warden.v1.Alert",
+            ),
+            (
+                AlertError::SilenceNotFound("silences/x".into()),
+                "warden.v1.Silence",
+            ),
+        ] {
+            let status: Status = ApiError::from(err).into();
+            assert_eq!(status.code(), Code::NotFound);
+            assert_eq!(
+                status
+                    .get_error_details()
+                    .resource_info()
+                    .unwrap()
+                    .resource_type,
+                kind
+            );
+        }
+        let status: Status = ApiError::from(AlertError::AlertResolved("alerts/x".into())).into();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "ALERT_RESOLVED"
         );
     }
 

@@ -136,6 +136,10 @@ pub struct Policy {
     started: SystemTime,
     /// Per worker: CRITICAL evaluations in a row, and the last evaluation counted.
     critical: HashMap<WorkerKey, (u32, SystemTime)>,
+    /// Changes made at run time (UpdateRecoveryPolicy) so far: the etag's version.
+    revision: u64,
+    /// When and by whom it was last changed at run time; `None` while the config's.
+    changed: Option<(SystemTime, String)>,
 }
 
 impl Policy {
@@ -145,6 +149,8 @@ impl Policy {
             settings,
             started,
             critical: HashMap::new(),
+            revision: 0,
+            changed: None,
         })
     }
 
@@ -157,6 +163,33 @@ impl Policy {
         self.groups = settings.group_set()?;
         self.settings = settings;
         Ok(())
+    }
+
+    /// Takes new settings on behalf of `by` (UpdateRecoveryPolicy): the etag changes.
+    pub fn update_by(
+        &mut self,
+        settings: RecoverySettings,
+        by: &str,
+        at: SystemTime,
+    ) -> Result<(), globset::Error> {
+        self.update(settings)?;
+        self.revision += 1;
+        self.changed = Some((at, by.to_string()));
+        Ok(())
+    }
+
+    /// When and by whom the settings were last changed at run time.
+    pub fn changed(&self) -> Option<&(SystemTime, String)> {
+        self.changed.as_ref()
+    }
+
+    /// Opaque version of the settings: changes with every update, and differs between
+    /// different settings.
+    pub fn etag(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{:?}", self.settings).hash(&mut h);
+        format!("{}-{:016x}", self.revision, h.finish())
     }
 
     /// Looks at every worker of an opted-in group; `leave` says whether a worker (resource

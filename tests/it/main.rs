@@ -5,6 +5,7 @@
 mod support;
 
 mod alerting;
+mod alerts_api;
 mod auth;
 mod broker_outage;
 mod broker_timeouts;

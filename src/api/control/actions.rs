@@ -3,7 +3,7 @@
 use prost::Message;
 use tonic::{Request, Response, Status};
 use warden_core::{
-    idempotency::Seen,
+    idempotency::{Idempotency, Seen},
     operations::{OperationQuery, Outcome},
 };
 
@@ -31,9 +31,9 @@ pub struct Done {
 }
 
 /// A failure after authorisation: the status, and the targets it concerned.
-struct Failure {
-    error: ApiError,
-    targets: Vec<String>,
+pub(super) struct Failure {
+    pub error: ApiError,
+    pub targets: Vec<String>,
 }
 
 impl From<ApiError> for Failure {
@@ -45,43 +45,54 @@ impl From<ApiError> for Failure {
     }
 }
 
-fn fingerprint<M: Message>(action: &str, req: &M) -> u64 {
+pub(in crate::api) fn fingerprint<M: Message>(action: &str, req: &M) -> u64 {
     paging::fingerprint(&[action.as_bytes(), &req.encode_to_vec()])
+}
+
+/// Idempotency: `Ok(Some(answer))` replays the first call's answer; `Ok(None)` proceeds
+/// (shared by Control and Alerts).
+pub(in crate::api) fn begin_key<Resp: Message + Default>(
+    keys: &Idempotency,
+    caller: &Caller,
+    request_id: &str,
+    fp: u64,
+) -> Result<Option<Resp>, ApiError> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    match keys.begin(&caller.name, request_id, fp) {
+        Seen::New => Ok(None),
+        Seen::Done(bytes) => {
+            Resp::decode(&bytes[..])
+                .map(Some)
+                .map_err(|_| ApiError::Unavailable {
+                    dependency: "warden",
+                    reason: "a remembered answer could not be read".into(),
+                })
+        }
+        Seen::InProgress => Err(ApiError::Aborted {
+            reason: "REQUEST_IN_PROGRESS",
+            holder: request_id.to_string(),
+            message: format!("request {request_id:?} is still being handled; retry shortly"),
+        }),
+        Seen::Reused => Err(ApiError::AlreadyExists {
+            reason: "REQUEST_ID_REUSED",
+            message: format!(
+                "request_id {request_id:?} was used for a different request; use a new id"
+            ),
+        }),
+    }
 }
 
 impl ControlService {
     /// Idempotency: `Ok(Some(answer))` replays the first call's answer; `Ok(None)` proceeds.
-    fn begin_key<Resp: Message + Default>(
+    pub(super) fn begin_key<Resp: Message + Default>(
         &self,
         caller: &Caller,
         request_id: &str,
         fp: u64,
     ) -> Result<Option<Resp>, ApiError> {
-        if request_id.is_empty() {
-            return Ok(None);
-        }
-        match self.keys.begin(&caller.name, request_id, fp) {
-            Seen::New => Ok(None),
-            Seen::Done(bytes) => {
-                Resp::decode(&bytes[..])
-                    .map(Some)
-                    .map_err(|_| ApiError::Unavailable {
-                        dependency: "warden",
-                        reason: "a remembered answer could not be read".into(),
-                    })
-            }
-            Seen::InProgress => Err(ApiError::Aborted {
-                reason: "REQUEST_IN_PROGRESS",
-                holder: request_id.to_string(),
-                message: format!("request {request_id:?} is still being handled; retry shortly"),
-            }),
-            Seen::Reused => Err(ApiError::AlreadyExists {
-                reason: "REQUEST_ID_REUSED",
-                message: format!(
-                    "request_id {request_id:?} was used for a different request; use a new id"
-                ),
-            }),
-        }
+        begin_key(&self.keys, caller, request_id, fp)
     }
 
     /// Checks the shared fields and resolves the selector into targets (with the revision).
@@ -117,7 +128,7 @@ impl ControlService {
 
     /// Ends a call: records it, remembers an OK answer under its key, answers.
     #[allow(clippy::too_many_arguments)]
-    async fn conclude<Resp: Message>(
+    pub(super) async fn conclude<Resp: Message>(
         &self,
         call: &CallInfo,
         caller: &Caller,

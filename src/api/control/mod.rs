@@ -2,11 +2,12 @@
 //! audited with the request) and every mutating call, allowed, denied, dry run or failed, is
 //! recorded in the audit trail (the history store's append-only table, or a bounded log in
 //! memory without one). Synchronous verbs answer per-target outcomes; long ones return an
-//! operation that carries on in the background (`crate::control`). LaunchWorkers, ScaleGroup
-//! and the recovery policy answer UNIMPLEMENTED naming the capability that brings them.
-mod actions;
+//! operation that carries on in the background (`crate::control`). The recovery policy is
+//! auto-recovery's settings (`recovery.rs`).
+pub(super) mod actions;
 mod audit;
-mod convert;
+pub(super) mod convert;
+mod recovery;
 mod requests;
 
 use std::{pin::Pin, sync::Arc};
@@ -46,12 +47,20 @@ pub struct ControlService {
     pub(super) streams: Option<warden_streams::control::StreamsControl>,
     /// Auto-recovery's policy (GetRecoveryPolicy, UpdateRecoveryPolicy).
     pub(super) recovery: Option<crate::recovery::SharedPolicy>,
+    /// The health engine's interval: `critical_for` is CRITICAL checks in a row times it.
+    pub(super) health_interval: std::time::Duration,
 }
 
 impl ControlService {
-    /// Serves auto-recovery's policy.
-    pub fn with_recovery(mut self, policy: crate::recovery::SharedPolicy) -> Self {
+    /// Serves auto-recovery's policy; `health_interval` is the health engine's interval
+    /// (`critical_for` is expressed in it).
+    pub fn with_recovery(
+        mut self,
+        policy: crate::recovery::SharedPolicy,
+        health_interval: std::time::Duration,
+    ) -> Self {
         self.recovery = Some(policy);
+        self.health_interval = health_interval;
         self
     }
 
@@ -64,6 +73,7 @@ impl ControlService {
             keys,
             streams: None,
             recovery: None,
+            health_interval: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -123,16 +133,6 @@ macro_rules! audited_by_name_keyed {
     )*};
 }
 
-/// Mutating requests of Alerts: a reason, and a name as their target.
-macro_rules! audited_by_name {
-    ($($request:ty => $field:ident),*) => {$(
-        impl Audited for $request {
-            fn reason(&self) -> &str { &self.reason }
-            fn targets(&self) -> Vec<String> { vec![self.$field.to_string()] }
-        }
-    )*};
-}
-
 /// Reads: nothing to record but the call.
 macro_rules! audited_read {
     ($($request:ty),*) => {$( impl Audited for $request {} )*};
@@ -155,9 +155,7 @@ audited_by_selector!(
 audited_by_name_keyed!(
     pb::LaunchWorkersRequest => group,
     pb::ScaleGroupRequest => group,
-    pb::CancelOperationRequest => name
-);
-audited_by_name!(
+    pb::CancelOperationRequest => name,
     pb::AcknowledgeAlertRequest => name,
     pb::UnacknowledgeAlertRequest => name,
     pb::ExpireSilenceRequest => name
@@ -174,11 +172,26 @@ impl Audited for pb::UpdateRecoveryPolicyRequest {
     fn reason(&self) -> &str {
         &self.reason
     }
+    fn targets(&self) -> Vec<String> {
+        vec!["recoveryPolicy".to_string()]
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
 }
 
 impl Audited for pb::CreateSilenceRequest {
     fn reason(&self) -> &str {
         &self.reason
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
     }
 }
 
@@ -237,7 +250,7 @@ pub fn not_yet<T: Audited, R>(
     Err(ApiError::unimplemented(capability).into())
 }
 
-const RECOVERY: &str = "auto-recovery";
+pub(super) const RECOVERY: &str = "auto-recovery";
 
 type OperationStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchOperationResponse, Status>> + Send>>;
@@ -504,14 +517,14 @@ impl Control for ControlService {
         &self,
         request: Request<pb::GetRecoveryPolicyRequest>,
     ) -> Result<Response<pb::GetRecoveryPolicyResponse>, Status> {
-        not_yet(&request, "GetRecoveryPolicy", Role::Viewer, RECOVERY)
+        self.get_policy(request).await
     }
 
     async fn update_recovery_policy(
         &self,
         request: Request<pb::UpdateRecoveryPolicyRequest>,
     ) -> Result<Response<pb::UpdateRecoveryPolicyResponse>, Status> {
-        not_yet(&request, "UpdateRecoveryPolicy", Role::Admin, RECOVERY)
+        self.update_policy(request).await
     }
 }
 
@@ -546,7 +559,11 @@ impl From<ControlError> for ApiError {
 }
 
 /// Checks the fields every mutating worker request shares; returns the target cap.
-fn common_fields(reason: &str, request_id: &str, max_targets: u32) -> Result<usize, ApiError> {
+pub(super) fn common_fields(
+    reason: &str,
+    request_id: &str,
+    max_targets: u32,
+) -> Result<usize, ApiError> {
     if reason.len() > MAX_REASON_BYTES {
         return Err(ApiError::invalid(
             "reason",
