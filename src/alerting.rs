@@ -56,6 +56,7 @@ pub struct Alerting {
     pub dispatcher: Dispatcher,
     pub clock: Arc<dyn Clock>,
     metrics: crate::metrics::Metrics,
+    journal: Journal,
 }
 
 impl Alerting {
@@ -100,6 +101,7 @@ impl Alerting {
             dispatcher,
             clock,
             metrics,
+            journal: journal.clone(),
         };
         tasks.spawn(
             alerting
@@ -186,6 +188,44 @@ impl Alerting {
 }
 
 impl Alerting {
+    /// Puts an acknowledgement (or its withdrawal) of `alert` into history.
+    pub fn record_acknowledgement(
+        &self,
+        alert: &warden_alerts::Alert,
+        by: &str,
+        reason: &str,
+        acknowledged: bool,
+    ) {
+        use warden_core::history::{ATTR_ACTION, AttrValue, EventKind, HistoryEvent, Severity};
+        let action = if acknowledged {
+            "acknowledged"
+        } else {
+            "unacknowledged"
+        };
+        let mut message = format!("{} {action} by {by}: {}", alert.name, alert.summary);
+        if !reason.is_empty() {
+            message = format!("{message} ({reason})");
+        }
+        self.journal.record(HistoryEvent {
+            at: self.clock.now(),
+            kind: EventKind::Alert,
+            severity: Severity::Info,
+            worker: alert.worker.clone(),
+            group: alert
+                .group
+                .as_deref()
+                .and_then(|g| g.rsplit_once('/'))
+                .and_then(|(_, enc)| warden_core::model::percent_decode(enc)),
+            message,
+            attributes: vec![
+                (ATTR_ACTION.into(), AttrValue::String(action.into())),
+                ("alert".into(), AttrValue::String(alert.name.clone())),
+                ("rule".into(), AttrValue::String(alert.rule.clone())),
+                ("by".into(), AttrValue::String(by.into())),
+            ],
+        });
+    }
+
     /// `warden_alerts_firing{severity}`.
     fn count_firing(&self) {
         let firing = self.engine().list_alerts(&AlertFilter {

@@ -250,6 +250,10 @@ impl Alerts for AlertsService {
                 svc.alerting
                     .engine()
                     .acknowledge(&req.name, &caller.name, now, req.dry_run)?;
+            if !req.dry_run {
+                svc.alerting
+                    .record_acknowledgement(&alert, &caller.name, &req.reason, true);
+            }
             Ok((
                 pb::AcknowledgeAlertResponse {
                     alert: Some(convert::alert(&alert)),
@@ -266,21 +270,29 @@ impl Alerts for AlertsService {
         &self,
         request: Request<pb::UnacknowledgeAlertRequest>,
     ) -> Result<Response<pb::UnacknowledgeAlertResponse>, Status> {
-        self.mutate(request, "UnacknowledgeAlert", |svc, req, _, audit_id| {
-            resource_name("name", &req.name, "alerts")?;
-            let alert = svc
-                .alerting
-                .engine()
-                .unacknowledge(&req.name, req.dry_run)?;
-            Ok((
-                pb::UnacknowledgeAlertResponse {
-                    alert: Some(convert::alert(&alert)),
-                    audit_id,
-                    dry_run: req.dry_run,
-                },
-                vec![req.name.clone()],
-            ))
-        })
+        self.mutate(
+            request,
+            "UnacknowledgeAlert",
+            |svc, req, caller, audit_id| {
+                resource_name("name", &req.name, "alerts")?;
+                let alert = svc
+                    .alerting
+                    .engine()
+                    .unacknowledge(&req.name, req.dry_run)?;
+                if !req.dry_run {
+                    svc.alerting
+                        .record_acknowledgement(&alert, &caller.name, &req.reason, false);
+                }
+                Ok((
+                    pb::UnacknowledgeAlertResponse {
+                        alert: Some(convert::alert(&alert)),
+                        audit_id,
+                        dry_run: req.dry_run,
+                    },
+                    vec![req.name.clone()],
+                ))
+            },
+        )
         .await
     }
 
