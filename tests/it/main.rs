@@ -20,6 +20,7 @@ mod discovery;
 mod event_backpressure;
 mod exporter;
 mod forget;
+mod health;
 mod history;
 mod hostile_flood;
 mod hostile_input;

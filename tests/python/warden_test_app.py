@@ -2,7 +2,7 @@
 
 Tasks with known behaviour, so that tests can compare warden's figures with ground truth:
 `add` succeeds at once, `sleep_for` runs for a given time, `fail` raises, `retry_twice`
-retries twice and then succeeds.
+retries twice and then succeeds, `burn` spins the CPU as a control file says.
 """
 import os
 import time
@@ -46,3 +46,30 @@ def retry_twice(self):
     if self.request.retries < 2:
         raise self.retry(countdown=0.1)
     return self.request.retries
+
+
+@app.task
+def burn(control, limit=120.0):
+    """Spins the CPU at the duty cycle written in the file `control` ("0.25": a quarter of each
+    0.2 s slice burning, the rest asleep; "1": all of it) until the file says "stop" or is
+    gone, or `limit` seconds passed. The duty is counted in CPU time, so that a process that
+    gets only part of a core on a busy machine still burns its share. Returns the CPU seconds
+    burnt."""
+    slice_ = 0.2
+    started = time.monotonic()
+    cpu_start = time.process_time()
+    while time.monotonic() - started < float(limit):
+        try:
+            with open(control) as f:
+                text = f.read().strip()
+        except OSError:
+            break
+        if text == "stop":
+            break
+        duty = min(max(float(text or 0), 0.0), 1.0)
+        until = time.process_time() + duty * slice_
+        while time.process_time() < until:
+            pass
+        if duty < 1.0:
+            time.sleep((1.0 - duty) * slice_)
+    return time.process_time() - cpu_start
