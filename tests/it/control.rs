@@ -45,6 +45,8 @@ fn workers(names: &[&str]) -> Option<pb::Selector> {
     })
 }
 
+/// The worker once it is ALIVE and inspected (its queues known: an event can make it ALIVE
+/// before the first inspect round has answered, and control verbs need its queues).
 async fn alive(warden: &TestWarden, name: &'static str) -> pb::Worker {
     let client = warden.client().await;
     eventually(Duration::from_secs(40), "the worker is ALIVE", || {
@@ -52,7 +54,7 @@ async fn alive(warden: &TestWarden, name: &'static str) -> pb::Worker {
         async move {
             let r = list(&mut client, false).await;
             find(&r, name)
-                .filter(|w| w.lifecycle() == pb::Lifecycle::Alive)
+                .filter(|w| w.lifecycle() == pb::Lifecycle::Alive && !w.queues.is_empty())
                 .cloned()
         }
     })
