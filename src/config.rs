@@ -1223,6 +1223,19 @@ impl Config {
         set(&mut self.resource_interval, a.resource_interval);
     }
 
+    /// The health engine's settings: `[health]`, whose heartbeat thresholds follow the
+    /// lifecycle's (`heartbeat_warning`, `heartbeat_critical`) unless `[health.defaults]` sets
+    /// them, so that a worker LOST after 60 s of silence is judged against those 60 s.
+    pub fn health_config(&self) -> warden_health::HealthConfig {
+        let mut health = self.health.clone();
+        let d = &mut health.defaults;
+        if d.heartbeat_warning.is_none() && d.heartbeat_critical.is_none() {
+            d.heartbeat_warning = Some(self.heartbeat_warning);
+            d.heartbeat_critical = Some(self.heartbeat_critical);
+        }
+        health
+    }
+
     /// The Prometheus resource source's settings, or `None` when no Prometheus is set.
     pub fn prometheus_settings(&self) -> Option<warden_resources::PrometheusSettings> {
         let url = self.prometheus_url.as_ref()?;
@@ -1820,6 +1833,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("kubernetes_timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_health_heartbeat_thresholds_follow_the_lifecycles_unless_set() {
+        let config =
+            Config::from_toml("heartbeat_warning = \"3s\"\nheartbeat_critical = \"6s\"\n").unwrap();
+        let h = config.health_config();
+        assert_eq!(h.defaults.heartbeat_warning, Some(Duration::from_secs(3)));
+        assert_eq!(h.defaults.heartbeat_critical, Some(Duration::from_secs(6)));
+        let own = Config::from_toml(
+            "heartbeat_critical = \"6s\"\n[health.defaults]\nheartbeat_warning = \"20s\"\nheartbeat_critical = \"40s\"\n",
+        )
+        .unwrap()
+        .health_config();
+        assert_eq!(
+            own.defaults.heartbeat_critical,
+            Some(Duration::from_secs(40))
+        );
     }
 
     #[test]

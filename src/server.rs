@@ -381,7 +381,7 @@ impl Warden {
             tasks.spawn(recovery.run(config.recovery.interval, cancel.clone()));
         }
         // Health: every worker checked on an interval; verdicts into the fleet.
-        let evaluator = warden_health::Evaluator::new(&config.health)
+        let evaluator = warden_health::Evaluator::new(&config.health_config())
             .map_err(|e| ServerError::Alerting(format!("health: {e}")))?;
         let (baselines_tx, baselines) =
             tokio::sync::watch::channel(Arc::new(warden_health::Baselines::default()));

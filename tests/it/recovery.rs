@@ -78,19 +78,30 @@ async fn a_lost_worker_is_restarted_once_then_the_cap_holds_across_a_warden_rest
     .await;
     seen_alive_with_pid(&setup, ID, second).await;
 
-    // As the actor auto-recovery: an operation, an audit entry, a recovery event.
+    // As the actor auto-recovery: an operation (followed to its end: BACK), an audit entry,
+    // a recovery event.
     let channel = setup.warden.channel().await;
     let mut control = ControlClient::new(channel.clone());
-    let ops = control
-        .list_operations(pb::ListOperationsRequest::default())
-        .await
-        .expect("ListOperations")
-        .into_inner()
-        .operations;
-    let op = ops
-        .iter()
-        .find(|o| o.actor == "auto-recovery")
-        .unwrap_or_else(|| panic!("an auto-recovery operation: {ops:?}"));
+    let op = eventually(
+        Duration::from_secs(90),
+        "the restart operation ends",
+        || {
+            let mut control = control.clone();
+            async move {
+                let ops = control
+                    .list_operations(pb::ListOperationsRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .operations;
+                ops.into_iter()
+                    .find(|o| o.actor == "auto-recovery" && o.end_time.is_some())
+            }
+        },
+    )
+    .await;
+    assert_eq!(op.state(), pb::OperationState::Succeeded, "{op:?}");
+    assert!(op.targets[0].message.starts_with("BACK"), "{op:?}");
     assert_eq!(op.verb, "RestartWorkers", "{op:?}");
     assert!(op.reason.contains("LOST"), "{op:?}");
     let audit = control
