@@ -38,12 +38,31 @@ async fn lost(warden: &TestWarden) {
 async fn exhausted(warden: &TestWarden) -> String {
     let name = format!("workers/celery/default/{ID}");
     let exhausted = warden.inner().recovery_exhausted.clone();
-    eventually(Duration::from_secs(30), "recovery exhausted", || {
-        let exhausted = exhausted.clone();
-        let name = name.clone();
-        async move { exhausted.lock().unwrap().get(&name).cloned() }
-    })
-    .await
+    let client = warden.client().await;
+    let ops = ControlClient::new(warden.channel().await);
+    let found = tokio::time::timeout(
+        Duration::from_secs(60),
+        eventually(Duration::from_secs(90), "recovery exhausted", || {
+            let exhausted = exhausted.clone();
+            let name = name.clone();
+            async move { exhausted.lock().unwrap().get(&name).cloned() }
+        }),
+    )
+    .await;
+    match found {
+        Ok(why) => why,
+        Err(_) => {
+            // Say what auto-recovery was looking at.
+            let mut client = client.clone();
+            let workers = list(&mut client, true).await;
+            let ops = ops
+                .clone()
+                .list_operations(pb::ListOperationsRequest::default())
+                .await
+                .map(|r| r.into_inner().operations);
+            panic!("not exhausted within 60 s; workers {workers:?}; operations {ops:?}")
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
