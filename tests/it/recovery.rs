@@ -13,6 +13,22 @@ use crate::{
 
 const ID: &str = "batch-0@local";
 
+/// Waits until warden knows the worker's group (from an inspect reply): auto-recovery acts on
+/// opted-in groups, and a worker hung before its first inspect reply has none yet.
+async fn grouped(warden: &TestWarden) {
+    let client = warden.client().await;
+    eventually(Duration::from_secs(60), "the worker's group known", || {
+        let mut client = client.clone();
+        async move {
+            let r = list(&mut client, false).await;
+            find(&r, ID)
+                .is_some_and(|w| w.group == "groups/celery/batch")
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 fn hang(pid: u32) {
     let status = std::process::Command::new("kill")
         .args(["-STOP", &pid.to_string()])
@@ -65,9 +81,10 @@ async fn exhausted(warden: &TestWarden) -> String {
     }
 }
 
-// Passes every time run on its own (`--run-ignored only`, 42–46 s) but failed in every
-// fresh-clone run of the whole suite this stop (no restarted process within 180 s): not yet
-// understood, so it does not gate CI until it is (see the stop's closing note).
+// Failed in every fresh-clone run this stop, passed in the lead's checkout. Found at the end of
+// the stop: the worker was hung before any inspect reply had told warden its group, and
+// auto-recovery only acts on opted-in groups (the failure printed `group: ""`). The test now
+// waits for the group first; it stays ignored until a CI run has shown it green.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails in full fresh-clone CI runs for a reason not yet found; run with --run-ignored only"]
 async fn a_lost_worker_is_restarted_once_then_the_cap_holds_across_a_warden_restart() {
@@ -93,6 +110,7 @@ async fn a_lost_worker_is_restarted_once_then_the_cap_holds_across_a_warden_rest
     seen_alive_with_pid(&setup, ID, first).await;
 
     // Hung: no heartbeat, no ping reply. LOST, then restarted by auto-recovery.
+    grouped(&setup.warden).await;
     hang(first);
     let second = eventually(Duration::from_secs(180), "a new process", || async {
         let pid = setup.runtime.instance(&key()).await.ok()?.pid?;
@@ -220,6 +238,7 @@ async fn a_lost_worker_is_restarted_once_then_the_cap_holds_across_a_warden_rest
         }
     })
     .await;
+    grouped(&warden).await;
     hang(third);
     lost(&warden).await;
     let why = exhausted(&warden).await;
